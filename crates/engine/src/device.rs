@@ -1,0 +1,229 @@
+//! Which compute devices this build can use on this machine.
+//!
+//! The CPU is always present. CUDA and Metal are probed only when the binary was compiled
+//! with the matching cargo feature; a build without them says what it is missing instead of
+//! pretending the GPU is absent.
+
+use serde::Serialize;
+use ts_rs::TS;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum DeviceKind {
+    Cpu,
+    Cuda,
+    Metal,
+}
+
+impl DeviceKind {
+    /// The name used in `--set device=...` and in the JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Cuda => "cuda",
+            DeviceKind::Metal => "metal",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, TS)]
+#[ts(export)]
+pub struct DeviceInfo {
+    pub kind: DeviceKind,
+    /// Index for `--set device=cuda:N`; 0 for the CPU.
+    pub ordinal: u32,
+    pub name: String,
+    /// Whether the device could be opened now.
+    pub available: bool,
+    /// Logical cores (CPU) or streaming multiprocessors are not comparable; this is the CPU's.
+    pub threads: Option<u32>,
+    /// Total memory the device can address, if known (system RAM for the CPU).
+    #[ts(type = "number | null")]
+    pub memory_bytes: Option<u64>,
+    /// Instruction-set extensions that matter for speed (`avx2`, `fma`, `neon`, ...).
+    pub features: Vec<String>,
+    /// Why the device is unavailable, or what a different build would add.
+    pub note: Option<String>,
+}
+
+/// Every device this build knows how to use, the CPU first.
+pub fn detect_devices() -> Vec<DeviceInfo> {
+    let mut devices = vec![cpu_info()];
+    devices.extend(cuda_info());
+    devices.extend(metal_info());
+    devices
+}
+
+fn cpu_info() -> DeviceInfo {
+    DeviceInfo {
+        kind: DeviceKind::Cpu,
+        ordinal: 0,
+        name: cpu_model_name().unwrap_or_else(|| std::env::consts::ARCH.to_string()),
+        available: true,
+        threads: std::thread::available_parallelism()
+            .ok()
+            .map(|n| n.get() as u32),
+        memory_bytes: total_memory_bytes(),
+        features: cpu_features(),
+        note: gpu_build_note(),
+    }
+}
+
+fn gpu_build_note() -> Option<String> {
+    if cfg!(any(feature = "cuda", feature = "metal")) {
+        None
+    } else if cfg!(target_os = "macos") {
+        Some("CPU-only build: a build with the `metal` feature trains on the Apple GPU".into())
+    } else {
+        Some(
+            "CPU-only build: a build with the `cuda` feature trains on NVIDIA GPUs \
+             (QLoRA in bf16, many times faster than the CPU)"
+                .into(),
+        )
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn cpu_features() -> Vec<String> {
+    let mut f = Vec::new();
+    macro_rules! probe {
+        ($($name:tt),*) => {$(
+            if std::arch::is_x86_feature_detected!($name) {
+                f.push($name.to_string());
+            }
+        )*};
+    }
+    probe!(
+        "sse4.2",
+        "avx",
+        "avx2",
+        "fma",
+        "f16c",
+        "avx512f",
+        "avx512bf16"
+    );
+    f
+}
+
+#[cfg(target_arch = "aarch64")]
+fn cpu_features() -> Vec<String> {
+    let mut f = Vec::new();
+    macro_rules! probe {
+        ($($name:tt),*) => {$(
+            if std::arch::is_aarch64_feature_detected!($name) {
+                f.push($name.to_string());
+            }
+        )*};
+    }
+    probe!("neon", "fp16", "bf16", "i8mm");
+    f
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn cpu_features() -> Vec<String> {
+    Vec::new()
+}
+
+fn read_proc(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+fn cpu_model_name() -> Option<String> {
+    let info = read_proc("/proc/cpuinfo")?;
+    info.lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+}
+
+fn total_memory_bytes() -> Option<u64> {
+    let info = read_proc("/proc/meminfo")?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_info() -> Vec<DeviceInfo> {
+    let (available, note) = match candle_core::Device::new_cuda(0) {
+        Ok(_) => (true, None),
+        Err(e) => (
+            false,
+            Some(format!("CUDA device 0 could not be opened: {e}")),
+        ),
+    };
+    vec![DeviceInfo {
+        kind: DeviceKind::Cuda,
+        ordinal: 0,
+        name: "CUDA device 0".into(),
+        available,
+        threads: None,
+        memory_bytes: None,
+        features: vec![],
+        note,
+    }]
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_info() -> Vec<DeviceInfo> {
+    Vec::new()
+}
+
+#[cfg(feature = "metal")]
+fn metal_info() -> Vec<DeviceInfo> {
+    let (available, note) = match candle_core::Device::new_metal(0) {
+        Ok(_) => (true, None),
+        Err(e) => (
+            false,
+            Some(format!("Metal device could not be opened: {e}")),
+        ),
+    };
+    vec![DeviceInfo {
+        kind: DeviceKind::Metal,
+        ordinal: 0,
+        name: "Apple GPU".into(),
+        available,
+        threads: None,
+        memory_bytes: None,
+        features: vec![],
+        note,
+    }]
+}
+
+#[cfg(not(feature = "metal"))]
+fn metal_info() -> Vec<DeviceInfo> {
+    Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_comes_first_and_is_available() {
+        let d = detect_devices();
+        assert_eq!(d[0].kind, DeviceKind::Cpu);
+        assert!(d[0].available);
+        assert!(d[0].threads.unwrap_or(0) >= 1);
+        // Opening the CPU device in candle must agree with what we report.
+        assert!(candle_core::Device::Cpu.is_cpu());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn linux_reports_memory() {
+        let mem = detect_devices()[0].memory_bytes.expect("MemTotal");
+        assert!(mem > 256 * 1024 * 1024, "{mem}");
+    }
+
+    #[cfg(not(any(feature = "cuda", feature = "metal")))]
+    #[test]
+    fn cpu_only_build_says_what_a_gpu_build_adds() {
+        assert!(detect_devices()[0]
+            .note
+            .as_deref()
+            .unwrap_or("")
+            .contains("feature"));
+    }
+}
