@@ -1,0 +1,18 @@
+import { defineConfig } from "vitest/config";
+import { svelte } from "@sveltejs/vite-plugin-svelte";
+
+// Tauri serves the built files; the dev server port matches tauri.conf.json's devUrl.
+export default defineConfig({
+  plugins: [svelte()],
+  clearScreen: false,
+  server: { port: 5173, strictPort: true },
+  build: { target: "es2022", outDir: "dist", emptyOutDir: true },
+  // Component tests mount Svelte's browser build, not its server build.
+  resolve: process.env.VITEST ? { conditions: ["browser"] } : undefined,
+  test: {
+    environment: "jsdom",
+    // globals lets @testing-library/svelte unmount each component after its test.
+    globals: true,
+    include: ["src/**/*.test.ts"],
+  },
+});
