@@ -196,6 +196,31 @@ fn metal_info() -> Vec<DeviceInfo> {
     Vec::new()
 }
 
+/// The candle device for a user's choice: `cpu`, `cuda`, `cuda:N` or `metal`.
+pub fn candle_device(choice: &str) -> Result<candle_core::Device, String> {
+    let (kind, ordinal) = match choice.split_once(':') {
+        Some((k, n)) => (
+            k,
+            n.parse::<usize>()
+                .map_err(|_| format!("device `{choice}`: `{n}` is not a device number"))?,
+        ),
+        None => (choice, 0),
+    };
+    match kind {
+        "cpu" => Ok(candle_core::Device::Cpu),
+        "cuda" if cfg!(feature = "cuda") => candle_core::Device::new_cuda(ordinal)
+            .map_err(|e| format!("device `{choice}`: cannot open the CUDA device: {e}")),
+        "metal" if cfg!(feature = "metal") => candle_core::Device::new_metal(ordinal)
+            .map_err(|e| format!("device `{choice}`: cannot open the Metal device: {e}")),
+        "cuda" | "metal" => Err(format!(
+            "device `{choice}`: this build has no {kind} support (rebuild with `--features {kind}`)"
+        )),
+        other => Err(format!(
+            "device `{other}` is unknown (use cpu, cuda, cuda:N or metal)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,343 @@
+//! One parametrised decoder-only transformer for the Llama layout, Qwen2 and Mistral.
+//!
+//! The families differ only in configuration (biases, rope settings, tied embeddings,
+//! grouped-query heads), so there is one implementation. Weights are taken by their HF
+//! names from `whetstone_formats::Weights`; a missing, misshapen or unused tensor is an error.
+
+use crate::ops::{self, Ops};
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+use whetstone_formats::{FileError, ModelConfig, RopeScaling, Weights};
+
+#[derive(Debug, Clone)]
+pub struct Linear {
+    /// `[out, in]`, as PyTorch stores it.
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.broadcast_matmul(&self.weight.t()?)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+}
+
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub input_layernorm: Tensor,
+    pub self_attn: Attention,
+    pub post_attention_layernorm: Tensor,
+    pub mlp: Mlp,
+}
+
+/// Keys and values of earlier positions, one `(k, v)` per layer, `[b, kv_heads, T, d]`.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    pub fn new(num_layers: usize) -> Self {
+        Self {
+            layers: vec![None; num_layers],
+        }
+    }
+
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map(|(k, _)| k.dim(2).unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DecoderModel {
+    pub config: ModelConfig,
+    pub embed_tokens: Tensor,
+    pub layers: Vec<Layer>,
+    pub norm: Tensor,
+    /// `None` when the output projection is tied to `embed_tokens`.
+    pub lm_head: Option<Tensor>,
+    /// Rotary inverse frequencies `[head_dim / 2]` (f32), scaling already applied.
+    inv_freq: Vec<f32>,
+    pub dtype: DType,
+    pub device: Device,
+}
+
+/// Rotary inverse frequencies as transformers computes them, with the configured scaling.
+pub fn rope_inv_freq(cfg: &ModelConfig) -> Vec<f32> {
+    let d = cfg.head_dim;
+    let base: Vec<f32> = (0..d)
+        .step_by(2)
+        .map(|i| 1.0 / (cfg.rope_theta as f32).powf(i as f32 / d as f32))
+        .collect();
+    match &cfg.rope_scaling {
+        None => base,
+        Some(RopeScaling::Linear { factor }) => base.iter().map(|f| f / *factor as f32).collect(),
+        Some(RopeScaling::Factors { factors }) => {
+            base.iter().zip(factors).map(|(f, s)| f / s).collect()
+        }
+        Some(RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings: old,
+        }) => {
+            let (factor, lo, hi, old) = (
+                *factor as f32,
+                *low_freq_factor as f32,
+                *high_freq_factor as f32,
+                *old as f32,
+            );
+            let low_wavelen = old / lo;
+            let high_wavelen = old / hi;
+            base.iter()
+                .map(|&f| {
+                    let wavelen = 2.0 * std::f32::consts::PI / f;
+                    if wavelen < high_wavelen {
+                        f
+                    } else if wavelen > low_wavelen {
+                        f / factor
+                    } else {
+                        let smooth = (old / wavelen - lo) / (hi - lo);
+                        (1.0 - smooth) * f / factor + smooth * f
+                    }
+                })
+                .collect()
+        }
+    }
+}
+
+fn linear(
+    w: &mut Weights,
+    prefix: &str,
+    out: usize,
+    inp: usize,
+    bias: bool,
+) -> std::result::Result<Linear, FileError> {
+    Ok(Linear {
+        weight: w.take(&format!("{prefix}.weight"), &[out, inp])?,
+        bias: if bias {
+            Some(w.take(&format!("{prefix}.bias"), &[out])?)
+        } else {
+            None
+        },
+    })
+}
+
+impl DecoderModel {
+    /// Build the model from config and weights; every weight must be used exactly once.
+    pub fn new(
+        config: &ModelConfig,
+        mut w: Weights,
+        dtype: DType,
+        device: &Device,
+    ) -> std::result::Result<Self, FileError> {
+        let c = config;
+        let (h, q, kv, i) = (
+            c.hidden_size,
+            c.num_heads * c.head_dim,
+            c.num_kv_heads * c.head_dim,
+            c.intermediate_size,
+        );
+        let embed_tokens = w.take("model.embed_tokens.weight", &[c.vocab_size, h])?;
+        let mut layers = Vec::with_capacity(c.num_layers);
+        for l in 0..c.num_layers {
+            let p = format!("model.layers.{l}");
+            layers.push(Layer {
+                input_layernorm: w.take(&format!("{p}.input_layernorm.weight"), &[h])?,
+                self_attn: Attention {
+                    q_proj: linear(&mut w, &format!("{p}.self_attn.q_proj"), q, h, c.qkv_bias)?,
+                    k_proj: linear(&mut w, &format!("{p}.self_attn.k_proj"), kv, h, c.qkv_bias)?,
+                    v_proj: linear(&mut w, &format!("{p}.self_attn.v_proj"), kv, h, c.qkv_bias)?,
+                    o_proj: linear(&mut w, &format!("{p}.self_attn.o_proj"), h, q, c.o_bias)?,
+                },
+                post_attention_layernorm: w
+                    .take(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+                mlp: Mlp {
+                    gate_proj: linear(&mut w, &format!("{p}.mlp.gate_proj"), i, h, c.mlp_bias)?,
+                    up_proj: linear(&mut w, &format!("{p}.mlp.up_proj"), i, h, c.mlp_bias)?,
+                    down_proj: linear(&mut w, &format!("{p}.mlp.down_proj"), h, i, c.mlp_bias)?,
+                },
+            });
+        }
+        let norm = w.take("model.norm.weight", &[h])?;
+        let lm_head = if c.tie_word_embeddings {
+            None
+        } else {
+            Some(w.take("lm_head.weight", &[c.vocab_size, h])?)
+        };
+        w.finish()?;
+        Ok(Self {
+            config: config.clone(),
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            inv_freq: rope_inv_freq(config),
+            dtype,
+            device: device.clone(),
+        })
+    }
+
+    /// cos and sin tables `[seq, head_dim / 2]` for absolute positions `offset..offset + seq`.
+    pub fn rope_tables(&self, offset: usize, seq: usize) -> Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(seq * half);
+        let mut sin = Vec::with_capacity(seq * half);
+        for p in offset..offset + seq {
+            for f in &self.inv_freq {
+                let a = p as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        let cos = Tensor::from_vec(cos, (seq, half), &self.device)?.to_dtype(self.dtype)?;
+        let sin = Tensor::from_vec(sin, (seq, half), &self.device)?.to_dtype(self.dtype)?;
+        Ok((cos, sin))
+    }
+
+    fn attention(
+        &self,
+        attn: &Attention,
+        x: &Tensor,
+        (cos, sin): (&Tensor, &Tensor),
+        offset: usize,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        ops: Ops,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, t, _) = x.dims3()?;
+        let shape = |y: Tensor, heads: usize| -> Result<Tensor> {
+            y.reshape((b, t, heads, c.head_dim))?.transpose(1, 2)
+        };
+        let q = shape(attn.q_proj.forward(x)?, c.num_heads)?;
+        let k = shape(attn.k_proj.forward(x)?, c.num_kv_heads)?;
+        let v = shape(attn.v_proj.forward(x)?, c.num_kv_heads)?.contiguous()?;
+        let q = ops::rope(&q, cos, sin, ops)?;
+        let k = ops::rope(&k, cos, sin, ops)?;
+        let (k, v) = match cache {
+            Some(slot) => {
+                let kv = match slot.take() {
+                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+                    None => (k, v),
+                };
+                *slot = Some(kv.clone());
+                kv
+            }
+            None => (k, v),
+        };
+        let n_rep = c.num_heads / c.num_kv_heads;
+        let k = ops::repeat_kv(&k, n_rep)?.contiguous()?;
+        let v = ops::repeat_kv(&v, n_rep)?.contiguous()?;
+        let y = ops::attention(&q.contiguous()?, &k, &v, offset, ops)?;
+        let y = y
+            .transpose(1, 2)?
+            .reshape((b, t, c.num_heads * c.head_dim))?;
+        attn.o_proj.forward(&y)
+    }
+
+    /// Hidden states after the final norm, `[b, t, hidden]`.
+    pub fn hidden_states(
+        &self,
+        ids: &Tensor,
+        offset: usize,
+        mut cache: Option<&mut KvCache>,
+        ops: Ops,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, t) = ids.dims2()?;
+        let mut x = self
+            .embed_tokens
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, c.hidden_size))?;
+        let (cos, sin) = self.rope_tables(offset, t)?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|kv| &mut kv.layers[l]);
+            let h = ops::rms_norm(&x, &layer.input_layernorm, c.rms_norm_eps, ops)?;
+            let a = self.attention(&layer.self_attn, &h, (&cos, &sin), offset, slot, ops)?;
+            x = (x + a)?;
+            let h = ops::rms_norm(&x, &layer.post_attention_layernorm, c.rms_norm_eps, ops)?;
+            let m = &layer.mlp;
+            let y = m.down_proj.forward(&ops::swiglu(
+                &m.gate_proj.forward(&h)?,
+                &m.up_proj.forward(&h)?,
+            )?)?;
+            x = (x + y)?;
+        }
+        ops::rms_norm(&x, &self.norm, c.rms_norm_eps, ops)
+    }
+
+    /// Project hidden states to vocabulary logits.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let w = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
+        hidden.broadcast_matmul(&w.t()?)
+    }
+
+    /// Logits for every position, `[b, t, vocab]`.
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        offset: usize,
+        cache: Option<&mut KvCache>,
+        ops: Ops,
+    ) -> Result<Tensor> {
+        let h = self.hidden_states(ids, offset, cache, ops)?;
+        self.logits(&h)
+    }
+
+    /// Logits of the last position only, `[b, vocab]` (generation).
+    pub fn forward_last(
+        &self,
+        ids: &Tensor,
+        offset: usize,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let h = self.hidden_states(ids, offset, cache, Ops::Fused)?;
+        let t = h.dim(1)?;
+        self.logits(&h.narrow(1, t - 1, 1)?.squeeze(1)?)
+    }
+
+    /// Per-position next-token negative log-likelihood of `ids` (one sequence), in nats:
+    /// `tokens - 1` values.
+    pub fn token_nll(&self, ids: &[u32], ops: Ops) -> Result<Vec<f32>> {
+        if ids.len() < 2 {
+            return Ok(vec![]);
+        }
+        let input = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
+        let logits = self.forward(&input, 0, None, ops)?.squeeze(0)?;
+        let n = ids.len() - 1;
+        let logits = logits.narrow(0, 0, n)?.to_dtype(DType::F32)?;
+        let logp = ops::log_softmax_last_dim(&logits)?;
+        let targets = Tensor::new(&ids[1..], &self.device)?.unsqueeze(1)?;
+        logp.gather(&targets, D::Minus1)?
+            .squeeze(1)?
+            .neg()?
+            .to_vec1::<f32>()
+    }
+}

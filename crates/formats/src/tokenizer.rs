@@ -1,0 +1,354 @@
+//! Tokenizers: an HF `tokenizer.json`, or one rebuilt from a GGUF file's `tokenizer.ggml.*`
+//! metadata.
+//!
+//! The GGUF route writes the same `tokenizer.json` document the HF tokenizers library reads,
+//! so both routes end in one `tokenizers::Tokenizer` (and an export can save that document
+//! next to a merged model). Two GGUF vocabularies are understood:
+//! - `gpt2`: byte-level BPE with ranked merges; the pre-tokenizer regex depends on
+//!   `tokenizer.ggml.pre` (llama.cpp's name for the model's split rules);
+//! - `llama`: SentencePiece BPE with byte fallback; merges are rebuilt from the piece scores.
+
+use crate::error::FileError;
+use candle_core::quantized::gguf_file::{self, Value as GValue};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::str::FromStr;
+
+/// GGUF token types (llama.cpp `llama_token_type`).
+const TOKEN_CONTROL: i32 = 3;
+const TOKEN_USER_DEFINED: i32 = 4;
+
+/// A model's tokenizer plus the special ids generation needs.
+pub struct ModelTokenizer {
+    pub inner: tokenizers::Tokenizer,
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+    /// Every id that ends generation (config, generation_config and tokenizer eos).
+    pub eos_ids: Vec<u32>,
+    /// The `tokenizer.json` document this tokenizer was built from.
+    pub json: Value,
+}
+
+impl ModelTokenizer {
+    pub fn from_json(json: Value, source: &Path) -> Result<Self, FileError> {
+        let inner = tokenizers::Tokenizer::from_str(&json.to_string())
+            .map_err(|e| FileError::new(source, format!("not a usable tokenizer: {e}")))?;
+        Ok(Self {
+            inner,
+            bos_token: None,
+            eos_token: None,
+            eos_ids: vec![],
+            json,
+        })
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, FileError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| FileError::new(path, format!("cannot read: {e}")))?;
+        let json: Value = serde_json::from_str(&text)
+            .map_err(|e| FileError::new(path, format!("not valid JSON: {e}")))?;
+        Self::from_json(json, path)
+    }
+
+    /// Token ids for `text`, with the special tokens the tokenizer's post-processor adds
+    /// (e.g. a BOS), as `tokenizer(text)` does in transformers.
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, String> {
+        self.inner
+            .encode(text, add_special_tokens)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, String> {
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The highest id the tokenizer can produce must fit the embedding matrix.
+    pub fn check_fits(&self, model_vocab: usize, source: &Path) -> Result<(), FileError> {
+        let max_id = self
+            .inner
+            .get_vocab(true)
+            .values()
+            .copied()
+            .max()
+            .unwrap_or(0) as usize;
+        if max_id >= model_vocab {
+            return Err(FileError::new(
+                source,
+                format!(
+                    "the tokenizer does not match the model: it has token ids up to {max_id} but the model's vocabulary has {model_vocab} rows"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn md_str<'a>(content: &'a gguf_file::Content, key: &str) -> Option<&'a String> {
+    content.metadata.get(key).and_then(|v| v.to_string().ok())
+}
+
+fn md_u32(content: &gguf_file::Content, key: &str) -> Option<u32> {
+    content.metadata.get(key).and_then(|v| v.to_u32().ok())
+}
+
+fn md_bool(content: &gguf_file::Content, key: &str) -> Option<bool> {
+    content.metadata.get(key).and_then(|v| v.to_bool().ok())
+}
+
+fn md_array<'a>(
+    path: &Path,
+    content: &'a gguf_file::Content,
+    key: &str,
+) -> Result<&'a Vec<GValue>, FileError> {
+    content
+        .metadata
+        .get(key)
+        .and_then(|v| v.to_vec().ok())
+        .ok_or_else(|| {
+            FileError::new(
+                path,
+                format!("metadata key `{key}` is missing or not an array"),
+            )
+        })
+}
+
+/// The pre-tokenizer llama.cpp applies for a `tokenizer.ggml.pre` value.
+fn gpt2_pre_tokenizer(path: &Path, pre: &str) -> Result<Value, FileError> {
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+    let split = |pattern: &str| json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false});
+    Ok(match pre {
+        "default" | "gpt2" | "gpt-2" => byte_level(true),
+        "smollm" | "starcoder" | "refact" => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
+        "llama3" | "llama-bpe" | "llama-v3" | "smaug-bpe" => json!({"type": "Sequence", "pretokenizers": [
+            split(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"),
+            byte_level(false)]}),
+        "qwen2" | "deepseek-r1-qwen" => json!({"type": "Sequence", "pretokenizers": [
+            split(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"),
+            byte_level(false)]}),
+        other => {
+            return Err(FileError::new(
+                path,
+                format!("tokenizer pre-tokenizer `tokenizer.ggml.pre = {other}` is not supported (supported: default, gpt2, smollm, starcoder, llama-bpe, qwen2)"),
+            ))
+        }
+    })
+}
+
+fn bos_post_processor(bos: &str, bos_id: u32) -> Value {
+    json!({
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                 {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {bos: {"id": bos, "ids": [bos_id], "tokens": [bos]}}
+    })
+}
+
+/// Rebuild the tokenizer stored in a GGUF file's metadata.
+pub fn tokenizer_from_gguf(
+    path: &Path,
+    content: &gguf_file::Content,
+) -> Result<ModelTokenizer, FileError> {
+    let model = md_str(content, "tokenizer.ggml.model").ok_or_else(|| {
+        FileError::new(
+            path,
+            "metadata key `tokenizer.ggml.model` is missing: this GGUF has no tokenizer",
+        )
+    })?;
+    let tokens: Vec<String> = md_array(path, content, "tokenizer.ggml.tokens")?
+        .iter()
+        .map(|v| v.to_string().cloned())
+        .collect::<Result<_, _>>()
+        .map_err(|_| {
+            FileError::new(
+                path,
+                "metadata key `tokenizer.ggml.tokens` holds non-strings",
+            )
+        })?;
+    let types: Vec<i32> = match content.metadata.get("tokenizer.ggml.token_type") {
+        Some(v) => v
+            .to_vec()
+            .map_err(|_| {
+                FileError::new(
+                    path,
+                    "metadata key `tokenizer.ggml.token_type` is not an array",
+                )
+            })?
+            .iter()
+            .map(|t| t.to_i32().unwrap_or(1))
+            .collect(),
+        None => vec![1; tokens.len()],
+    };
+    if types.len() != tokens.len() {
+        return Err(FileError::new(
+            path,
+            format!(
+                "tokenizer.ggml.token_type has {} entries but tokenizer.ggml.tokens has {}",
+                types.len(),
+                tokens.len()
+            ),
+        ));
+    }
+    let bos_id = md_u32(content, "tokenizer.ggml.bos_token_id");
+    let eos_id = md_u32(content, "tokenizer.ggml.eos_token_id");
+    let name_of = |id: Option<u32>| id.and_then(|i| tokens.get(i as usize).cloned());
+    let added: Vec<Value> = tokens
+        .iter()
+        .zip(&types)
+        .enumerate()
+        .filter(|(_, (_, t))| **t == TOKEN_CONTROL || **t == TOKEN_USER_DEFINED)
+        .map(|(id, (tok, t))| {
+            json!({"id": id, "content": tok, "single_word": false, "lstrip": false, "rstrip": false,
+                   "normalized": false, "special": *t == TOKEN_CONTROL})
+        })
+        .collect();
+    let vocab: serde_json::Map<String, Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), json!(i)))
+        .collect();
+    let doc = match model.as_str() {
+        "gpt2" => {
+            let merges: Vec<String> = md_array(path, content, "tokenizer.ggml.merges")?
+                .iter()
+                .filter_map(|v| v.to_string().ok().cloned())
+                .collect();
+            let pre = md_str(content, "tokenizer.ggml.pre").map(String::as_str).unwrap_or("default");
+            let add_bos = md_bool(content, "tokenizer.ggml.add_bos_token").unwrap_or(false);
+            let post = match (add_bos, name_of(bos_id)) {
+                (true, Some(bos)) => bos_post_processor(&bos, bos_id.unwrap_or(0)),
+                _ => json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true}),
+            };
+            json!({
+                "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+                "normalizer": null,
+                "pre_tokenizer": gpt2_pre_tokenizer(path, pre)?,
+                "post_processor": post,
+                "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+                "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                          "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                          "ignore_merges": false, "vocab": vocab, "merges": merges}
+            })
+        }
+        "llama" => {
+            let scores: Vec<f32> = md_array(path, content, "tokenizer.ggml.scores")?
+                .iter()
+                .map(|v| v.to_f32().unwrap_or(0.0))
+                .collect();
+            if scores.len() != tokens.len() {
+                return Err(FileError::new(path, "tokenizer.ggml.scores and tokenizer.ggml.tokens differ in length"));
+            }
+            let merges = sentencepiece_merges(&tokens, &scores, &types);
+            let add_bos = md_bool(content, "tokenizer.ggml.add_bos_token").unwrap_or(true);
+            let add_space = md_bool(content, "tokenizer.ggml.add_space_prefix").unwrap_or(true);
+            let unk = name_of(md_u32(content, "tokenizer.ggml.unknown_token_id").or(Some(0)));
+            let mut normalizers = vec![];
+            if add_space {
+                normalizers.push(json!({"type": "Prepend", "prepend": "\u{2581}"}));
+            }
+            normalizers.push(json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}));
+            let post = match (add_bos, name_of(bos_id)) {
+                (true, Some(bos)) => bos_post_processor(&bos, bos_id.unwrap_or(1)),
+                _ => Value::Null,
+            };
+            let mut decoders = vec![
+                json!({"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "}),
+                json!({"type": "ByteFallback"}),
+                json!({"type": "Fuse"}),
+            ];
+            if add_space {
+                decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
+            }
+            json!({
+                "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+                "normalizer": {"type": "Sequence", "normalizers": normalizers},
+                "pre_tokenizer": null,
+                "post_processor": post,
+                "decoder": {"type": "Sequence", "decoders": decoders},
+                "model": {"type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
+                          "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true,
+                          "ignore_merges": false, "vocab": vocab, "merges": merges}
+            })
+        }
+        other => {
+            return Err(FileError::new(
+                path,
+                format!("tokenizer type `tokenizer.ggml.model = {other}` is not supported (supported: gpt2, llama)"),
+            ))
+        }
+    };
+    let mut tok = ModelTokenizer::from_json(doc, path)?;
+    tok.bos_token = name_of(bos_id);
+    tok.eos_token = name_of(eos_id);
+    tok.eos_ids = eos_id.into_iter().collect();
+    Ok(tok)
+}
+
+/// SentencePiece BPE keeps scores, not merges: a merge `(a, b)` exists when `a`, `b` and
+/// `a+b` are all pieces, ranked by the score of `a+b` (higher merges first).
+fn sentencepiece_merges(tokens: &[String], scores: &[f32], types: &[i32]) -> Vec<String> {
+    let index: std::collections::HashMap<&str, usize> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i))
+        .collect();
+    let mut merges: Vec<(f32, usize, usize, String)> = vec![];
+    for (id, piece) in tokens.iter().enumerate() {
+        if types[id] != 1 {
+            continue; // only normal pieces are reachable by merging
+        }
+        for (split, _) in piece.char_indices().skip(1) {
+            let (a, b) = piece.split_at(split);
+            if let (Some(&ia), Some(&ib)) = (index.get(a), index.get(b)) {
+                merges.push((scores[id], ia, ib, format!("{a} {b}")));
+            }
+        }
+    }
+    // Highest score first; ties broken by the ids of the parts, as transformers does.
+    merges.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
+    merges.into_iter().map(|m| m.3).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentencepiece_merges_rank_by_merged_score() {
+        let tokens: Vec<String> = ["<unk>", "a", "b", "ab", "c", "abc"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let scores = [0.0, -1.0, -2.0, -0.5, -3.0, -0.1];
+        let types = [2, 1, 1, 1, 1, 1];
+        assert_eq!(
+            sentencepiece_merges(&tokens, &scores, &types),
+            vec!["ab c", "a b"]
+        );
+    }
+
+    #[test]
+    fn unknown_pre_tokenizer_is_a_clear_error() {
+        let e = gpt2_pre_tokenizer(Path::new("m.gguf"), "mystery").unwrap_err();
+        assert!(
+            e.to_string().starts_with("m.gguf: tokenizer pre-tokenizer"),
+            "{e}"
+        );
+    }
+}

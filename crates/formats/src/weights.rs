@@ -1,0 +1,347 @@
+//! Model weights by their Hugging Face names, from safetensors files or a GGUF file.
+//!
+//! Whatever the source, the result is the HF layout: `model.layers.N.self_attn.q_proj.weight`
+//! with PyTorch's `[out, in]` shapes, dequantized to the compute dtype. The model takes each
+//! tensor it needs by name and shape; anything left over is an error, because a tensor the
+//! model does not use means the file describes a different model than the one we built.
+
+use crate::config::{Family, ModelConfig};
+use crate::error::{FileError, WithPath};
+use candle_core::quantized::gguf_file;
+use candle_core::{DType, Device, Tensor};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+pub struct Weights {
+    /// Where the tensors came from (a folder or a `.gguf` file), for error messages.
+    pub source: PathBuf,
+    tensors: HashMap<String, Tensor>,
+}
+
+impl Weights {
+    pub fn from_map(source: impl Into<PathBuf>, tensors: HashMap<String, Tensor>) -> Self {
+        Self {
+            source: source.into(),
+            tensors,
+        }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// Remove and return a tensor, checking its shape.
+    pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, FileError> {
+        let t = self
+            .tensors
+            .remove(name)
+            .ok_or_else(|| FileError::new(&self.source, format!("tensor `{name}` is missing")))?;
+        if t.dims() != shape {
+            return Err(FileError::new(
+                &self.source,
+                format!(
+                    "tensor `{name}` has shape {:?}, the config implies {shape:?}",
+                    t.dims()
+                ),
+            ));
+        }
+        Ok(t)
+    }
+
+    /// Fail if tensors remain that the model did not take.
+    pub fn finish(self) -> Result<(), FileError> {
+        let mut left: Vec<&String> = self
+            .tensors
+            .keys()
+            // Older checkpoints store the rotary frequencies; they are recomputed from config.
+            .filter(|k| !k.ends_with("rotary_emb.inv_freq"))
+            .collect();
+        if left.is_empty() {
+            return Ok(());
+        }
+        left.sort();
+        let shown: Vec<_> = left.iter().take(3).map(|s| format!("`{s}`")).collect();
+        Err(FileError::new(
+            &self.source,
+            format!(
+                "{} tensor(s) the architecture does not use, e.g. {} — the config does not describe these weights",
+                left.len(),
+                shown.join(", ")
+            ),
+        ))
+    }
+}
+
+/// The `*.safetensors` files of an HF model folder: `model.safetensors.index.json`'s shards
+/// when the index exists, else every `*.safetensors` file in the folder.
+pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>, FileError> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.exists() {
+        let text = std::fs::read_to_string(&index).at(&index)?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| FileError::new(&index, format!("not valid JSON: {e}")))?;
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| {
+                FileError::new(&index, "field `weight_map`: missing or not an object")
+            })?;
+        let mut files: Vec<PathBuf> = map
+            .values()
+            .filter_map(|v| v.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(|f| dir.join(f))
+            .collect();
+        files.dedup();
+        for f in &files {
+            if !f.exists() {
+                return Err(FileError::new(
+                    f,
+                    "shard listed in model.safetensors.index.json is missing",
+                ));
+            }
+        }
+        return Ok(files);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .at(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(FileError::new(
+            dir,
+            "no *.safetensors weights in this folder",
+        ));
+    }
+    Ok(files)
+}
+
+/// Load every tensor of an HF folder's safetensors files (f32, f16 or bf16 on disk).
+pub fn load_safetensors(dir: &Path, device: &Device, dtype: DType) -> Result<Weights, FileError> {
+    let mut tensors = HashMap::new();
+    for file in safetensors_files(dir)? {
+        let map = candle_core::safetensors::load(&file, device).map_err(|e| {
+            FileError::new(
+                &file,
+                format!("cannot read safetensors (truncated or corrupt?): {e}"),
+            )
+        })?;
+        for (name, t) in map {
+            match t.dtype() {
+                DType::F32 | DType::F16 | DType::BF16 | DType::F64 => {}
+                other => {
+                    return Err(FileError::new(
+                        &file,
+                        format!("tensor `{name}` has dtype {other:?}; only f32, f16 and bf16 weights are supported"),
+                    ))
+                }
+            }
+            let t = t.to_dtype(dtype).at(&file)?;
+            tensors.insert(name, t);
+        }
+    }
+    Ok(Weights::from_map(dir, tensors))
+}
+
+/// The HF name of a GGUF tensor (llama.cpp's naming), or None when it has no HF counterpart.
+pub fn hf_name(gguf_name: &str) -> Option<String> {
+    match gguf_name {
+        "token_embd.weight" => return Some("model.embed_tokens.weight".into()),
+        "output_norm.weight" => return Some("model.norm.weight".into()),
+        "output.weight" => return Some("lm_head.weight".into()),
+        _ => {}
+    }
+    let rest = gguf_name.strip_prefix("blk.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (module, kind) = rest.rsplit_once('.')?;
+    let hf = match module {
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf}.{kind}"))
+}
+
+/// Undo llama.cpp's interleaving of the rotary halves in Q and K rows
+/// (`convert_hf_to_gguf.py` permutes them so its rope can rotate adjacent pairs).
+pub fn unpermute_qk(w: &Tensor, n_head: usize) -> candle_core::Result<Tensor> {
+    let dims = w.dims().to_vec();
+    let rows = dims[0];
+    let rest: usize = dims[1..].iter().product();
+    let half = rows / n_head / 2;
+    w.reshape((n_head, half, 2, rest))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape(dims)
+}
+
+/// Check that every tensor's data lies inside the file, so a truncated download is reported
+/// as such instead of as a read error halfway through loading.
+fn check_gguf_extent(path: &Path, content: &gguf_file::Content) -> Result<(), FileError> {
+    let len = std::fs::metadata(path).at(path)?.len();
+    for (name, info) in &content.tensor_infos {
+        let dt = info.ggml_dtype;
+        let bytes = info.shape.elem_count() / dt.block_size() * dt.type_size();
+        let end = content.tensor_data_offset + info.offset + bytes as u64;
+        if end > len {
+            return Err(FileError::new(
+                path,
+                format!("file is truncated: tensor `{name}` needs bytes up to {end} but the file has {len}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Read the GGUF header and metadata.
+pub fn read_gguf(path: &Path) -> Result<gguf_file::Content, FileError> {
+    let mut file =
+        std::fs::File::open(path).map_err(|e| FileError::new(path, format!("cannot open: {e}")))?;
+    let content = gguf_file::Content::read(&mut file)
+        .map_err(|e| FileError::new(path, format!("not a readable GGUF file: {e}")))?;
+    check_gguf_extent(path, &content)?;
+    Ok(content)
+}
+
+/// llama.cpp's per-frequency rope divisors (Llama 3.1 long-context scaling), if present.
+pub fn gguf_rope_factors(
+    path: &Path,
+    content: &gguf_file::Content,
+) -> Result<Option<Vec<f32>>, FileError> {
+    if !content.tensor_infos.contains_key("rope_freqs.weight") {
+        return Ok(None);
+    }
+    let mut file = std::fs::File::open(path).at(path)?;
+    let t = content
+        .tensor(&mut file, "rope_freqs.weight", &Device::Cpu)
+        .and_then(|q| q.dequantize(&Device::Cpu))
+        .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+        .map_err(|e| FileError::new(path, format!("tensor `rope_freqs.weight`: {e}")))?;
+    Ok(Some(t))
+}
+
+/// Load and dequantize every tensor of a GGUF model into the HF layout.
+pub fn load_gguf(
+    path: &Path,
+    content: &gguf_file::Content,
+    cfg: &ModelConfig,
+    device: &Device,
+    dtype: DType,
+) -> Result<Weights, FileError> {
+    let mut file = std::fs::File::open(path).at(path)?;
+    let mut tensors = HashMap::new();
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    for name in names {
+        if name == "rope_freqs.weight" {
+            continue; // folded into the config's rope scaling
+        }
+        let hf = hf_name(name).ok_or_else(|| {
+            FileError::new(
+                path,
+                format!(
+                    "tensor `{name}` is not part of a {} model",
+                    cfg.family.as_str()
+                ),
+            )
+        })?;
+        let q = content
+            .tensor(&mut file, name, device)
+            .map_err(|e| FileError::new(path, format!("tensor `{name}`: {e}")))?;
+        let mut t = q
+            .dequantize(device)
+            .and_then(|t| t.to_dtype(dtype))
+            .map_err(|e| FileError::new(path, format!("tensor `{name}` ({:?}): {e}", q.dtype())))?;
+        if cfg.family != Family::Qwen2 {
+            let heads = if name.contains(".attn_q.") {
+                Some(cfg.num_heads)
+            } else if name.contains(".attn_k.") {
+                Some(cfg.num_kv_heads)
+            } else {
+                None
+            };
+            if let Some(h) = heads {
+                t = unpermute_qk(&t, h)
+                    .map_err(|e| FileError::new(path, format!("tensor `{name}`: {e}")))?;
+            }
+        }
+        tensors.insert(hf, t);
+    }
+    Ok(Weights::from_map(path, tensors))
+}
+
+/// Count tensors per ggml type, e.g. `{"Q4_1": 210, "F32": 61}` (for listings).
+pub fn gguf_type_counts(content: &gguf_file::Content) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for info in content.tensor_infos.values() {
+        *m.entry(format!("{:?}", info.ggml_dtype).to_uppercase())
+            .or_insert(0) += 1;
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gguf_names_map_to_hf() {
+        assert_eq!(
+            hf_name("blk.3.attn_q.weight").unwrap(),
+            "model.layers.3.self_attn.q_proj.weight"
+        );
+        assert_eq!(
+            hf_name("blk.0.attn_q.bias").unwrap(),
+            "model.layers.0.self_attn.q_proj.bias"
+        );
+        assert_eq!(
+            hf_name("blk.12.ffn_norm.weight").unwrap(),
+            "model.layers.12.post_attention_layernorm.weight"
+        );
+        assert_eq!(hf_name("output.weight").unwrap(), "lm_head.weight");
+        assert!(hf_name("blk.0.attn_qkv.weight").is_none());
+    }
+
+    #[test]
+    fn unpermute_inverts_llama_cpp_permute() -> candle_core::Result<()> {
+        // llama.cpp: w.reshape(n_head, 2, rows/n_head/2, cols).swapaxes(1, 2).reshape(rows, cols)
+        let (n_head, rows, cols) = (2usize, 8usize, 3usize);
+        let w = Tensor::arange(0f32, (rows * cols) as f32, &Device::Cpu)?.reshape((rows, cols))?;
+        let permuted = w
+            .reshape((n_head, 2, rows / n_head / 2, cols))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((rows, cols))?;
+        let back = unpermute_qk(&permuted, n_head)?;
+        assert_eq!(back.to_vec2::<f32>()?, w.to_vec2::<f32>()?);
+        Ok(())
+    }
+
+    #[test]
+    fn leftover_tensors_are_an_error() {
+        let mut m = HashMap::new();
+        m.insert(
+            "extra.weight".to_string(),
+            Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap(),
+        );
+        let mut w = Weights::from_map("m", m);
+        assert!(w
+            .take("missing", &[2])
+            .unwrap_err()
+            .to_string()
+            .contains("`missing` is missing"));
+        let e = w.finish().unwrap_err().to_string();
+        assert!(e.contains("`extra.weight`"), "{e}");
+    }
+}
