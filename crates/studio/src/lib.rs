@@ -6,11 +6,14 @@
 
 pub mod demo_model;
 pub mod doctor;
+pub mod inference;
+pub mod models;
 pub mod paths;
 pub mod store;
 
 pub use doctor::{doctor, DoctorReport};
 pub use paths::DataDir;
+pub use whetstone_engine::SamplingParams;
 
 /// The application version, shared by every crate in the workspace.
 pub const APP_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,99 @@
+//! `whetstone score` and `whetstone chat`.
+
+use crate::models::{model_error, open_store};
+use crate::UserError;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use whetstone_studio::inference::{self, InferenceError, Loaded};
+use whetstone_studio::models;
+use whetstone_studio::SamplingParams;
+
+fn inference_error(e: InferenceError) -> anyhow::Error {
+    match e {
+        InferenceError::User(m) => UserError(m).into(),
+        InferenceError::Internal(m) => anyhow::anyhow!(m),
+    }
+}
+
+async fn load(model: &str, device: &str) -> anyhow::Result<Loaded> {
+    let store = open_store().await?;
+    let path: PathBuf = models::resolve(&store, model).await.map_err(model_error)?;
+    store.close().await;
+    let device = device.to_string();
+    tokio::task::spawn_blocking(move || inference::load(&path, &device))
+        .await?
+        .map_err(inference_error)
+}
+
+pub async fn score(
+    model: &str,
+    text_file: &Path,
+    device: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(text_file)
+        .map_err(|e| UserError(format!("{}: cannot read: {e}", text_file.display())))?;
+    let loaded = load(model, device).await?;
+    let file = text_file.to_path_buf();
+    let report = tokio::task::spawn_blocking(move || inference::score(&loaded, &text, &file))
+        .await?
+        .map_err(inference_error)?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{} tokens · mean NLL {:.4} nats · perplexity {:.3} · scored in {:.2}s",
+            report.tokens, report.mean_nll, report.perplexity, report.score_s
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub struct ChatArgs {
+    pub model: String,
+    pub prompt: String,
+    pub system: Option<String>,
+    pub raw: bool,
+    pub device: String,
+    pub json: bool,
+    pub params: SamplingParams,
+}
+
+pub async fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
+    let loaded = load(&a.model, &a.device).await?;
+    let json = a.json;
+    let result = tokio::task::spawn_blocking(move || -> Result<_, InferenceError> {
+        let ids = inference::chat_prompt(&loaded.source, &a.prompt, a.system.as_deref(), a.raw)?;
+        let mut out = std::io::stdout().lock();
+        let g = inference::chat(&loaded, &ids, &a.params, |piece| {
+            if !json {
+                let _ = out.write_all(piece.as_bytes());
+                let _ = out.flush();
+            }
+        })?;
+        Ok((ids, g, loaded.load_s))
+    })
+    .await?
+    .map_err(inference_error)?;
+    let (prompt_ids, g, load_s) = result;
+    if json {
+        let mut v = serde_json::to_value(&g)?;
+        v["prompt_ids"] = serde_json::json!(prompt_ids);
+        v["load_s"] = serde_json::json!(load_s);
+        println!("{v}");
+    } else {
+        println!();
+        eprintln!(
+            "— {} tokens at {:.1} tokens/s (prompt {} tokens in {:.2}s, stopped: {})",
+            g.token_ids.len(),
+            g.tokens_per_s,
+            g.prompt_tokens,
+            g.prefill_s,
+            serde_json::to_value(g.finish_reason)?
+                .as_str()
+                .unwrap_or("?")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,84 @@
+//! `whetstone models add|list`.
+
+use crate::UserError;
+use std::process::ExitCode;
+use whetstone_studio::models::{self, ModelError, ModelRecord};
+use whetstone_studio::store::Store;
+use whetstone_studio::DataDir;
+
+/// Open the data directory's database (creating both if needed).
+pub async fn open_store() -> anyhow::Result<Store> {
+    let dir = DataDir::locate().map_err(|e| UserError(e.to_string()))?;
+    dir.ensure().map_err(|e| UserError(e.to_string()))?;
+    Store::open(&dir.database())
+        .await
+        .map_err(|e| UserError(e.to_string()).into())
+}
+
+/// Model errors are the user's to fix, except a failing database.
+pub fn model_error(e: ModelError) -> anyhow::Error {
+    match e {
+        ModelError::Store(s) => anyhow::anyhow!(s),
+        other => UserError(other.to_string()).into(),
+    }
+}
+
+fn human_params(n: Option<i64>) -> String {
+    match n {
+        Some(n) if n >= 1_000_000_000 => format!("{:.1}B", n as f64 / 1e9),
+        Some(n) if n >= 1_000_000 => format!("{:.0}M", n as f64 / 1e6),
+        Some(n) => format!("{n}"),
+        None => "-".into(),
+    }
+}
+
+fn human_size(n: Option<i64>) -> String {
+    n.map(|b| format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64))
+        .unwrap_or_else(|| "-".into())
+}
+
+pub async fn add(reference: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let store = open_store().await?;
+    let m = models::add(&store, reference).await.map_err(model_error)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&m)?);
+    } else {
+        println!(
+            "added {} ({}, {} parameters, {}) from {}",
+            m.id,
+            m.architecture.as_deref().unwrap_or("?"),
+            human_params(m.parameter_count),
+            human_size(m.size_bytes),
+            m.path
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn list(json: bool) -> anyhow::Result<ExitCode> {
+    let store = open_store().await?;
+    let all: Vec<ModelRecord> = models::list(&store).await.map_err(model_error)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if all.is_empty() {
+        println!("no models yet: add one with `whetstone models add <folder|file.gguf>`");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<32} {:<8} {:>8} {:>11}  PATH",
+        "ID", "ARCH", "PARAMS", "SIZE"
+    );
+    for m in all {
+        println!(
+            "{:<32} {:<8} {:>8} {:>11}  {}",
+            m.id,
+            m.architecture.as_deref().unwrap_or("-"),
+            human_params(m.parameter_count),
+            human_size(m.size_bytes),
+            m.path
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

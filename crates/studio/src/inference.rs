@@ -1,0 +1,152 @@
+//! Running a model without training it: scoring text (mean next-token NLL) and chatting.
+//!
+//! Shared by the CLI (`whetstone score`, `whetstone chat`) and, later, the Playground screen.
+
+use candle_core::{DType, Device};
+use serde::Serialize;
+use std::path::Path;
+use std::time::Instant;
+use whetstone_data::{ChatMessage, ChatTemplate};
+use whetstone_engine::{generate, DecoderModel, Generation, Ops, SamplingParams};
+use whetstone_formats::ModelSource;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InferenceError {
+    /// Bad input the user can fix (a file, a field, a device choice).
+    #[error("{0}")]
+    User(String),
+    /// A failure inside the engine.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<whetstone_formats::FileError> for InferenceError {
+    fn from(e: whetstone_formats::FileError) -> Self {
+        InferenceError::User(e.to_string())
+    }
+}
+
+impl From<candle_core::Error> for InferenceError {
+    fn from(e: candle_core::Error) -> Self {
+        InferenceError::Internal(e.to_string())
+    }
+}
+
+pub struct Loaded {
+    pub source: ModelSource,
+    pub model: DecoderModel,
+    pub device: Device,
+    pub load_s: f64,
+}
+
+/// Open and build a model on the chosen device (`cpu`, `cuda[:N]`, `metal`) in f32.
+pub fn load(path: &Path, device: &str) -> Result<Loaded, InferenceError> {
+    let device = whetstone_engine::candle_device(device).map_err(InferenceError::User)?;
+    let started = Instant::now();
+    let (source, model) = whetstone_engine::load_model(path, &device, DType::F32)?;
+    Ok(Loaded {
+        source,
+        model,
+        device,
+        load_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// `score --json`: field names are a contract (DESIGN.md §3).
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoreReport {
+    pub model: String,
+    pub tokens: usize,
+    pub token_ids: Vec<u32>,
+    pub mean_nll: f64,
+    pub perplexity: f64,
+    /// One value per predicted position (`tokens - 1` values), in nats.
+    pub token_nll: Vec<f32>,
+    pub load_s: f64,
+    pub score_s: f64,
+}
+
+/// Mean next-token negative log-likelihood of `text`, tokenized as the model's own tokenizer
+/// does (its special tokens, no chat template).
+pub fn score(
+    loaded: &Loaded,
+    text: &str,
+    source_name: &Path,
+) -> Result<ScoreReport, InferenceError> {
+    let ids = loaded.source.tokenizer.encode(text, true).map_err(|e| {
+        InferenceError::User(format!("{}: cannot tokenize: {e}", source_name.display()))
+    })?;
+    if ids.len() < 2 {
+        return Err(InferenceError::User(format!(
+            "{}: the text has {} token(s); scoring needs at least 2",
+            source_name.display(),
+            ids.len()
+        )));
+    }
+    let started = Instant::now();
+    let token_nll = loaded.model.token_nll(&ids, Ops::Fused)?;
+    let mean = token_nll.iter().map(|&x| x as f64).sum::<f64>() / token_nll.len() as f64;
+    Ok(ScoreReport {
+        model: loaded.source.path.display().to_string(),
+        tokens: ids.len(),
+        token_ids: ids,
+        mean_nll: mean,
+        perplexity: mean.exp(),
+        token_nll,
+        load_s: loaded.load_s,
+        score_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The prompt ids for one user turn: through the model's chat template when it has one
+/// (special tokens come from the template), else the raw text with the tokenizer's specials.
+pub fn chat_prompt(
+    source: &ModelSource,
+    prompt: &str,
+    system: Option<&str>,
+    raw: bool,
+) -> Result<Vec<u32>, InferenceError> {
+    let tok = &source.tokenizer;
+    let template = if raw {
+        None
+    } else {
+        source.chat_template.as_deref()
+    };
+    let (text, add_special) = match template {
+        Some(t) => {
+            let tpl = ChatTemplate::new(
+                t,
+                tok.bos_token.as_deref().unwrap_or(""),
+                tok.eos_token.as_deref().unwrap_or(""),
+            )
+            .map_err(|e| InferenceError::User(format!("{}: {e}", source.path.display())))?;
+            let mut messages = vec![];
+            if let Some(s) = system {
+                messages.push(ChatMessage::new("system", s));
+            }
+            messages.push(ChatMessage::new("user", prompt));
+            let text = tpl.render(&messages, true).map_err(|e| {
+                InferenceError::User(format!("{}: chat template: {e}", source.path.display()))
+            })?;
+            (text, false)
+        }
+        None => (prompt.to_string(), true),
+    };
+    tok.encode(&text, add_special)
+        .map_err(|e| InferenceError::User(format!("cannot tokenize the prompt: {e}")))
+}
+
+pub fn chat(
+    loaded: &Loaded,
+    prompt_ids: &[u32],
+    params: &SamplingParams,
+    on_text: impl FnMut(&str),
+) -> Result<Generation, InferenceError> {
+    Ok(generate(
+        &loaded.model,
+        &loaded.source.tokenizer,
+        prompt_ids,
+        params,
+        on_text,
+    )?)
+}

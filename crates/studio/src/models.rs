@@ -1,0 +1,180 @@
+//! The model registry: local HF folders and GGUF files the user added, by short id.
+//!
+//! Adding a model validates it fully except for loading the weights into memory: the config
+//! parses, the tokenizer builds and fits the vocabulary, and the weight files are complete
+//! (GGUF tensor extents, safetensors headers). A model that cannot be trained is refused here,
+//! not halfway through a run.
+
+use crate::store::{Store, StoreError};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use whetstone_formats::{FileError, ModelSource, SourceKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{0}")]
+    File(#[from] FileError),
+    #[error("no model `{0}`: not a file, a folder or a registered model id (see `whetstone models list`)")]
+    Unknown(String),
+    #[error("{0}: downloading from the Hugging Face hub is not available in this build yet; download the folder and add it by path")]
+    HubUnavailable(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, ts_rs::TS)]
+#[ts(export)]
+pub struct ModelRecord {
+    pub id: String,
+    pub name: String,
+    pub source: String,
+    pub reference: String,
+    pub path: String,
+    pub architecture: Option<String>,
+    #[ts(type = "number | null")]
+    pub parameter_count: Option<i64>,
+    #[ts(type = "number | null")]
+    pub size_bytes: Option<i64>,
+    pub sha256: Option<String>,
+    pub created_at: String,
+}
+
+/// A lowercase id made of letters, digits and dashes.
+pub fn slug(name: &str) -> String {
+    let mut s = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            s.push(c.to_ascii_lowercase());
+        } else if !s.ends_with('-') && !s.is_empty() {
+            s.push('-');
+        }
+    }
+    let s = s.trim_end_matches('-').to_string();
+    if s.is_empty() {
+        "model".into()
+    } else {
+        s
+    }
+}
+
+/// Register a model by path (idempotent: the same path returns the existing record).
+pub async fn add(store: &Store, reference: &str) -> Result<ModelRecord, ModelError> {
+    if reference.starts_with("hf:") {
+        return Err(ModelError::HubUnavailable(reference.to_string()));
+    }
+    let path = std::fs::canonicalize(reference)
+        .map_err(|e| FileError::new(reference, format!("cannot open: {e}")))?;
+    let path_str = path.to_string_lossy().into_owned();
+    if let Some(existing) = sqlx::query_as::<_, ModelRecord>("SELECT * FROM models WHERE path = ?")
+        .bind(&path_str)
+        .fetch_optional(store.pool())
+        .await
+        .map_err(StoreError::from)?
+    {
+        return Ok(existing);
+    }
+    let source = ModelSource::open(&path)?;
+    source.check_weight_files()?;
+    let stem = match source.kind {
+        SourceKind::Gguf => path.file_stem().map(|s| s.to_string_lossy().into_owned()),
+        SourceKind::HfFolder => path.file_name().map(|s| s.to_string_lossy().into_owned()),
+    }
+    .unwrap_or_else(|| source.name.clone());
+    let base = slug(&stem);
+    let mut id = base.clone();
+    for n in 2.. {
+        let taken: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM models WHERE id = ?")
+            .bind(&id)
+            .fetch_one(store.pool())
+            .await
+            .map_err(StoreError::from)?;
+        if taken == 0 {
+            break;
+        }
+        id = format!("{base}-{n}");
+    }
+    let source_kind = match source.kind {
+        SourceKind::Gguf => "gguf",
+        SourceKind::HfFolder => "folder",
+    };
+    sqlx::query(
+        "INSERT INTO models (id, name, source, reference, path, architecture, parameter_count, size_bytes)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&id)
+    .bind(&source.name)
+    .bind(source_kind)
+    .bind(reference)
+    .bind(&path_str)
+    .bind(source.config.family.as_str())
+    .bind(source.config.parameter_count() as i64)
+    .bind(source.size_on_disk() as i64)
+    .execute(store.pool())
+    .await
+    .map_err(StoreError::from)?;
+    get(store, &id)
+        .await?
+        .ok_or_else(|| ModelError::Unknown(id))
+}
+
+pub async fn get(store: &Store, id: &str) -> Result<Option<ModelRecord>, ModelError> {
+    Ok(
+        sqlx::query_as::<_, ModelRecord>("SELECT * FROM models WHERE id = ?")
+            .bind(id)
+            .fetch_optional(store.pool())
+            .await
+            .map_err(StoreError::from)?,
+    )
+}
+
+pub async fn list(store: &Store) -> Result<Vec<ModelRecord>, ModelError> {
+    Ok(
+        sqlx::query_as::<_, ModelRecord>("SELECT * FROM models ORDER BY created_at, id")
+            .fetch_all(store.pool())
+            .await
+            .map_err(StoreError::from)?,
+    )
+}
+
+/// Turn what the user typed (a registered id, a folder or a `.gguf` path) into a path.
+pub async fn resolve(store: &Store, reference: &str) -> Result<PathBuf, ModelError> {
+    let p = Path::new(reference);
+    if p.exists() {
+        return Ok(p.to_path_buf());
+    }
+    match get(store, reference).await? {
+        Some(m) => Ok(PathBuf::from(m.path)),
+        None => Err(ModelError::Unknown(reference.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_are_short_and_safe() {
+        assert_eq!(
+            slug("SmolLM2-135M-Instruct.Q4_1"),
+            "smollm2-135m-instruct-q4-1"
+        );
+        assert_eq!(slug("  ..Weird__Name!! "), "weird-name");
+        assert_eq!(slug("..."), "model");
+    }
+
+    #[tokio::test]
+    async fn unknown_references_and_broken_models_are_user_errors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("w.db")).await.unwrap();
+        let e = resolve(&store, "nope").await.unwrap_err().to_string();
+        assert!(e.contains("no model `nope`"), "{e}");
+        let folder = tmp.path().join("m");
+        std::fs::create_dir(&folder).unwrap();
+        let e = add(&store, folder.to_str().unwrap())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("config.json") && e.contains("missing"), "{e}");
+        assert!(list(&store).await.unwrap().is_empty());
+    }
+}

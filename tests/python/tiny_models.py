@@ -1,0 +1,103 @@
+"""Random tiny models made with transformers, for oracle tests.
+
+Each family gets a byte-level BPE tokenizer trained on a few sentences, a config small
+enough to run in milliseconds, a large init range so logits are far from flat, and norm
+weights and biases moved away from their init values so a loader that skipped them would
+show up in the logits.
+"""
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, PreTrainedTokenizerFast, Qwen2Config
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Fine-tuning adapts a pretrained language model to a new task with little data.",
+    "Low-rank adapters train two small matrices per layer and keep the base frozen.",
+    "Paris is the capital of France; Berlin is the capital of Germany.",
+    "Numbers like 12345 and 2024 are split into digits by some tokenizers.",
+    "def add(a, b):\n    return a + b\n",
+]
+
+TEXT = (
+    "Whetstone fine-tunes language models on your own machine. The quick brown fox "
+    "jumps over the lazy dog, and the adapter learns a little more with every step."
+)
+
+
+def make_tokenizer(out: Path, vocab_size: int = 320) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<|endoftext|>"],
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS * 20, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>")
+    fast.save_pretrained(out)
+    return fast
+
+
+def make_config(family: str, vocab_size: int, **overrides):
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        rms_norm_eps=1e-5,
+        initializer_range=0.2,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
+    per_family = {
+        "llama": (LlamaConfig, dict(rope_theta=10000.0, tie_word_embeddings=True)),
+        "qwen2": (Qwen2Config, dict(rope_theta=1000000.0, tie_word_embeddings=False, use_sliding_window=False)),
+        "mistral": (MistralConfig, dict(rope_theta=10000.0, tie_word_embeddings=False, sliding_window=None)),
+    }
+    cls, defaults = per_family[family]
+    return cls(**{**common, **defaults, **overrides})
+
+
+def perturb(model, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight") or "layernorm" in name:
+                p.copy_(1.0 + 0.3 * torch.randn(p.shape, generator=g))
+            elif name.endswith(".bias"):
+                p.copy_(0.5 * torch.randn(p.shape, generator=g))
+
+
+def make_model(out: Path, family: str, seed: int = 0, dtype=torch.float32, shard: bool = False, **overrides) -> Path:
+    """Write an HF folder (config, tokenizer, safetensors) and return its path."""
+    out.mkdir(parents=True, exist_ok=True)
+    tok = make_tokenizer(out)
+    torch.manual_seed(seed)
+    config = make_config(family, len(tok), **overrides)
+    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    perturb(model, seed)
+    model = model.to(dtype)
+    model.save_pretrained(out, safe_serialization=True, max_shard_size="60KB" if shard else "5GB")
+    return out
+
+
+def load_reference(path: Path):
+    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32)
+    model.eval()
+    return model
+
+
+def token_nll(model, ids):
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0].double()
+    logp = torch.log_softmax(logits[:-1], dim=-1)
+    target = torch.tensor(ids[1:])
+    return (-logp[torch.arange(len(ids) - 1), target]).tolist()
