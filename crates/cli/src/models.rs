@@ -2,6 +2,7 @@
 
 use crate::UserError;
 use std::process::ExitCode;
+use whetstone_studio::hub::DownloadProgress;
 use whetstone_studio::models::{self, ModelError, ModelRecord};
 use whetstone_studio::store::Store;
 use whetstone_studio::DataDir;
@@ -37,9 +38,39 @@ fn human_size(n: Option<i64>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// A one-line progress bar on stderr (only when stderr is a terminal or --json is off).
+fn download_bar(p: DownloadProgress) {
+    if p.bytes_total == 0 {
+        return;
+    }
+    let frac = p.bytes_done as f64 / p.bytes_total as f64;
+    let filled = (frac * 30.0).round() as usize;
+    eprint!(
+        "\rdownloading [{}{}] {:>5.1}% {:.1}/{:.1} MiB, {}/{} files",
+        "#".repeat(filled.min(30)),
+        " ".repeat(30 - filled.min(30)),
+        frac * 100.0,
+        p.bytes_done as f64 / (1u64 << 20) as f64,
+        p.bytes_total as f64 / (1u64 << 20) as f64,
+        p.files_done,
+        p.files_total
+    );
+}
+
 pub async fn add(reference: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let dir = DataDir::locate().map_err(|e| UserError(e.to_string()))?;
     let store = open_store().await?;
-    let m = models::add(&store, reference).await.map_err(model_error)?;
+    let hub = reference.starts_with("hf:");
+    let m = models::add(&store, &dir.models(), reference, move |p| {
+        if hub && !json {
+            download_bar(p)
+        }
+    })
+    .await;
+    if hub && !json {
+        eprintln!();
+    }
+    let m = m.map_err(model_error)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&m)?);
     } else {

@@ -6,6 +6,7 @@
 
 pub mod demo_model;
 pub mod doctor;
+pub mod hub;
 pub mod inference;
 pub mod models;
 pub mod paths;

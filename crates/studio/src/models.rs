@@ -5,6 +5,7 @@
 //! (GGUF tensor extents, safetensors headers). A model that cannot be trained is refused here,
 //! not halfway through a run.
 
+use crate::hub::{self, DownloadProgress};
 use crate::store::{Store, StoreError};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -16,8 +17,8 @@ pub enum ModelError {
     File(#[from] FileError),
     #[error("no model `{0}`: not a file, a folder or a registered model id (see `whetstone models list`)")]
     Unknown(String),
-    #[error("{0}: downloading from the Hugging Face hub is not available in this build yet; download the folder and add it by path")]
-    HubUnavailable(String),
+    #[error("{0}")]
+    Hub(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -57,13 +58,24 @@ pub fn slug(name: &str) -> String {
     }
 }
 
-/// Register a model by path (idempotent: the same path returns the existing record).
-pub async fn add(store: &Store, reference: &str) -> Result<ModelRecord, ModelError> {
-    if reference.starts_with("hf:") {
-        return Err(ModelError::HubUnavailable(reference.to_string()));
-    }
-    let path = std::fs::canonicalize(reference)
-        .map_err(|e| FileError::new(reference, format!("cannot open: {e}")))?;
+/// Register a model: a local folder or `.gguf` file, or `hf:owner/name` from the hub
+/// (downloaded into `models_dir` first, reporting progress). Idempotent: the same path
+/// returns the existing record.
+pub async fn add(
+    store: &Store,
+    models_dir: &Path,
+    reference: &str,
+    report: impl Fn(DownloadProgress) + Send + Sync + 'static,
+) -> Result<ModelRecord, ModelError> {
+    let local = if reference.starts_with("hf:") {
+        hub::download_model(reference, models_dir, None, report)
+            .await
+            .map_err(ModelError::Hub)?
+    } else {
+        PathBuf::from(reference)
+    };
+    let path = std::fs::canonicalize(&local)
+        .map_err(|e| FileError::new(&local, format!("cannot open: {e}")))?;
     let path_str = path.to_string_lossy().into_owned();
     if let Some(existing) = sqlx::query_as::<_, ModelRecord>("SELECT * FROM models WHERE path = ?")
         .bind(&path_str)
@@ -76,6 +88,7 @@ pub async fn add(store: &Store, reference: &str) -> Result<ModelRecord, ModelErr
     let source = ModelSource::open(&path)?;
     source.check_weight_files()?;
     let stem = match source.kind {
+        _ if reference.starts_with("hf:") => hub::parse_repo_id(reference).ok().map(|(_, n)| n),
         SourceKind::Gguf => path.file_stem().map(|s| s.to_string_lossy().into_owned()),
         SourceKind::HfFolder => path.file_name().map(|s| s.to_string_lossy().into_owned()),
     }
@@ -94,6 +107,7 @@ pub async fn add(store: &Store, reference: &str) -> Result<ModelRecord, ModelErr
         id = format!("{base}-{n}");
     }
     let source_kind = match source.kind {
+        _ if reference.starts_with("hf:") => "hub",
         SourceKind::Gguf => "gguf",
         SourceKind::HfFolder => "folder",
     };
@@ -170,7 +184,7 @@ mod tests {
         assert!(e.contains("no model `nope`"), "{e}");
         let folder = tmp.path().join("m");
         std::fs::create_dir(&folder).unwrap();
-        let e = add(&store, folder.to_str().unwrap())
+        let e = add(&store, tmp.path(), folder.to_str().unwrap(), |_| {})
             .await
             .unwrap_err()
             .to_string();
