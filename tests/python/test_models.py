@@ -116,6 +116,13 @@ def test_smollm2_greedy_chat_matches_transformers(run, demo_model, smollm_refere
     assert g["token_ids"] == want
 
 
+def test_smollm2_greedy_32_tokens_match_transformers(run, demo_model, smollm_reference):
+    ref, _ = smollm_reference
+    g = greedy(run, demo_model, "The history of the printing press")
+    assert len(g["token_ids"]) == 32 and g["finish_reason"] == "length"
+    assert g["token_ids"] == hf_greedy(ref, g["prompt_ids"], 32, eos=2)
+
+
 def test_chat_streams_and_reports_speed(run, demo_model):
     p = run("chat", "--model", str(demo_model), "--max-tokens", "24", "--temperature", "0",
             "What is the capital of France?")
