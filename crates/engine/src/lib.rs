@@ -3,15 +3,21 @@
 //! Synchronous by design (candle is), with no database, network or UI: the studio runs it on
 //! its own thread and listens to its events.
 
+pub mod config;
 pub mod device;
 pub mod generate;
+pub mod methods;
 pub mod model;
 pub mod ops;
+pub mod optim;
+pub mod trainer;
 
+pub use config::{MethodKind, Schedule, TrainConfig};
 pub use device::{detect_devices, DeviceInfo, DeviceKind};
 pub use generate::{generate, FinishReason, Generation, SamplingParams};
 pub use model::{DecoderModel, KvCache};
 pub use ops::Ops;
+pub use trainer::{train, RunStatus, Summary, TrainData, TrainError, TrainEvent, TrainSpec};
 
 use candle_core::{DType, Device};
 use whetstone_formats::{FileError, ModelSource};

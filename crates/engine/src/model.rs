@@ -6,22 +6,109 @@
 
 use crate::ops::{self, Ops};
 use candle_core::{DType, Device, Module, Result, Tensor, D};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use whetstone_formats::{FileError, ModelConfig, RopeScaling, Weights};
+
+/// A low-rank update beside a frozen linear: `y += scale · (dropout(x) Aᵀ) Bᵀ`.
+#[derive(Debug, Clone)]
+pub struct LoraWeights {
+    /// `[r, in]`
+    pub a: Tensor,
+    /// `[out, r]`
+    pub b: Tensor,
+    pub scale: f64,
+    pub dropout: f32,
+}
 
 #[derive(Debug, Clone)]
 pub struct Linear {
     /// `[out, in]`, as PyTorch stores it.
     pub weight: Tensor,
     pub bias: Option<Tensor>,
+    pub lora: Option<LoraWeights>,
+}
+
+/// Training mode and the dropout random stream, shared by every layer of one model.
+///
+/// The stream is a counter-based generator: its whole state is one `u64`, which checkpoints
+/// store so a resumed run draws exactly the masks the uninterrupted run would have drawn.
+#[derive(Debug, Default)]
+pub struct TrainMode {
+    training: AtomicBool,
+    rng: AtomicU64,
+}
+
+impl TrainMode {
+    pub fn set_training(&self, on: bool) {
+        self.training.store(on, Ordering::Relaxed);
+    }
+    pub fn training(&self) -> bool {
+        self.training.load(Ordering::Relaxed)
+    }
+    pub fn rng_state(&self) -> u64 {
+        self.rng.load(Ordering::Relaxed)
+    }
+    pub fn set_rng_state(&self, s: u64) {
+        self.rng.store(s, Ordering::Relaxed);
+    }
+
+    /// An inverted-dropout mask shaped like `x`: 0 with probability `p`, else `1 / (1 - p)`.
+    pub fn dropout_mask(&self, x: &Tensor, p: f32) -> Result<Tensor> {
+        let n = x.elem_count();
+        let mut s = self.rng.fetch_add(1, Ordering::Relaxed);
+        let keep = 1.0 / (1.0 - p);
+        let mut mask = Vec::with_capacity(n);
+        // splitmix64 seeded from the counter: one draw per mask, then xorshift per element
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = (s ^ (s >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        let mut st = (z ^ (z >> 31)) | 1;
+        for _ in 0..n {
+            st ^= st << 13;
+            st ^= st >> 7;
+            st ^= st << 17;
+            let u = (st >> 40) as f32 / (1u64 << 24) as f32;
+            mask.push(if u < p { 0.0 } else { keep });
+        }
+        Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())
+    }
+}
+
+impl Linear {
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self {
+            weight,
+            bias,
+            lora: None,
+        }
+    }
+
+    pub fn forward_mode(&self, x: &Tensor, mode: &TrainMode) -> Result<Tensor> {
+        let y = x.broadcast_matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        match &self.lora {
+            None => Ok(y),
+            Some(l) => {
+                let xd = if mode.training() && l.dropout > 0.0 {
+                    (x * mode.dropout_mask(x, l.dropout)?)?
+                } else {
+                    x.clone()
+                };
+                let low = xd.broadcast_matmul(&l.a.t()?)?;
+                let up = low.broadcast_matmul(&l.b.t()?)?;
+                y + (up * l.scale)?
+            }
+        }
+    }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.broadcast_matmul(&self.weight.t()?)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
-        }
+        self.forward_mode(x, &TrainMode::default())
     }
 }
 
@@ -87,6 +174,8 @@ pub struct DecoderModel {
     inv_freq: Vec<f32>,
     pub dtype: DType,
     pub device: Device,
+    /// Training flag and dropout stream (inference leaves it off).
+    pub mode: Arc<TrainMode>,
 }
 
 /// Rotary inverse frequencies as transformers computes them, with the configured scaling.
@@ -140,14 +229,14 @@ fn linear(
     inp: usize,
     bias: bool,
 ) -> std::result::Result<Linear, FileError> {
-    Ok(Linear {
-        weight: w.take(&format!("{prefix}.weight"), &[out, inp])?,
-        bias: if bias {
+    Ok(Linear::new(
+        w.take(&format!("{prefix}.weight"), &[out, inp])?,
+        if bias {
             Some(w.take(&format!("{prefix}.bias"), &[out])?)
         } else {
             None
         },
-    })
+    ))
 }
 
 impl DecoderModel {
@@ -202,6 +291,7 @@ impl DecoderModel {
             inv_freq: rope_inv_freq(config),
             dtype,
             device: device.clone(),
+            mode: Arc::new(TrainMode::default()),
         })
     }
 
@@ -236,9 +326,9 @@ impl DecoderModel {
         let shape = |y: Tensor, heads: usize| -> Result<Tensor> {
             y.reshape((b, t, heads, c.head_dim))?.transpose(1, 2)
         };
-        let q = shape(attn.q_proj.forward(x)?, c.num_heads)?;
-        let k = shape(attn.k_proj.forward(x)?, c.num_kv_heads)?;
-        let v = shape(attn.v_proj.forward(x)?, c.num_kv_heads)?.contiguous()?;
+        let q = shape(attn.q_proj.forward_mode(x, &self.mode)?, c.num_heads)?;
+        let k = shape(attn.k_proj.forward_mode(x, &self.mode)?, c.num_kv_heads)?;
+        let v = shape(attn.v_proj.forward_mode(x, &self.mode)?, c.num_kv_heads)?.contiguous()?;
         let q = ops::rope(&q, cos, sin, ops)?;
         let k = ops::rope(&k, cos, sin, ops)?;
         let (k, v) = match cache {
@@ -259,7 +349,47 @@ impl DecoderModel {
         let y = y
             .transpose(1, 2)?
             .reshape((b, t, c.num_heads * c.head_dim))?;
-        attn.o_proj.forward(&y)
+        attn.o_proj.forward_mode(&y, &self.mode)
+    }
+
+    /// Token embeddings `[b, t, hidden]`.
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        self.embed_tokens
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, self.config.hidden_size))
+    }
+
+    /// One decoder layer: pre-norm attention and SwiGLU MLP, each with a residual.
+    pub fn layer_forward(
+        &self,
+        l: usize,
+        x: &Tensor,
+        rope: (&Tensor, &Tensor),
+        offset: usize,
+        slot: Option<&mut Option<(Tensor, Tensor)>>,
+        ops: Ops,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let layer = &self.layers[l];
+        let h = ops::rms_norm(x, &layer.input_layernorm, c.rms_norm_eps, ops)?;
+        let a = self.attention(&layer.self_attn, &h, rope, offset, slot, ops)?;
+        let x = (x + a)?;
+        let h = ops::rms_norm(&x, &layer.post_attention_layernorm, c.rms_norm_eps, ops)?;
+        let m = &layer.mlp;
+        let y = m.down_proj.forward_mode(
+            &ops::swiglu(
+                &m.gate_proj.forward_mode(&h, &self.mode)?,
+                &m.up_proj.forward_mode(&h, &self.mode)?,
+            )?,
+            &self.mode,
+        )?;
+        x + y
+    }
+
+    /// The final norm.
+    pub fn final_norm(&self, x: &Tensor, ops: Ops) -> Result<Tensor> {
+        ops::rms_norm(x, &self.norm, self.config.rms_norm_eps, ops)
     }
 
     /// Hidden states after the final norm, `[b, t, hidden]`.
@@ -270,27 +400,14 @@ impl DecoderModel {
         mut cache: Option<&mut KvCache>,
         ops: Ops,
     ) -> Result<Tensor> {
-        let c = &self.config;
-        let (b, t) = ids.dims2()?;
-        let mut x = self
-            .embed_tokens
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape((b, t, c.hidden_size))?;
+        let t = ids.dim(1)?;
+        let mut x = self.embed(ids)?;
         let (cos, sin) = self.rope_tables(offset, t)?;
-        for (l, layer) in self.layers.iter().enumerate() {
+        for l in 0..self.layers.len() {
             let slot = cache.as_deref_mut().map(|kv| &mut kv.layers[l]);
-            let h = ops::rms_norm(&x, &layer.input_layernorm, c.rms_norm_eps, ops)?;
-            let a = self.attention(&layer.self_attn, &h, (&cos, &sin), offset, slot, ops)?;
-            x = (x + a)?;
-            let h = ops::rms_norm(&x, &layer.post_attention_layernorm, c.rms_norm_eps, ops)?;
-            let m = &layer.mlp;
-            let y = m.down_proj.forward(&ops::swiglu(
-                &m.gate_proj.forward(&h)?,
-                &m.up_proj.forward(&h)?,
-            )?)?;
-            x = (x + y)?;
+            x = self.layer_forward(l, &x, (&cos, &sin), offset, slot, ops)?;
         }
-        ops::rms_norm(&x, &self.norm, c.rms_norm_eps, ops)
+        self.final_norm(&x, ops)
     }
 
     /// Project hidden states to vocabulary logits.

@@ -1,0 +1,505 @@
+//! The run configuration: one serde struct, saved with every run (DESIGN.md §3).
+//!
+//! Users change it with `--set key=value` (dotted keys for method parameters) or a TOML
+//! file of the same keys; both go through [`TrainConfig::set`], so an unknown key or a bad
+//! value is one error naming the key, never a silently ignored setting.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum MethodKind {
+    Full,
+    Freeze,
+    Lora,
+}
+
+impl MethodKind {
+    pub const ALL: [MethodKind; 3] = [MethodKind::Full, MethodKind::Freeze, MethodKind::Lora];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MethodKind::Full => "full",
+            MethodKind::Freeze => "freeze",
+            MethodKind::Lora => "lora",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<_> = Self::ALL.iter().map(|m| m.as_str()).collect();
+                format!(
+                    "unknown method `{s}` (this build trains: {})",
+                    known.join(", ")
+                )
+            })
+    }
+
+    /// The learning rate METHODS.md starts from.
+    pub fn default_lr(self) -> f64 {
+        match self {
+            MethodKind::Full | MethodKind::Freeze => 2e-5,
+            MethodKind::Lora => 2e-4,
+        }
+    }
+
+    pub fn default_weight_decay(self) -> f64 {
+        match self {
+            MethodKind::Full | MethodKind::Freeze => 0.01,
+            MethodKind::Lora => 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum Schedule {
+    Cosine,
+    Linear,
+    Constant,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[serde(default)]
+#[ts(export)]
+pub struct LoraConfig {
+    pub r: usize,
+    pub alpha: f64,
+    pub dropout: f32,
+    /// HF module names, e.g. `q_proj`, `v_proj`.
+    pub targets: Vec<String>,
+    /// `scale = alpha / sqrt(r)` instead of `alpha / r`.
+    pub rslora: bool,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        Self {
+            r: 8,
+            alpha: 16.0,
+            dropout: 0.05,
+            targets: ["q_proj", "k_proj", "v_proj", "o_proj"]
+                .map(String::from)
+                .to_vec(),
+            rslora: false,
+        }
+    }
+}
+
+impl LoraConfig {
+    pub fn scale(&self) -> f64 {
+        if self.rslora {
+            self.alpha / (self.r as f64).sqrt()
+        } else {
+            self.alpha / self.r as f64
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[serde(default)]
+#[ts(export)]
+pub struct FreezeConfig {
+    /// How many of the last decoder layers train.
+    pub trainable_layers: usize,
+    /// Train the final norm as well.
+    pub train_norm: bool,
+    /// Train the output projection (ignored when it is tied to the embeddings).
+    pub train_head: bool,
+}
+
+impl Default for FreezeConfig {
+    fn default() -> Self {
+        Self {
+            trainable_layers: 2,
+            train_norm: true,
+            train_head: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[serde(default)]
+#[ts(export)]
+pub struct TrainConfig {
+    pub method: MethodKind,
+    /// Stop after this many optimizer steps (overrides `epochs`).
+    #[ts(type = "number | null")]
+    pub max_steps: Option<u64>,
+    pub epochs: f64,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    /// `None`: the method's default.
+    pub lr: Option<f64>,
+    pub schedule: Schedule,
+    pub warmup_ratio: f64,
+    /// `None`: the method's default.
+    pub weight_decay: Option<f64>,
+    /// Global gradient-norm clip; 0 = off.
+    pub max_grad_norm: f64,
+    pub seq_len: usize,
+    /// Concatenate examples into full `seq_len` rows instead of padding each.
+    pub packing: bool,
+    /// Cut examples longer than `seq_len` instead of refusing the dataset.
+    pub truncate: bool,
+    /// Learn the prompt tokens too, not only the assistant's answers.
+    pub train_on_prompt: bool,
+    /// Evaluate every N steps (0 = only before and after training).
+    #[ts(type = "number")]
+    pub eval_every: u64,
+    /// Checkpoint every N steps (0 = only at the end).
+    #[ts(type = "number")]
+    pub save_every: u64,
+    pub eval_fraction: f64,
+    /// Stop after this many evaluations without a better eval loss (0 = off).
+    pub early_stopping_patience: usize,
+    /// Tokens generated from an eval prompt at each evaluation (0 = no samples).
+    pub sample_tokens: usize,
+    #[ts(type = "number")]
+    pub seed: u64,
+    pub gradient_checkpointing: bool,
+    pub device: String,
+    pub dtype: String,
+    pub lora: LoraConfig,
+    pub freeze: FreezeConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            method: MethodKind::Lora,
+            max_steps: None,
+            epochs: 1.0,
+            batch_size: 4,
+            grad_accum: 1,
+            lr: None,
+            schedule: Schedule::Cosine,
+            warmup_ratio: 0.03,
+            weight_decay: None,
+            max_grad_norm: 1.0,
+            seq_len: 512,
+            packing: false,
+            truncate: false,
+            train_on_prompt: false,
+            eval_every: 50,
+            save_every: 50,
+            eval_fraction: 0.1,
+            early_stopping_patience: 0,
+            sample_tokens: 32,
+            seed: 42,
+            gradient_checkpointing: false,
+            device: "cpu".into(),
+            dtype: "f32".into(),
+            lora: LoraConfig::default(),
+            freeze: FreezeConfig::default(),
+        }
+    }
+}
+
+/// The keys `--set` accepts, for error messages and the docs.
+pub const KEYS: &[&str] = &[
+    "max_steps",
+    "epochs",
+    "batch_size",
+    "grad_accum",
+    "lr",
+    "schedule",
+    "warmup_ratio",
+    "weight_decay",
+    "max_grad_norm",
+    "seq_len",
+    "packing",
+    "truncate",
+    "train_on_prompt",
+    "eval_every",
+    "save_every",
+    "eval_fraction",
+    "early_stopping_patience",
+    "sample_tokens",
+    "seed",
+    "gradient_checkpointing",
+    "device",
+    "dtype",
+    "lora.r",
+    "lora.alpha",
+    "lora.dropout",
+    "lora.targets",
+    "lora.rslora",
+    "freeze.trainable_layers",
+    "freeze.train_norm",
+    "freeze.train_head",
+];
+
+pub const LORA_TARGETS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
+fn num<T: std::str::FromStr>(key: &str, v: &str, what: &str) -> Result<T, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| format!("`{key}`: `{v}` is not {what}"))
+}
+
+fn positive(key: &str, v: &str) -> Result<usize, String> {
+    let n: usize = num(key, v, "a whole number")?;
+    if n == 0 {
+        return Err(format!("`{key}` must be at least 1"));
+    }
+    Ok(n)
+}
+
+fn float_in(key: &str, v: &str, lo: f64, hi: f64) -> Result<f64, String> {
+    let x: f64 = num(key, v, "a number")?;
+    if !(lo..=hi).contains(&x) || !x.is_finite() {
+        return Err(format!("`{key}` must be between {lo} and {hi}, not {v}"));
+    }
+    Ok(x)
+}
+
+fn boolean(key: &str, v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("`{key}`: `{v}` is not true or false")),
+    }
+}
+
+impl TrainConfig {
+    pub fn for_method(method: MethodKind) -> Self {
+        Self {
+            method,
+            ..Self::default()
+        }
+    }
+
+    pub fn lr(&self) -> f64 {
+        self.lr.unwrap_or_else(|| self.method.default_lr())
+    }
+
+    pub fn weight_decay(&self) -> f64 {
+        self.weight_decay
+            .unwrap_or_else(|| self.method.default_weight_decay())
+    }
+
+    /// Apply one `key=value` setting.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let v = value.trim();
+        match key {
+            "max_steps" => {
+                self.max_steps = if v == "none" || v == "0" {
+                    None
+                } else {
+                    Some(num(key, v, "a whole number")?)
+                }
+            }
+            "epochs" => self.epochs = float_in(key, v, 1e-6, 1e6)?,
+            "batch_size" => self.batch_size = positive(key, v)?,
+            "grad_accum" => self.grad_accum = positive(key, v)?,
+            "lr" => self.lr = Some(float_in(key, v, 0.0, 10.0)?),
+            "schedule" => {
+                self.schedule = match v {
+                    "cosine" => Schedule::Cosine,
+                    "linear" => Schedule::Linear,
+                    "constant" => Schedule::Constant,
+                    _ => {
+                        return Err(format!(
+                            "`schedule`: `{v}` is not one of cosine, linear, constant"
+                        ))
+                    }
+                }
+            }
+            "warmup_ratio" => self.warmup_ratio = float_in(key, v, 0.0, 1.0)?,
+            "weight_decay" => self.weight_decay = Some(float_in(key, v, 0.0, 10.0)?),
+            "max_grad_norm" => self.max_grad_norm = float_in(key, v, 0.0, 1e9)?,
+            "seq_len" => {
+                let n = positive(key, v)?;
+                if n < 8 {
+                    return Err("`seq_len` must be at least 8".into());
+                }
+                self.seq_len = n
+            }
+            "packing" => self.packing = boolean(key, v)?,
+            "truncate" => self.truncate = boolean(key, v)?,
+            "train_on_prompt" => self.train_on_prompt = boolean(key, v)?,
+            "eval_every" => self.eval_every = num(key, v, "a whole number")?,
+            "save_every" => self.save_every = num(key, v, "a whole number")?,
+            "eval_fraction" => self.eval_fraction = float_in(key, v, 0.0, 0.9)?,
+            "early_stopping_patience" => {
+                self.early_stopping_patience = num(key, v, "a whole number")?
+            }
+            "sample_tokens" => self.sample_tokens = num(key, v, "a whole number")?,
+            "seed" => self.seed = num(key, v, "a whole number")?,
+            "gradient_checkpointing" => self.gradient_checkpointing = boolean(key, v)?,
+            "device" => self.device = v.to_string(),
+            "dtype" => {
+                if v != "f32" {
+                    return Err(format!(
+                        "`dtype`: `{v}` is not supported yet; training runs in f32"
+                    ));
+                }
+                self.dtype = v.to_string()
+            }
+            "lora.r" => self.lora.r = positive(key, v)?,
+            "lora.alpha" => self.lora.alpha = float_in(key, v, 1e-6, 1e6)?,
+            "lora.dropout" => self.lora.dropout = float_in(key, v, 0.0, 0.9)? as f32,
+            "lora.rslora" => self.lora.rslora = boolean(key, v)?,
+            "lora.targets" => {
+                let mut targets = vec![];
+                for t in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                    if t == "all-linear" || t == "all_linear" {
+                        targets.extend(LORA_TARGETS.map(String::from));
+                    } else if LORA_TARGETS.contains(&t) {
+                        targets.push(t.to_string());
+                    } else {
+                        return Err(format!(
+                            "`lora.targets`: `{t}` is not a linear module of this model family (use {} or all-linear)",
+                            LORA_TARGETS.join(", ")
+                        ));
+                    }
+                }
+                targets.dedup();
+                if targets.is_empty() {
+                    return Err("`lora.targets` must name at least one module".into());
+                }
+                self.lora.targets = targets
+            }
+            "freeze.trainable_layers" => self.freeze.trainable_layers = positive(key, v)?,
+            "freeze.train_norm" => self.freeze.train_norm = boolean(key, v)?,
+            "freeze.train_head" => self.freeze.train_head = boolean(key, v)?,
+            _ => {
+                return Err(format!(
+                    "unknown setting `{key}` (known: {})",
+                    KEYS.join(", ")
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Apply `key=value`.
+    pub fn set_pair(&mut self, pair: &str) -> Result<(), String> {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("`--set {pair}`: expected key=value"))?;
+        self.set(k.trim(), v)
+    }
+
+    /// Apply a TOML table of the same keys (`[lora]` sections or dotted keys).
+    pub fn apply_toml(&mut self, text: &str, origin: &str) -> Result<(), String> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| format!("{origin}: not valid TOML: {}", e.message()))?;
+        let mut flat = vec![];
+        flatten("", &toml::Value::Table(table), &mut flat);
+        for (k, v) in flat {
+            if k == "method" {
+                self.method = MethodKind::parse(&v).map_err(|e| format!("{origin}: {e}"))?;
+                continue;
+            }
+            self.set(&k, &v).map_err(|e| format!("{origin}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Check combinations that no single key can: called before a run starts.
+    pub fn validate(&self, num_layers: usize) -> Result<(), String> {
+        if self.method == MethodKind::Freeze && self.freeze.trainable_layers > num_layers {
+            return Err(format!(
+                "`freeze.trainable_layers` is {} but the model has only {num_layers} layers",
+                self.freeze.trainable_layers
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        toml::Value::Array(a) => {
+            let items: Vec<String> = a
+                .iter()
+                .map(|x| match x {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            out.push((prefix.to_string(), items.join(",")));
+        }
+        toml::Value::String(s) => out.push((prefix.to_string(), s.clone())),
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_parses_and_rejects_with_the_key() {
+        let mut c = TrainConfig::default();
+        c.set_pair("lora.r=16").unwrap();
+        c.set_pair("lora.targets=q_proj, v_proj").unwrap();
+        c.set_pair("max_steps=30").unwrap();
+        c.set_pair("schedule=linear").unwrap();
+        assert_eq!(c.lora.r, 16);
+        assert_eq!(c.lora.targets, ["q_proj", "v_proj"]);
+        assert_eq!(c.max_steps, Some(30));
+        let e = c.set_pair("lora.rank=4").unwrap_err();
+        assert!(e.contains("unknown setting `lora.rank`"), "{e}");
+        let e = c.set_pair("batch_size=0").unwrap_err();
+        assert!(e.contains("`batch_size`"), "{e}");
+        let e = c.set_pair("lr=fast").unwrap_err();
+        assert!(e.contains("`lr`") && e.contains("fast"), "{e}");
+        let e = c.set_pair("lora.targets=qkv").unwrap_err();
+        assert!(e.contains("`qkv`"), "{e}");
+        assert!(c.set_pair("nonsense").unwrap_err().contains("key=value"));
+    }
+
+    #[test]
+    fn toml_uses_the_same_keys() {
+        let mut c = TrainConfig::default();
+        c.apply_toml(
+            "method = \"freeze\"\nlr = 1e-4\n[lora]\nr = 4\ntargets = [\"q_proj\", \"k_proj\"]\n[freeze]\ntrainable_layers = 1\n",
+            "run.toml",
+        )
+        .unwrap();
+        assert_eq!(c.method, MethodKind::Freeze);
+        assert_eq!(c.lr, Some(1e-4));
+        assert_eq!(c.lora.r, 4);
+        assert_eq!(c.lora.targets, ["q_proj", "k_proj"]);
+        assert_eq!(c.freeze.trainable_layers, 1);
+        let e = c.apply_toml("batch = 3", "run.toml").unwrap_err();
+        assert!(e.starts_with("run.toml: unknown setting `batch`"), "{e}");
+        let e = c.apply_toml("lr = [", "run.toml").unwrap_err();
+        assert!(e.starts_with("run.toml: not valid TOML"), "{e}");
+    }
+
+    #[test]
+    fn config_round_trips_through_json() {
+        let c = TrainConfig::for_method(MethodKind::Full);
+        let back: TrainConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(c, back);
+        assert_eq!(back.lr(), 2e-5);
+    }
+}

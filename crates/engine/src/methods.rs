@@ -1,0 +1,198 @@
+//! Fine-tuning methods: which tensors train, and the ones a method adds.
+//!
+//! Frozen weights stay plain tensors; only what a method trains becomes a `Var`, so the
+//! optimizer never sees the rest. Names are the ones other tools use — HF parameter names
+//! for Full/Freeze, PEFT's `base_model.model.<module>.lora_A.weight` for LoRA — because they
+//! are the keys of checkpoints and exports.
+
+use crate::config::{MethodKind, TrainConfig};
+use crate::model::{DecoderModel, Linear, LoraWeights};
+use crate::optim::Param;
+use candle_core::{Result, Tensor, Var};
+
+/// Every named tensor of the model, mutable, in a fixed order.
+pub fn visit_mut(
+    model: &mut DecoderModel,
+    mut f: impl FnMut(&str, &mut Tensor) -> Result<()>,
+) -> Result<()> {
+    f("model.embed_tokens.weight", &mut model.embed_tokens)?;
+    for (l, layer) in model.layers.iter_mut().enumerate() {
+        let p = format!("model.layers.{l}");
+        f(
+            &format!("{p}.input_layernorm.weight"),
+            &mut layer.input_layernorm,
+        )?;
+        for (name, lin) in linears_mut(layer) {
+            f(&format!("{p}.{name}.weight"), &mut lin.weight)?;
+            if let Some(b) = &mut lin.bias {
+                f(&format!("{p}.{name}.bias"), b)?;
+            }
+        }
+        f(
+            &format!("{p}.post_attention_layernorm.weight"),
+            &mut layer.post_attention_layernorm,
+        )?;
+    }
+    f("model.norm.weight", &mut model.norm)?;
+    if let Some(h) = &mut model.lm_head {
+        f("lm_head.weight", h)?;
+    }
+    Ok(())
+}
+
+/// The layer's linears with their HF module paths relative to the layer.
+pub fn linears_mut(layer: &mut crate::model::Layer) -> [(&'static str, &mut Linear); 7] {
+    let a = &mut layer.self_attn;
+    let m = &mut layer.mlp;
+    [
+        ("self_attn.q_proj", &mut a.q_proj),
+        ("self_attn.k_proj", &mut a.k_proj),
+        ("self_attn.v_proj", &mut a.v_proj),
+        ("self_attn.o_proj", &mut a.o_proj),
+        ("mlp.gate_proj", &mut m.gate_proj),
+        ("mlp.up_proj", &mut m.up_proj),
+        ("mlp.down_proj", &mut m.down_proj),
+    ]
+}
+
+/// A seeded uniform stream for initialisation (xorshift64*).
+struct InitRng(u64);
+
+impl InitRng {
+    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let u = (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32;
+        lo + (hi - lo) * u
+    }
+}
+
+/// Make the chosen method's tensors trainable (adding LoRA matrices where needed) and return
+/// them as optimizer parameters.
+pub fn apply(model: &mut DecoderModel, cfg: &TrainConfig) -> Result<Vec<Param>> {
+    let wd = cfg.weight_decay();
+    let mut params = vec![];
+    match cfg.method {
+        MethodKind::Full | MethodKind::Freeze => {
+            let n_layers = model.layers.len();
+            let first_trained = match cfg.method {
+                MethodKind::Full => 0,
+                _ => n_layers - cfg.freeze.trainable_layers.min(n_layers),
+            };
+            let full = cfg.method == MethodKind::Full;
+            let (train_norm, train_head) = (cfg.freeze.train_norm, cfg.freeze.train_head);
+            visit_mut(model, |name, t| {
+                let trains = full
+                    || match name.strip_prefix("model.layers.") {
+                        Some(rest) => {
+                            let l: usize =
+                                rest.split('.').next().unwrap_or("0").parse().unwrap_or(0);
+                            l >= first_trained
+                        }
+                        None => {
+                            (name == "model.norm.weight" && train_norm)
+                                || (name == "lm_head.weight" && train_head)
+                        }
+                    };
+                if trains {
+                    let var = Var::from_tensor(t)?;
+                    *t = var.as_tensor().clone();
+                    // no decay on norms and biases, as transformers' Trainer does
+                    let decay = if t.rank() >= 2 { wd } else { 0.0 };
+                    params.push(Param {
+                        name: name.to_string(),
+                        var,
+                        lr_scale: 1.0,
+                        weight_decay: decay,
+                    });
+                }
+                Ok(())
+            })?;
+        }
+        MethodKind::Lora => {
+            let lc = &cfg.lora;
+            let mut rng = InitRng(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let (device, dtype) = (model.device.clone(), model.dtype);
+            for (l, layer) in model.layers.iter_mut().enumerate() {
+                for (name, lin) in linears_mut(layer) {
+                    let short = name.rsplit('.').next().unwrap_or(name);
+                    if !lc.targets.iter().any(|t| t == short) {
+                        continue;
+                    }
+                    let (out, inp) = lin.weight.dims2()?;
+                    // PEFT: A ~ kaiming_uniform(a=√5) = U(±1/√in), B = 0
+                    let bound = 1.0 / (inp as f32).sqrt();
+                    let a: Vec<f32> = (0..lc.r * inp)
+                        .map(|_| rng.uniform(-bound, bound))
+                        .collect();
+                    let a = Tensor::from_vec(a, (lc.r, inp), &device)?.to_dtype(dtype)?;
+                    let a = Var::from_tensor(&a)?;
+                    let b = Var::zeros((out, lc.r), dtype, &device)?;
+                    lin.lora = Some(LoraWeights {
+                        a: a.as_tensor().clone(),
+                        b: b.as_tensor().clone(),
+                        scale: lc.scale(),
+                        dropout: lc.dropout,
+                    });
+                    let module = format!("base_model.model.model.layers.{l}.{name}");
+                    params.push(Param {
+                        name: format!("{module}.lora_A.weight"),
+                        var: a,
+                        lr_scale: 1.0,
+                        weight_decay: wd,
+                    });
+                    params.push(Param {
+                        name: format!("{module}.lora_B.weight"),
+                        var: b,
+                        lr_scale: 1.0,
+                        weight_decay: wd,
+                    });
+                }
+            }
+        }
+    }
+    Ok(params)
+}
+
+/// How many parameters the model has in total (frozen and trainable, LoRA included).
+pub fn count_params(model: &DecoderModel) -> usize {
+    let mut n = model.embed_tokens.elem_count() + model.norm.elem_count();
+    if let Some(h) = &model.lm_head {
+        n += h.elem_count();
+    }
+    for layer in &model.layers {
+        n += layer.input_layernorm.elem_count() + layer.post_attention_layernorm.elem_count();
+        let mut layer = layer.clone();
+        for (_, lin) in linears_mut(&mut layer) {
+            n += lin.weight.elem_count() + lin.bias.as_ref().map_or(0, |b| b.elem_count());
+            if let Some(l) = &lin.lora {
+                n += l.a.elem_count() + l.b.elem_count();
+            }
+        }
+    }
+    n
+}
+
+/// Overwrite trainable parameters from named tensors (a checkpoint or an existing adapter).
+pub fn load_params(
+    params: &[Param],
+    tensors: &std::collections::HashMap<String, Tensor>,
+) -> Result<()> {
+    for p in params {
+        let t = tensors.get(&p.name).ok_or_else(|| {
+            candle_core::Error::Msg(format!("the checkpoint has no tensor `{}`", p.name))
+        })?;
+        if t.dims() != p.var.dims() {
+            candle_core::bail!(
+                "`{}` has shape {:?}, the model needs {:?}",
+                p.name,
+                t.dims(),
+                p.var.dims()
+            );
+        }
+        p.var
+            .set(&t.to_device(p.var.device())?.to_dtype(p.var.dtype())?)?;
+    }
+    Ok(())
+}
