@@ -16,25 +16,34 @@ fn inference_error(e: InferenceError) -> anyhow::Error {
     }
 }
 
-async fn load(model: &str, device: &str) -> anyhow::Result<Loaded> {
+async fn load(model: &str, adapter: Option<&str>, device: &str) -> anyhow::Result<Loaded> {
     let store = open_store().await?;
     let path: PathBuf = models::resolve(&store, model).await.map_err(model_error)?;
+    let adapter = match adapter {
+        Some(a) => Some(
+            whetstone_studio::runs::adapter_dir(&store, a)
+                .await
+                .map_err(crate::train::run_error)?,
+        ),
+        None => None,
+    };
     store.close().await;
     let device = device.to_string();
-    tokio::task::spawn_blocking(move || inference::load(&path, &device))
+    tokio::task::spawn_blocking(move || inference::load(&path, &device, adapter.as_deref()))
         .await?
         .map_err(inference_error)
 }
 
 pub async fn score(
     model: &str,
+    adapter: Option<&str>,
     text_file: &Path,
     device: &str,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(text_file)
         .map_err(|e| UserError(format!("{}: cannot read: {e}", text_file.display())))?;
-    let loaded = load(model, device).await?;
+    let loaded = load(model, adapter, device).await?;
     let file = text_file.to_path_buf();
     let report = tokio::task::spawn_blocking(move || inference::score(&loaded, &text, &file))
         .await?
@@ -52,6 +61,7 @@ pub async fn score(
 
 pub struct ChatArgs {
     pub model: String,
+    pub adapter: Option<String>,
     pub prompt: String,
     pub system: Option<String>,
     pub raw: bool,
@@ -61,7 +71,7 @@ pub struct ChatArgs {
 }
 
 pub async fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
-    let loaded = load(&a.model, &a.device).await?;
+    let loaded = load(&a.model, a.adapter.as_deref(), &a.device).await?;
     let json = a.json;
     let result = tokio::task::spawn_blocking(move || -> Result<_, InferenceError> {
         let ids = inference::chat_prompt(&loaded.source, &a.prompt, a.system.as_deref(), a.raw)?;

@@ -2,9 +2,11 @@
 //!
 //! Exit codes: 0 success, 1 user error (one line on stderr naming the file/field), 2 internal.
 
+mod datasets;
 mod doctor;
 mod infer;
 mod models;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -35,11 +37,56 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// Register, list and inspect datasets (alpaca, chat, ShareGPT, text, CSV/TSV).
+    Datasets {
+        #[command(subcommand)]
+        command: DatasetsCommand,
+    },
+    /// Fine-tune a model on a dataset: a progress bar, or NDJSON events with --json.
+    Train {
+        /// A registered model id, an HF model folder or a .gguf file.
+        #[arg(long)]
+        model: String,
+        /// A registered dataset id or a file (registered on the way).
+        #[arg(long)]
+        data: String,
+        /// full, freeze or lora (default: lora, or what --config says).
+        #[arg(long)]
+        method: Option<String>,
+        /// A TOML file of run settings (the same keys as --set).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// key=value, e.g. lr=1e-4, lora.r=16, lora.targets=q_proj,v_proj (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        #[arg(long)]
+        json: bool,
+        /// Write the first step's gradients and batch to this safetensors file, then stop
+        /// (oracle tests).
+        #[arg(long, hide = true)]
+        dump_first_grads: Option<PathBuf>,
+    },
+    /// Continue a stopped or killed run from its last checkpoint, exactly.
+    Resume {
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Train the demo model on the sample data with LoRA and show what changed.
+    Demo {
+        #[arg(long, default_value_t = 30)]
+        steps: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Mean next-token negative log-likelihood of a text under a model.
     Score {
         /// A registered model id, an HF model folder or a .gguf file.
         #[arg(long)]
         model: String,
+        /// A trained adapter: a run id or an adapter / checkpoint folder.
+        #[arg(long)]
+        adapter: Option<String>,
         /// UTF-8 text to score, tokenized as the model's tokenizer does (no chat template).
         #[arg(long)]
         text_file: PathBuf,
@@ -54,6 +101,9 @@ enum Command {
         /// A registered model id, an HF model folder or a .gguf file.
         #[arg(long)]
         model: String,
+        /// A trained adapter: a run id or an adapter / checkpoint folder.
+        #[arg(long)]
+        adapter: Option<String>,
         prompt: String,
         #[arg(long, default_value_t = 256)]
         max_tokens: usize,
@@ -103,6 +153,41 @@ enum ModelsCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum DatasetsCommand {
+    /// Validate and register a dataset file; the format is detected unless given.
+    Add {
+        file: PathBuf,
+        /// alpaca, chat, sharegpt, text or csv.
+        #[arg(long)]
+        format: Option<String>,
+        /// CSV/TSV columns, e.g. prompt=question,response=answer (or text=body).
+        #[arg(long)]
+        columns: Option<String>,
+        /// Skip invalid records (each is reported) instead of refusing the file.
+        #[arg(long)]
+        drop_invalid: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The registered datasets.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Details, dropped records, a preview and (with --model) token statistics.
+    Show {
+        id: String,
+        /// Render the preview through this model's chat template and count its tokens.
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long, default_value_t = 512)]
+        seq_len: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// An error the user can fix (exit 1), as opposed to a bug (exit 2).
 #[derive(Debug)]
 pub struct UserError(pub String);
@@ -133,14 +218,63 @@ fn main() -> ExitCode {
                 ModelsCommand::Add { reference, json } => models::add(&reference, json).await,
                 ModelsCommand::List { json } => models::list(json).await,
             },
+            Command::Datasets { command } => match command {
+                DatasetsCommand::Add {
+                    file,
+                    format,
+                    columns,
+                    drop_invalid,
+                    json,
+                } => {
+                    datasets::add(
+                        &file,
+                        format.as_deref(),
+                        columns.as_deref(),
+                        drop_invalid,
+                        json,
+                    )
+                    .await
+                }
+                DatasetsCommand::List { json } => datasets::list(json).await,
+                DatasetsCommand::Show {
+                    id,
+                    model,
+                    seq_len,
+                    json,
+                } => datasets::show(&id, model.as_deref(), seq_len, json).await,
+            },
+            Command::Train {
+                model,
+                data,
+                method,
+                config,
+                sets,
+                json,
+                dump_first_grads,
+            } => {
+                train::train(train::TrainArgs {
+                    model,
+                    data,
+                    method,
+                    config,
+                    sets,
+                    json,
+                    dump_first_grads,
+                })
+                .await
+            }
+            Command::Resume { run, json } => train::resume(&run, json).await,
+            Command::Demo { steps, json } => train::demo(steps, json).await,
             Command::Score {
                 model,
+                adapter,
                 text_file,
                 device,
                 json,
-            } => infer::score(&model, &text_file, &device, json).await,
+            } => infer::score(&model, adapter.as_deref(), &text_file, &device, json).await,
             Command::Chat {
                 model,
+                adapter,
                 prompt,
                 max_tokens,
                 temperature,
@@ -156,6 +290,7 @@ fn main() -> ExitCode {
             } => {
                 infer::chat(infer::ChatArgs {
                     model,
+                    adapter,
                     prompt,
                     system,
                     raw,

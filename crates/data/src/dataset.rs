@@ -113,7 +113,7 @@ impl fmt::Display for Problem {
 }
 
 /// Which CSV columns hold what. Either `text`, or `prompt` + `response` (+ optional `system`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct CsvColumns {
     pub prompt: Option<String>,
     pub response: Option<String>,

@@ -75,6 +75,8 @@ pub struct LoraConfig {
     pub targets: Vec<String>,
     /// `scale = alpha / sqrt(r)` instead of `alpha / r`.
     pub rslora: bool,
+    /// Start from this PEFT adapter folder (same r and targets) instead of a fresh init.
+    pub init: Option<String>,
 }
 
 impl Default for LoraConfig {
@@ -87,6 +89,7 @@ impl Default for LoraConfig {
                 .map(String::from)
                 .to_vec(),
             rslora: false,
+            init: None,
         }
     }
 }
@@ -230,6 +233,7 @@ pub const KEYS: &[&str] = &[
     "lora.dropout",
     "lora.targets",
     "lora.rslora",
+    "lora.init",
     "freeze.trainable_layers",
     "freeze.train_norm",
     "freeze.train_head",
@@ -354,6 +358,19 @@ impl TrainConfig {
             "lora.alpha" => self.lora.alpha = float_in(key, v, 1e-6, 1e6)?,
             "lora.dropout" => self.lora.dropout = float_in(key, v, 0.0, 0.9)? as f32,
             "lora.rslora" => self.lora.rslora = boolean(key, v)?,
+            "lora.init" => {
+                self.lora.init = if v.is_empty() || v == "none" {
+                    None
+                } else {
+                    let dir = std::path::Path::new(v);
+                    if !dir.join("adapter_model.safetensors").is_file() {
+                        return Err(format!(
+                            "`lora.init`: {v} is not a PEFT adapter folder (no adapter_model.safetensors)"
+                        ));
+                    }
+                    Some(v.to_string())
+                }
+            }
             "lora.targets" => {
                 let mut targets = vec![];
                 for t in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {

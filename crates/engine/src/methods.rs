@@ -196,3 +196,115 @@ pub fn load_params(
     }
     Ok(())
 }
+
+/// Apply a trained adapter or checkpoint folder to `model` for inference: a PEFT LoRA dir
+/// (`adapter_config.json` + `adapter_model.safetensors`, ours or made by PEFT) or a
+/// Full/Freeze checkpoint (`trainable.safetensors` with HF tensor names).
+pub fn load_adapter_dir(
+    model: &mut DecoderModel,
+    dir: &std::path::Path,
+) -> std::result::Result<MethodKind, String> {
+    let err = |p: &std::path::Path, e: &dyn std::fmt::Display| format!("{}: {e}", p.display());
+    let cfg_path = dir.join("adapter_config.json");
+    if cfg_path.exists() {
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| err(&cfg_path, &e))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(&cfg_path, &e))?;
+        let field = |k: &str| v.get(k).filter(|x| !x.is_null());
+        match field("peft_type").and_then(|t| t.as_str()) {
+            Some("LORA") => {}
+            other => {
+                return Err(err(
+                    &cfg_path,
+                    &format!("field `peft_type`: {other:?} is not supported here (LORA is)"),
+                ))
+            }
+        }
+        if field("use_dora").and_then(|x| x.as_bool()) == Some(true) {
+            return Err(err(
+                &cfg_path,
+                &"field `use_dora`: DoRA adapters are not supported yet",
+            ));
+        }
+        let mut c = TrainConfig::for_method(MethodKind::Lora);
+        c.lora.r = field("r")
+            .and_then(|x| x.as_u64())
+            .ok_or_else(|| err(&cfg_path, &"field `r`: missing or not a number"))?
+            as usize;
+        c.lora.alpha = field("lora_alpha")
+            .and_then(|x| x.as_f64())
+            .ok_or_else(|| err(&cfg_path, &"field `lora_alpha`: missing or not a number"))?;
+        c.lora.rslora = field("use_rslora")
+            .and_then(|x| x.as_bool())
+            .unwrap_or(false);
+        c.lora.dropout = 0.0;
+        let targets: Vec<String> = match field("target_modules") {
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|x| {
+                    x.as_str()
+                        .map(|s| s.rsplit('.').next().unwrap_or(s).to_string())
+                })
+                .collect(),
+            Some(serde_json::Value::String(s)) if s == "all-linear" => {
+                crate::config::LORA_TARGETS.map(String::from).to_vec()
+            }
+            _ => {
+                return Err(err(
+                    &cfg_path,
+                    &"field `target_modules`: missing or not a list",
+                ))
+            }
+        };
+        if let Some(bad) = targets
+            .iter()
+            .find(|t| !crate::config::LORA_TARGETS.contains(&t.as_str()))
+        {
+            return Err(err(
+                &cfg_path,
+                &format!("field `target_modules`: `{bad}` is not a linear module of this model"),
+            ));
+        }
+        c.lora.targets = targets;
+        let params = apply(model, &c).map_err(|e| err(dir, &e))?;
+        let wf = dir.join("adapter_model.safetensors");
+        let tensors =
+            candle_core::safetensors::load(&wf, &model.device).map_err(|e| err(&wf, &e))?;
+        load_params(&params, &tensors).map_err(|e| err(&wf, &e))?;
+        return Ok(MethodKind::Lora);
+    }
+    let wf = dir.join("trainable.safetensors");
+    if !wf.exists() {
+        return Err(format!(
+            "{}: not an adapter folder (no adapter_config.json or trainable.safetensors)",
+            dir.display()
+        ));
+    }
+    let tensors = candle_core::safetensors::load(&wf, &model.device).map_err(|e| err(&wf, &e))?;
+    let mut used = 0;
+    let dtype = model.dtype;
+    visit_mut(model, |name, t| {
+        if let Some(new) = tensors.get(name) {
+            if new.dims() != t.dims() {
+                candle_core::bail!(
+                    "`{name}` has shape {:?}, the model needs {:?}",
+                    new.dims(),
+                    t.dims()
+                );
+            }
+            *t = new.to_dtype(dtype)?;
+            used += 1;
+        }
+        Ok(())
+    })
+    .map_err(|e| err(&wf, &e))?;
+    if used != tensors.len() {
+        return Err(err(
+            &wf,
+            &format!(
+                "{} of its tensors are not in this model",
+                tensors.len() - used
+            ),
+        ));
+    }
+    Ok(MethodKind::Full)
+}

@@ -501,14 +501,12 @@ impl Loop<'_> {
         let Some(first) = self.eval.first().or(self.train.first()) else {
             return Ok(None);
         };
-        let cut = first
-            .trained
-            .iter()
-            .position(|&t| t)
-            .unwrap_or(first.ids.len());
-        if cut == 0 {
-            return Ok(None);
-        }
+        let cut = match first.trained.iter().position(|&t| t) {
+            // a plain document: continue its first few tokens
+            Some(0) => (first.ids.len() / 2).clamp(1, 8),
+            Some(c) => c,
+            None => return Ok(None),
+        };
         let prompt = &first.ids[..cut];
         self.model.mode.set_training(false);
         let params = SamplingParams {
@@ -564,6 +562,11 @@ pub fn train(
         return Err(TrainError::Invalid("no training examples".into()));
     }
     let params = methods::apply(model, &cfg)?;
+    if let (MethodKind::Lora, Some(init)) = (cfg.method, &cfg.lora.init) {
+        let wf = Path::new(init).join("adapter_model.safetensors");
+        let w = candle_core::safetensors::load(&wf, &model.device).map_err(io(&wf))?;
+        methods::load_params(&params, &w).map_err(io(&wf))?;
+    }
     let trainable_params: usize = params.iter().map(|p| p.var.elem_count()).sum();
     let total_params = methods::count_params(model);
     let opt = AdamW::new(params, AdamWSettings::default())?;

@@ -39,11 +39,16 @@ pub struct Loaded {
     pub load_s: f64,
 }
 
-/// Open and build a model on the chosen device (`cpu`, `cuda[:N]`, `metal`) in f32.
-pub fn load(path: &Path, device: &str) -> Result<Loaded, InferenceError> {
+/// Open and build a model on the chosen device (`cpu`, `cuda[:N]`, `metal`) in f32, with
+/// a trained adapter or checkpoint folder applied if one is given.
+pub fn load(path: &Path, device: &str, adapter: Option<&Path>) -> Result<Loaded, InferenceError> {
     let device = whetstone_engine::candle_device(device).map_err(InferenceError::User)?;
     let started = Instant::now();
-    let (source, model) = whetstone_engine::load_model(path, &device, DType::F32)?;
+    let (source, mut model) = whetstone_engine::load_model(path, &device, DType::F32)?;
+    if let Some(dir) = adapter {
+        whetstone_engine::methods::load_adapter_dir(&mut model, dir)
+            .map_err(InferenceError::User)?;
+    }
     Ok(Loaded {
         source,
         model,

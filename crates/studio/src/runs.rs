@@ -1,0 +1,560 @@
+//! Training runs: create one from a model, a dataset and a config; execute it on its own
+//! thread; persist its events to SQLite in batches while forwarding them to the caller
+//! (progress bar, NDJSON, the window); resume it from its last checkpoint.
+
+use crate::datasets::{self, DatasetRecord, DatasetsError};
+use crate::models::{self, ModelError};
+use crate::paths::DataDir;
+use crate::store::{Store, StoreError};
+use candle_core::DType;
+use serde::Serialize;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use whetstone_data::{tokenize_example, ChatTemplate, Dataset, Tokenized};
+use whetstone_engine::trainer::{find_checkpoint, TrainData, TrainSpec};
+use whetstone_engine::{Summary, TrainConfig, TrainEvent};
+use whetstone_formats::ModelSource;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Something the user can fix: a file, a field, a setting.
+    #[error("{0}")]
+    User(String),
+    #[error("{0}")]
+    Internal(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for RunError {
+    fn from(e: sqlx::Error) -> Self {
+        RunError::Store(e.into())
+    }
+}
+
+impl From<ModelError> for RunError {
+    fn from(e: ModelError) -> Self {
+        match e {
+            ModelError::Store(s) => RunError::Store(s),
+            other => RunError::User(other.to_string()),
+        }
+    }
+}
+
+impl From<DatasetsError> for RunError {
+    fn from(e: DatasetsError) -> Self {
+        match e {
+            DatasetsError::Store(s) => RunError::Store(s),
+            other => RunError::User(other.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct RunRecord {
+    pub id: String,
+    pub status: String,
+    pub method: String,
+    pub model_id: Option<String>,
+    pub model_path: String,
+    pub dataset_id: String,
+    pub config: String,
+    pub run_dir: String,
+    pub pid: Option<i64>,
+    pub steps_done: i64,
+    pub total_steps: Option<i64>,
+    pub best_eval_loss: Option<f64>,
+    pub final_train_loss: Option<f64>,
+    pub tokens_per_s: Option<f64>,
+    pub peak_mem_bytes: Option<i64>,
+    pub summary: Option<String>,
+    pub error: Option<String>,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+}
+
+impl RunRecord {
+    pub fn config(&self) -> Result<TrainConfig, RunError> {
+        serde_json::from_str(&self.config)
+            .map_err(|e| RunError::Internal(format!("run {}: stored config: {e}", self.id)))
+    }
+}
+
+/// What a new run is made of.
+pub struct NewRun {
+    pub model: String,
+    pub data: String,
+    pub config: TrainConfig,
+}
+
+pub async fn get(store: &Store, id: &str) -> Result<Option<RunRecord>, RunError> {
+    Ok(
+        sqlx::query_as::<_, RunRecord>("SELECT * FROM runs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(store.pool())
+            .await?,
+    )
+}
+
+/// Validate the pieces and register the run (status `queued`), with `run.json` in its folder.
+pub async fn create(store: &Store, dir: &DataDir, req: NewRun) -> Result<RunRecord, RunError> {
+    let model_path = models::resolve(store, &req.model).await?;
+    let model_id = models::get(store, &req.model).await?.map(|m| m.id);
+    whetstone_engine::candle_device(&req.config.device).map_err(RunError::User)?;
+    let dataset = datasets::resolve(store, &dir.datasets(), &req.data).await?;
+    // Everything that can be wrong with the input is found before anything is written.
+    let (mp, ds, cfg) = (model_path.clone(), dataset.clone(), req.config.clone());
+    tokio::task::spawn_blocking(move || -> Result<(), RunError> {
+        let source = ModelSource::open(&mp).map_err(|e| RunError::User(e.to_string()))?;
+        cfg.validate(source.config.num_layers)
+            .map_err(RunError::User)?;
+        let data = ds.load()?;
+        prepare_data(&source, &data, &ds.original_path, &cfg, &mut vec![])?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| RunError::Internal(e.to_string()))??;
+    let config =
+        serde_json::to_string(&req.config).map_err(|e| RunError::Internal(e.to_string()))?;
+    let mut tries = 0;
+    let id = loop {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(CAST(substr(id, 5) AS INTEGER)), 0) + 1 FROM runs WHERE id LIKE 'run-%'",
+        )
+        .fetch_one(store.pool())
+        .await?;
+        let id = format!("run-{n}");
+        let run_dir = dir.runs().join(&id);
+        let inserted = sqlx::query(
+            "INSERT OR IGNORE INTO runs (id, status, method, model_id, model_path, dataset_id, config, run_dir)
+             VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(req.config.method.as_str())
+        .bind(&model_id)
+        .bind(model_path.to_string_lossy())
+        .bind(&dataset.id)
+        .bind(&config)
+        .bind(run_dir.to_string_lossy())
+        .execute(store.pool())
+        .await?
+        .rows_affected();
+        tries += 1;
+        if inserted == 1 {
+            break id;
+        }
+        if tries > 20 {
+            return Err(RunError::Internal("cannot allocate a run id".into()));
+        }
+    };
+    let run = get(store, &id)
+        .await?
+        .ok_or_else(|| RunError::Internal(format!("run {id} vanished")))?;
+    let run_dir = PathBuf::from(&run.run_dir);
+    std::fs::create_dir_all(&run_dir)
+        .map_err(|e| RunError::User(format!("{}: {e}", run_dir.display())))?;
+    let manifest = serde_json::json!({
+        "id": id,
+        "model": model_path,
+        "model_id": model_id,
+        "dataset": {"id": dataset.id, "sha256": dataset.sha256, "path": dataset.path, "format": dataset.format},
+        "config": req.config,
+        "app_version": crate::APP_VERSION,
+    });
+    write_atomically(
+        &run_dir.join("run.json"),
+        &serde_json::to_vec_pretty(&manifest).unwrap_or_default(),
+    )
+    .map_err(RunError::User)?;
+    Ok(run)
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The training and eval examples of a dataset, rendered and tokenized for `source`.
+pub fn prepare_data(
+    source: &ModelSource,
+    dataset: &Dataset,
+    display_path: &str,
+    cfg: &TrainConfig,
+    notes: &mut Vec<String>,
+) -> Result<TrainData, RunError> {
+    let tok = &source.tokenizer;
+    let template = match &source.chat_template {
+        Some(t) => Some(
+            ChatTemplate::new(
+                t,
+                tok.bos_token.as_deref().unwrap_or(""),
+                tok.eos_token.as_deref().unwrap_or(""),
+            )
+            .map_err(|e| {
+                RunError::User(format!("{}: chat template: {e}", source.path.display()))
+            })?,
+        ),
+        None => None,
+    };
+    let eos = tok.eos_ids.first().copied();
+    let mut rows: Vec<Tokenized> = Vec::with_capacity(dataset.examples.len());
+    let (mut long, mut first_long, mut empty) = (0usize, None, 0usize);
+    for (at, ex) in &dataset.examples {
+        let mut t = tokenize_example(ex, template.as_ref(), &tok.inner, eos, cfg.train_on_prompt)
+            .map_err(|e| RunError::User(format!("{display_path}: {at}: {e}")))?;
+        if t.ids.len() > cfg.seq_len && !cfg.packing {
+            if cfg.truncate {
+                t.ids.truncate(cfg.seq_len);
+                t.trained.truncate(cfg.seq_len);
+            } else {
+                long += 1;
+                first_long.get_or_insert((*at, t.ids.len()));
+                continue;
+            }
+        }
+        if t.trained.iter().skip(1).any(|&x| x) {
+            rows.push(t);
+        } else {
+            empty += 1;
+        }
+    }
+    if let Some((at, n)) = first_long {
+        return Err(RunError::User(format!(
+            "{display_path}: {at}: the record is {n} tokens, longer than seq_len {} ({long} of {} records are); raise `seq_len`, or `--set truncate=true` to cut them, or `--set packing=true`",
+            cfg.seq_len,
+            dataset.examples.len()
+        )));
+    }
+    if empty > 0 {
+        notes.push(format!(
+            "{empty} record(s) have no tokens to learn after the template (and truncation) and are left out"
+        ));
+    }
+    if rows.is_empty() {
+        return Err(RunError::User(format!(
+            "{display_path}: no record has tokens to learn"
+        )));
+    }
+    let (train_idx, eval_idx) =
+        whetstone_data::dataset::split(rows.len(), cfg.eval_fraction, cfg.seed);
+    let pick = |idx: &[usize]| idx.iter().map(|&i| rows[i].clone()).collect::<Vec<_>>();
+    Ok(TrainData {
+        train: pick(&train_idx),
+        eval: pick(&eval_idx),
+    })
+}
+
+/// Options for [`execute`] that are not part of the run's config.
+#[derive(Default)]
+pub struct ExecOptions {
+    pub resume: bool,
+    pub cancel: Arc<AtomicBool>,
+    pub dump_first_grads: Option<PathBuf>,
+}
+
+fn pid_alive(pid: i64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Persist a batch of events in one transaction.
+async fn flush(
+    store: &Store,
+    run_id: &str,
+    seq: &mut i64,
+    batch: &mut Vec<TrainEvent>,
+) -> Result<(), RunError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let mut tx = store.pool().begin().await?;
+    let mut steps_done = None;
+    for e in batch.drain(..) {
+        match &e {
+            TrainEvent::Step {
+                step,
+                loss,
+                lr,
+                grad_norm,
+                tokens_per_s,
+                mem_bytes,
+                ..
+            } => {
+                sqlx::query(
+                    "INSERT OR REPLACE INTO run_metrics (run_id, kind, step, loss, lr, grad_norm, tokens_per_s, mem_bytes)
+                     VALUES (?, 'train', ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(run_id)
+                .bind(*step as i64)
+                .bind(loss)
+                .bind(lr)
+                .bind(grad_norm)
+                .bind(tokens_per_s)
+                .bind(*mem_bytes as i64)
+                .execute(&mut *tx)
+                .await?;
+                steps_done = Some(*step as i64);
+            }
+            TrainEvent::Eval {
+                step,
+                eval_loss,
+                perplexity,
+            } => {
+                sqlx::query(
+                    "INSERT OR REPLACE INTO run_metrics (run_id, kind, step, loss, perplexity) VALUES (?, 'eval', ?, ?, ?)",
+                )
+                .bind(run_id)
+                .bind(*step as i64)
+                .bind(eval_loss)
+                .bind(perplexity)
+                .execute(&mut *tx)
+                .await?;
+            }
+            other => {
+                let v = serde_json::to_value(other).unwrap_or(Value::Null);
+                let kind = v["event"].as_str().unwrap_or("log").to_string();
+                let step = v["step"].as_i64().unwrap_or(0);
+                *seq += 1;
+                sqlx::query("INSERT INTO run_events (run_id, seq, step, kind, payload) VALUES (?, ?, ?, ?, ?)")
+                    .bind(run_id)
+                    .bind(*seq)
+                    .bind(step)
+                    .bind(&kind)
+                    .bind(v.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                match other {
+                    TrainEvent::Started { total_steps, .. } => {
+                        sqlx::query("UPDATE runs SET total_steps = ? WHERE id = ?")
+                            .bind(*total_steps as i64)
+                            .bind(run_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    TrainEvent::Finished {
+                        status, summary, ..
+                    } => {
+                        sqlx::query(
+                            "UPDATE runs SET status = ?, steps_done = ?, best_eval_loss = ?, final_train_loss = ?,
+                             tokens_per_s = ?, peak_mem_bytes = ?, summary = ?, error = ?, pid = NULL,
+                             finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
+                        )
+                        .bind(status.as_str())
+                        .bind(summary.steps_done as i64)
+                        .bind(summary.best_eval_loss)
+                        .bind(summary.final_train_loss)
+                        .bind(summary.tokens_per_s)
+                        .bind(summary.peak_mem_bytes as i64)
+                        .bind(serde_json::to_string(summary).unwrap_or_default())
+                        .bind(&summary.message)
+                        .bind(run_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    if let Some(s) = steps_done {
+        sqlx::query("UPDATE runs SET steps_done = ? WHERE id = ?")
+            .bind(s)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// An event as the CLI's `--json` prints it: the engine's event plus `run_id`.
+pub fn event_json(run_id: &str, e: &TrainEvent) -> Value {
+    let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.insert("run_id".into(), Value::String(run_id.to_string()));
+    }
+    v
+}
+
+/// Run (or resume) a registered run to its end. Events are persisted in batches and passed
+/// to `on_event` as they come.
+pub async fn execute(
+    store: &Store,
+    run: &RunRecord,
+    opts: ExecOptions,
+    mut on_event: impl FnMut(&TrainEvent),
+) -> Result<Summary, RunError> {
+    let cfg = run.config()?;
+    let run_dir = PathBuf::from(&run.run_dir);
+    let resume_from = if opts.resume {
+        if run.status == "running"
+            && run
+                .pid
+                .is_some_and(|p| p != std::process::id() as i64 && pid_alive(p))
+        {
+            return Err(RunError::User(format!(
+                "run {} is still running (process {}); stop it first",
+                run.id,
+                run.pid.unwrap_or(0)
+            )));
+        }
+        if run.status == "completed" {
+            return Err(RunError::User(format!("run {} already completed", run.id)));
+        }
+        Some(find_checkpoint(&run_dir).ok_or_else(|| {
+            RunError::User(format!(
+                "run {} has no checkpoint to resume from (it stopped before its first save); start a new run",
+                run.id
+            ))
+        })?)
+    } else {
+        None
+    };
+    let dataset: DatasetRecord = datasets::get(store, &run.dataset_id)
+        .await?
+        .ok_or_else(|| {
+            RunError::User(format!(
+                "run {}: dataset `{}` is gone",
+                run.id, run.dataset_id
+            ))
+        })?;
+    // A resumed run forgets what the interrupted process logged after its checkpoint.
+    let mut seq: i64 = 0;
+    if let Some(ckpt) = &resume_from {
+        let state: whetstone_engine::trainer::CheckpointState =
+            std::fs::read_to_string(ckpt.join("state.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .ok_or_else(|| {
+                    RunError::User(format!("{}: unreadable checkpoint state", ckpt.display()))
+                })?;
+        sqlx::query("DELETE FROM run_metrics WHERE run_id = ? AND step > ?")
+            .bind(&run.id)
+            .bind(state.step as i64)
+            .execute(store.pool())
+            .await?;
+        sqlx::query("DELETE FROM run_events WHERE run_id = ? AND step > ?")
+            .bind(&run.id)
+            .bind(state.step as i64)
+            .execute(store.pool())
+            .await?;
+        seq = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM run_events WHERE run_id = ?")
+            .bind(&run.id)
+            .fetch_one(store.pool())
+            .await?;
+    }
+    sqlx::query("UPDATE runs SET status = 'running', pid = ?, error = NULL, finished_at = NULL WHERE id = ?")
+        .bind(std::process::id() as i64)
+        .bind(&run.id)
+        .execute(store.pool())
+        .await?;
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<TrainEvent>();
+    let model_path = PathBuf::from(&run.model_path);
+    let display_path = dataset.original_path.clone();
+    let cancel = opts.cancel.clone();
+    let dump = opts.dump_first_grads.clone();
+    let worker = std::thread::Builder::new()
+        .name(format!("train-{}", run.id))
+        .spawn(move || -> Result<Summary, RunError> {
+            let device = whetstone_engine::candle_device(&cfg.device).map_err(RunError::User)?;
+            let (source, mut model) =
+                whetstone_engine::load_model(&model_path, &device, DType::F32)
+                    .map_err(|e| RunError::User(e.to_string()))?;
+            let data = dataset.load().map_err(RunError::from)?;
+            let mut notes = vec![];
+            let train_data = prepare_data(&source, &data, &display_path, &cfg, &mut notes)?;
+            for n in notes {
+                let _ = tx.send(TrainEvent::Log {
+                    step: 0,
+                    level: "warning".into(),
+                    message: n,
+                });
+            }
+            let spec = TrainSpec {
+                config: cfg,
+                data: train_data,
+                run_dir,
+                resume_from,
+                cancel,
+                tokenizer: Some(&source.tokenizer),
+                dump_first_grads: dump,
+            };
+            let base = model_path.display().to_string();
+            whetstone_engine::train(&mut model, spec, &base, |e| {
+                let _ = tx.send(e);
+            })
+            .map_err(|e| match e {
+                whetstone_engine::TrainError::Invalid(m) => RunError::User(m),
+                other => RunError::Internal(other.to_string()),
+            })
+        })
+        .map_err(|e| RunError::Internal(format!("cannot start the training thread: {e}")))?;
+
+    let mut batch = vec![];
+    let mut last_flush = Instant::now();
+    loop {
+        let got = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await;
+        match got {
+            Ok(Some(e)) => {
+                // Metrics up to a checkpoint are durable before anyone hears of it, so a
+                // killed run resumes with its whole curve.
+                let urgent = matches!(
+                    e,
+                    TrainEvent::Finished { .. } | TrainEvent::Checkpoint { .. }
+                );
+                batch.push(e.clone());
+                if urgent || batch.len() >= 64 || last_flush.elapsed() > Duration::from_millis(500)
+                {
+                    flush(store, &run.id, &mut seq, &mut batch).await?;
+                    last_flush = Instant::now();
+                }
+                on_event(&e);
+            }
+            Ok(None) => break,
+            Err(_) => {
+                flush(store, &run.id, &mut seq, &mut batch).await?;
+                last_flush = Instant::now();
+            }
+        }
+    }
+    flush(store, &run.id, &mut seq, &mut batch).await?;
+    let result = tokio::task::spawn_blocking(move || worker.join())
+        .await
+        .map_err(|e| RunError::Internal(e.to_string()))?
+        .unwrap_or_else(|_| Err(RunError::Internal("the training thread panicked".into())));
+    if let Err(e) = &result {
+        sqlx::query(
+            "UPDATE runs SET status = 'failed', error = ?, pid = NULL, finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
+        )
+        .bind(e.to_string())
+        .bind(&run.id)
+        .execute(store.pool())
+        .await?;
+    }
+    result
+}
+
+/// The adapter folder a reference names: a folder, or a run id (its best checkpoint, else
+/// its last).
+pub async fn adapter_dir(store: &Store, reference: &str) -> Result<PathBuf, RunError> {
+    let p = PathBuf::from(reference);
+    if p.is_dir() {
+        return Ok(p);
+    }
+    let run = get(store, reference).await?.ok_or_else(|| {
+        RunError::User(format!(
+            "no adapter `{reference}`: not a folder or a run id"
+        ))
+    })?;
+    let base = PathBuf::from(&run.run_dir).join("checkpoints");
+    ["best", "last"]
+        .iter()
+        .map(|n| base.join(n))
+        .find(|d| d.join("state.json").exists())
+        .ok_or_else(|| RunError::User(format!("run {} has no checkpoint yet", run.id)))
+}

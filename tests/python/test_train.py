@@ -1,0 +1,223 @@
+"""Training through the `whetstone` binary: gradients against PEFT, exact resume after a
+SIGKILL, datasets, bad input, and the demo on the real SmolLM2 model."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from safetensors.torch import load_file
+
+import tiny_models as tm
+
+LINES = [
+    "Whetstone fine-tunes language models on your own machine.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Low-rank adapters train two small matrices per layer.",
+    "Paris is the capital of France; Berlin is the capital of Germany.",
+    "Numbers like 12345 and 2024 are split into digits by some tokenizers.",
+    "Fine-tuning adapts a pretrained language model to a new task.",
+    "def add(a, b):",
+    "return a + b",
+]
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return tm.make_model(tmp_path / "tiny-llama", "llama", seed=11)
+
+
+@pytest.fixture
+def text_data(tmp_path):
+    f = tmp_path / "corpus.txt"
+    f.write_text("\n".join(LINES * 6) + "\n")
+    return f
+
+
+def test_lora_gradients_match_peft(run, tmp_path, tiny, text_data):
+    # A PEFT adapter with random A *and* B (B = 0 at init would make A's gradient zero).
+    ref = tm.load_reference(tiny)
+    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    peft_model = get_peft_model(ref, cfg)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_" in name:
+                p.copy_(0.2 * torch.randn(p.shape, generator=g))
+    adapter = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter)
+    dump = tmp_path / "grads.safetensors"
+    run("train", "--model", str(tiny), "--data", str(text_data), "--method", "lora",
+        "--set", f"lora.init={adapter}", "--set", "lora.r=4", "--set", "lora.alpha=8",
+        "--set", "lora.dropout=0", "--set", "lora.targets=all-linear",
+        "--set", "batch_size=6", "--set", "eval_fraction=0",
+        "--dump-first-grads", str(dump))
+    ours = load_file(dump)
+    ids = ours["batch.0.input"].long()
+    rows = ours["batch.0.rows"].long()
+    targets = ours["batch.0.targets"].long()
+    assert ids.shape[0] == 6 and len(targets) > 20
+
+    peft_model.train()
+    peft_model.zero_grad()
+    logits = peft_model(input_ids=ids).logits.reshape(-1, ref.config.vocab_size)
+    loss = torch.nn.functional.cross_entropy(logits[rows], targets, reduction="sum") / len(targets)
+    loss.backward()
+    assert abs(loss.item() - ours["loss"].item()) < 1e-5
+
+    checked = 0
+    for name, p in peft_model.named_parameters():
+        if "lora_" not in name:
+            continue
+        key = "grad." + name.replace(".default", "")
+        assert key in ours, key
+        theirs, mine = p.grad, ours[key]
+        rel = (theirs - mine).abs().max().item() / theirs.abs().max().item()
+        assert rel < 1e-4, f"{name}: relative difference {rel:.2e}"
+        checked += 1
+    assert checked == 2 * 7 * ref.config.num_hidden_layers
+
+
+def events(stdout: str):
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def step_losses(evs):
+    return [(e["step"], e["loss"]) for e in evs if e["event"] == "step"]
+
+
+TRAIN_ARGS = ["--method", "lora", "--set", "max_steps=240", "--set", "save_every=5",
+              "--set", "eval_every=0", "--set", "batch_size=4", "--set", "lora.dropout=0.1",
+              "--set", "lr=5e-3", "--set", "sample_tokens=0", "--json"]
+
+
+def test_sigkill_then_resume_reproduces_the_uninterrupted_losses(run, home, whetstone_bin, tiny, text_data):
+    whole = events(run("train", "--model", str(tiny), "--data", str(text_data), *TRAIN_ARGS).stdout)
+    assert whole[-1]["event"] == "finished" and whole[-1]["status"] == "completed"
+    reference = step_losses(whole)
+    assert len(reference) == 240
+
+    env = dict(os.environ, WHETSTONE_HOME=str(home))
+    p = subprocess.Popen([whetstone_bin, "train", "--model", str(tiny), "--data", str(text_data), *TRAIN_ARGS],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    before, run_id, ckpt_step = [], None, None
+    deadline = time.time() + 120
+    for line in p.stdout:
+        e = json.loads(line)
+        before.append(e)
+        run_id = e.get("run_id", run_id)
+        if e["event"] == "checkpoint" and not e["best"]:
+            ckpt_step = e["step"]
+            os.kill(p.pid, signal.SIGKILL)
+            break
+        assert time.time() < deadline, "no checkpoint within 2 minutes"
+    p.wait(timeout=30)
+    assert p.returncode == -signal.SIGKILL
+    assert ckpt_step == 5 and run_id
+
+    resumed = events(run("resume", run_id, "--json").stdout)
+    assert resumed[0]["event"] == "started" and resumed[0]["resumed_from"] == ckpt_step
+    joined = [s for s in step_losses(before) if s[0] <= ckpt_step] + step_losses(resumed)
+    assert joined == reference, "losses after resume differ from the uninterrupted run"
+
+    db = sqlite3.connect(home / "whetstone.db")
+    status, steps = db.execute("SELECT status, steps_done FROM runs WHERE id = ?", (run_id,)).fetchone()
+    assert (status, steps) == ("completed", 240)
+    stored = db.execute("SELECT step, loss FROM run_metrics WHERE run_id = ? AND kind = 'train' ORDER BY step",
+                        (run_id,)).fetchall()
+    assert [(s, l) for s, l in stored] == reference
+
+
+def test_freeze_and_full_train_and_resume_refuses_a_finished_run(run, tiny, text_data):
+    for method, extra in [("freeze", ["--set", "freeze.trainable_layers=1"]), ("full", [])]:
+        evs = events(run("train", "--model", str(tiny), "--data", str(text_data), "--method", method,
+                         "--set", "max_steps=12", "--set", "lr=1e-3", "--set", "eval_every=6",
+                         "--set", "sample_tokens=4", *extra, "--json").stdout)
+        evals = [e["eval_loss"] for e in evs if e["event"] == "eval"]
+        assert len(evals) == 3 and evals[-1] < evals[0], (method, evals)
+        assert any(e["event"] == "sample" for e in evs)
+        started = evs[0]
+        assert started["event"] == "started"
+        if method == "freeze":
+            assert started["trainable_params"] < started["total_params"] / 2
+        else:
+            assert started["trainable_params"] == started["total_params"]
+        p = run("resume", evs[-1]["run_id"], check=False)
+        assert p.returncode == 1 and "already completed" in p.stderr
+
+
+def expect_user_error(run, args, *needles):
+    p = run(*args, check=False)
+    assert p.returncode == 1, (args, p.returncode, p.stderr)
+    line = p.stderr.strip()
+    assert "\n" not in line and "panicked" not in line, line
+    for n in needles:
+        assert n in line, (n, line)
+
+
+def test_bad_training_input_is_one_line_and_writes_no_run(run, home, tmp_path, tiny, text_data):
+    base = ["train", "--model", str(tiny), "--data", str(text_data)]
+    expect_user_error(run, [*base, "--set", "lora.rank=4"], "unknown setting `lora.rank`")
+    expect_user_error(run, [*base, "--set", "lr=fast"], "`lr`", "fast")
+    expect_user_error(run, [*base, "--method", "qlora-ish"], "unknown method")
+    expect_user_error(run, [*base, "--method", "freeze", "--set", "freeze.trainable_layers=9"],
+                      "freeze.trainable_layers", "2 layers")
+    expect_user_error(run, [*base, "--set", "seq_len=8"], str(text_data), "line 1", "seq_len")
+    toml = tmp_path / "run.toml"
+    toml.write_text("batch = 4\n")
+    expect_user_error(run, [*base, "--config", str(toml)], "run.toml", "unknown setting `batch`")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": \n')
+    expect_user_error(run, ["train", "--model", str(tiny), "--data", str(bad)], "bad.jsonl", "line 2")
+    missing = tmp_path / "missing.jsonl"
+    missing.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c"}\n')
+    expect_user_error(run, ["train", "--model", str(tiny), "--data", str(missing)], "line 2", "output")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    expect_user_error(run, ["train", "--model", str(tiny), "--data", str(empty)], "empty.jsonl", "no records")
+    db = sqlite3.connect(home / "whetstone.db")
+    assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
+
+
+def test_datasets_add_list_show(run, run_json, tmp_path, tiny):
+    f = tmp_path / "qa.jsonl"
+    f.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
+                 '{"messages": [{"role": "user", "content": "bye"}]}\n'
+                 '{"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}\n')
+    expect_user_error(run, ["datasets", "add", str(f)], "line 2", "1 of 3 records")
+    added = run_json("datasets", "add", str(f), "--drop-invalid")
+    assert (added["format"], added["records"], added["dropped"], added["detected"]) == ("chat", 2, 1, True)
+    assert run_json("datasets", "add", str(f), "--drop-invalid")["id"] == added["id"]
+    listed = run_json("datasets", "list")
+    assert [d["id"] for d in listed] == [added["id"]]
+    # SmolLM-style ChatML template on the tiny model, so the preview shows trained spans
+    cfg = json.loads((tiny / "tokenizer_config.json").read_text())
+    cfg["chat_template"] = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+                            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    (tiny / "tokenizer_config.json").write_text(json.dumps(cfg))
+    shown = run_json("datasets", "show", added["id"], "--model", str(tiny), "--seq-len", "8")
+    assert len(shown["problems"]) == 1 and "line 2" in shown["problems"][0]
+    assert shown["preview"][0]["rendered"].startswith("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n⟦hello")
+    assert shown["stats"]["records"] == 2 and shown["stats"]["over_seq_len"] >= 1
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("question,answer\nwhat?,that\nwho?,them\n")
+    added = run_json("datasets", "add", str(csv), "--columns", "prompt=question,response=answer")
+    assert (added["format"], added["records"]) == ("csv", 2)
+
+
+def test_demo_lowers_eval_loss_and_learns_the_format(run, home, demo_model):
+    models = home / "models"
+    models.mkdir(parents=True)
+    (models / demo_model.name).symlink_to(demo_model)
+    p = run("demo", "--steps", "4", "--json", timeout=900)
+    out = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+    summary = out[-1]
+    assert summary["event"] == "demo"
+    before, after = summary["eval_loss_before"], summary["eval_loss_after"]
+    assert after < 0.7 * before, (before, after)
+    assert json.loads(summary["generation_after"]) == {"name": "Ingrid Solberg", "age": 29, "city": "Bergen"}
