@@ -85,7 +85,11 @@ impl Linear {
     }
 
     pub fn forward_mode(&self, x: &Tensor, mode: &TrainMode) -> Result<Tensor> {
-        let y = x.broadcast_matmul(&self.weight.t()?)?;
+        let y = if mode.training() {
+            ops::frozen_linear(x, &self.weight)?
+        } else {
+            ops::matmul_2d(&x.contiguous()?, &self.weight.t()?)?
+        };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -98,8 +102,8 @@ impl Linear {
                 } else {
                     x.clone()
                 };
-                let low = xd.broadcast_matmul(&l.a.t()?)?;
-                let up = low.broadcast_matmul(&l.b.t()?)?;
+                let low = ops::matmul_2d(&xd.contiguous()?, &l.a.t()?)?;
+                let up = ops::matmul_2d(&low, &l.b.t()?)?;
                 y + (up * l.scale)?
             }
         }
@@ -413,7 +417,11 @@ impl DecoderModel {
     /// Project hidden states to vocabulary logits.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let w = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
-        hidden.broadcast_matmul(&w.t()?)
+        if self.mode.training() {
+            ops::frozen_linear(hidden, w)
+        } else {
+            ops::matmul_2d(&hidden.contiguous()?, &w.t()?)
+        }
     }
 
     /// Logits for every position, `[b, t, vocab]`.

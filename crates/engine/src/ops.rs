@@ -6,7 +6,8 @@
 //! backward candle implements; every one of them is checked against central finite
 //! differences in the tests below, and against the fused kernels in the forward pass.
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor, D};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ops {
@@ -21,6 +22,27 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, ops: Ops) -> Result<Tensor> {
     let dtype = x.dtype();
     match ops {
         Ops::Fused => candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32),
+        Ops::Differentiable if fused_training(x) && !w.is_variable() => {
+            // dx = r·(g∘w) − x·r³·mean(g∘w∘x), r = 1/sqrt(mean(x²) + eps)
+            let out = candle_nn::ops::rms_norm(&x.detach().contiguous()?, w, eps as f32)?;
+            let (xs, ws) = (x.detach(), w.detach());
+            with_backward(
+                x,
+                out,
+                Box::new(move |_, g| {
+                    let xf = xs.to_dtype(DType::F32)?;
+                    let gw = g
+                        .to_dtype(DType::F32)?
+                        .broadcast_mul(&ws.to_dtype(DType::F32)?)?;
+                    let r = (xf.sqr()?.mean_keepdim(D::Minus1)? + eps)?
+                        .sqrt()?
+                        .recip()?;
+                    let m = (&gw * &xf)?.mean_keepdim(D::Minus1)?;
+                    let dx = (gw.broadcast_mul(&r)? - xf.broadcast_mul(&(r.powf(3.0)? * m)?)?)?;
+                    dx.to_dtype(dtype)
+                }),
+            )
+        }
         Ops::Differentiable => {
             let xf = x.to_dtype(DType::F32.max_of(dtype))?;
             let var = xf.sqr()?.mean_keepdim(D::Minus1)?;
@@ -71,6 +93,16 @@ pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, ops: Ops) -> Result<Tensor> {
     match ops {
         Ops::Fused => candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin),
+        Ops::Differentiable if fused_training(x) => {
+            // rope is a rotation by θ; its transpose (the backward) is the rotation by −θ
+            let out = candle_nn::rotary_emb::rope(&x.detach().contiguous()?, cos, sin)?;
+            let (cos, neg_sin) = (cos.detach(), sin.detach().neg()?);
+            with_backward(
+                x,
+                out,
+                Box::new(move |_, g| candle_nn::rotary_emb::rope(&g.contiguous()?, &cos, &neg_sin)),
+            )
+        }
         Ops::Differentiable => {
             let d = x.dim(D::Minus1)?;
             let half = d / 2;
@@ -87,6 +119,276 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, ops: Ops) -> Result<Tensor> 
 /// `silu(gate) * up`, the SwiGLU activation of the Llama MLP.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     gate.silu()? * up
+}
+
+/// A fused kernel's output with a hand-written backward.
+///
+/// candle's fused kernels (`rms_norm`, `rope`, `softmax_last_dim`) are fast and work on every
+/// backend but have no backward. This op takes their output (computed on detached inputs,
+/// so no graph is kept) as its forward result and supplies the gradient itself, so training
+/// gets the fused speed and memory with a correct backward on any device.
+type Backward = Box<dyn Fn(&Tensor, &Tensor) -> Result<Tensor> + Send + Sync>;
+
+struct FusedWithBackward {
+    out: Tensor,
+    /// `(output, grad of output) -> grad of input`
+    bwd: Backward,
+}
+
+impl FusedWithBackward {
+    fn check(&self) -> Result<()> {
+        if self.out.layout().contiguous_offsets() != Some((0, self.out.elem_count())) {
+            candle_core::bail!("fused op output must be a fresh contiguous tensor");
+        }
+        Ok(())
+    }
+}
+
+impl CustomOp1 for FusedWithBackward {
+    fn name(&self) -> &'static str {
+        "fused-with-backward"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        self.check()?;
+        match &*self.out.storage_and_layout().0 {
+            Storage::Cpu(c) => Ok((c.clone(), self.out.shape().clone())),
+            _ => candle_core::bail!("fused op: output on another device"),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        self.check()?;
+        let (st, l) = self.out.storage_and_layout();
+        match &*st {
+            Storage::Cuda(c) => Ok((c.try_clone(l)?, self.out.shape().clone())),
+            _ => candle_core::bail!("fused op: output on another device"),
+        }
+    }
+
+    #[cfg(feature = "metal")]
+    fn metal_fwd(
+        &self,
+        _: &candle_core::MetalStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::MetalStorage, Shape)> {
+        self.check()?;
+        let (st, l) = self.out.storage_and_layout();
+        match &*st {
+            Storage::Metal(c) => Ok((c.try_clone(l)?, self.out.shape().clone())),
+            _ => candle_core::bail!("fused op: output on another device"),
+        }
+    }
+
+    fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some((self.bwd)(res, grad)?))
+    }
+}
+
+fn with_backward(x: &Tensor, out: Tensor, bwd: Backward) -> Result<Tensor> {
+    let out = out.contiguous()?;
+    x.apply_op1_arc(std::sync::Arc::new(Box::new(FusedWithBackward {
+        out,
+        bwd,
+    })))
+}
+
+/// Whether the fused-with-backward path applies (the composites stay the f64 reference).
+fn fused_training(x: &Tensor) -> bool {
+    x.dtype() != DType::F64
+}
+
+/// `x Wᵀ` for a weight that does not train.
+///
+/// candle's matmul backward computes the gradient of both operands, so a frozen weight
+/// would cost a full extra matmul (and its memory) in every backward pass. This op's
+/// backward returns only the input gradient `g W`; the forward calls the backend's matmul
+/// on the storages directly, so nothing is copied.
+struct FrozenMatmul {
+    /// `[out, in]`
+    w: Tensor,
+}
+
+/// Left and right operand layouts, the output shape and `(batch, m, n, k)` of one matmul.
+type MatmulPlan = (Layout, Layout, Shape, (usize, usize, usize, usize));
+
+impl FrozenMatmul {
+    fn layouts(&self, x: &Layout) -> Result<MatmulPlan> {
+        let (out, inp) = self.w.dims2()?;
+        let dims = x.shape().dims();
+        let k = *dims.last().unwrap_or(&0);
+        if k != inp {
+            candle_core::bail!("frozen linear: input has {k} features, the weight {inp}");
+        }
+        let (start, _) = x
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("frozen linear: input not contiguous".into()))?;
+        let m = x.shape().elem_count() / k.max(1);
+        let lhs = Layout::contiguous_with_offset((m, k), start);
+        let rhs = self.w.layout().transpose(0, 1)?;
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().unwrap_or(&mut 0) = out;
+        Ok((lhs, rhs, Shape::from(out_dims), (1, m, out, k)))
+    }
+}
+
+impl CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (lhs, rhs, shape, bmnk) = self.layouts(l)?;
+        let (w, _) = self.w.storage_and_layout();
+        match &*w {
+            Storage::Cpu(w) => Ok((x.matmul(w, bmnk, &lhs, &rhs)?, shape)),
+            _ => candle_core::bail!("frozen linear: weight and input on different devices"),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (lhs, rhs, shape, bmnk) = self.layouts(l)?;
+        let (w, _) = self.w.storage_and_layout();
+        match &*w {
+            Storage::Cuda(w) => Ok((x.matmul(w, bmnk, &lhs, &rhs)?, shape)),
+            _ => candle_core::bail!("frozen linear: weight and input on different devices"),
+        }
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(matmul_2d(grad, &self.w)?))
+    }
+}
+
+/// `x · m` for `x` of any rank and a matrix `m`, as one 2-D matmul over all leading
+/// dimensions (a batched matmul with a broadcast right side runs one small gemm per batch).
+pub fn matmul_2d(x: &Tensor, m: &Tensor) -> Result<Tensor> {
+    let dims = x.dims();
+    if dims.len() <= 2 {
+        return x.matmul(m);
+    }
+    let k = dims[dims.len() - 1];
+    let rows = x.elem_count() / k.max(1);
+    let y = x.reshape((rows, k))?.matmul(m)?;
+    let mut out = dims.to_vec();
+    *out.last_mut().unwrap_or(&mut 0) = m.dim(1)?;
+    y.reshape(out)
+}
+
+/// `x Wᵀ` with no gradient for `W` (see [`FrozenMatmul`]); a plain matmul where the
+/// backend has no custom-op path (Metal) or `W` itself trains.
+pub fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let supported = matches!(x.device(), candle_core::Device::Cpu) || x.device().is_cuda();
+    if w.is_variable() || !supported || !w.is_contiguous() || x.dtype() != w.dtype() {
+        return matmul_2d(&x.contiguous()?, &w.t()?);
+    }
+    x.contiguous()?
+        .apply_op1_arc(std::sync::Arc::new(Box::new(FrozenMatmul { w: w.clone() })))
+}
+
+/// Per-row next-token NLL `logsumexp(x) - x[target]` over `[n, vocab]` logits, fused: the
+/// forward keeps no intermediates and the backward writes `softmax(x) - onehot` in one
+/// pass, where the composite (`log_softmax` + `gather`) materialises four vocab-wide copies.
+struct CrossEntropy {
+    targets: std::sync::Arc<Vec<u32>>,
+}
+
+fn row_stats(row: &[f32]) -> (f32, f32) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = row.iter().map(|&v| (v - max).exp()).sum();
+    (max, sum)
+}
+
+fn f32_rows<'a>(s: &'a CpuStorage, l: &Layout) -> Result<(&'a [f32], usize, usize)> {
+    let (n, v) = l.shape().dims2()?;
+    let (start, end) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("cross entropy: logits not contiguous".into()))?;
+    match s {
+        CpuStorage::F32(d) => Ok((&d[start..end], n, v)),
+        _ => candle_core::bail!("cross entropy: fused path is f32 only"),
+    }
+}
+
+impl CustomOp1 for CrossEntropy {
+    fn name(&self) -> &'static str {
+        "cross-entropy"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, n, v) = f32_rows(s, l)?;
+        let out: Vec<f32> = (0..n)
+            .map(|i| {
+                let row = &x[i * v..(i + 1) * v];
+                let (max, sum) = row_stats(row);
+                max + sum.ln() - row[self.targets[i] as usize]
+            })
+            .collect();
+        Ok((CpuStorage::F32(out), Shape::from(n)))
+    }
+
+    fn bwd(&self, x: &Tensor, _nll: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let g = grad.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let op = CrossEntropyGrad {
+            targets: self.targets.clone(),
+            grad: g,
+        };
+        Ok(Some(x.apply_op1_no_bwd(&op)?))
+    }
+}
+
+struct CrossEntropyGrad {
+    targets: std::sync::Arc<Vec<u32>>,
+    grad: Vec<f32>,
+}
+
+impl CustomOp1 for CrossEntropyGrad {
+    fn name(&self) -> &'static str {
+        "cross-entropy-grad"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, n, v) = f32_rows(s, l)?;
+        let mut out = vec![0f32; n * v];
+        for i in 0..n {
+            let row = &x[i * v..(i + 1) * v];
+            let (max, sum) = row_stats(row);
+            let k = self.grad[i] / sum;
+            let o = &mut out[i * v..(i + 1) * v];
+            for (o, &r) in o.iter_mut().zip(row) {
+                *o = (r - max).exp() * k;
+            }
+            o[self.targets[i] as usize] -= self.grad[i];
+        }
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+}
+
+/// Per-row NLL of `targets` under `logits` `[n, vocab]`, as a `[n]` tensor: the fused op on
+/// CPU in f32, the differentiable composite elsewhere.
+pub fn cross_entropy_rows(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if matches!(logits.device(), candle_core::Device::Cpu) && logits.dtype() == DType::F32 {
+        let t = targets.to_vec1::<u32>()?;
+        return logits
+            .contiguous()?
+            .apply_op1_arc(std::sync::Arc::new(Box::new(CrossEntropy {
+                targets: std::sync::Arc::new(t),
+            })));
+    }
+    log_softmax_last_dim(logits)?
+        .gather(&targets.unsqueeze(1)?, D::Minus1)?
+        .squeeze(1)?
+        .neg()
 }
 
 /// An additive causal mask `[q_len, kv_len]`: query `i` (at absolute position
@@ -118,7 +420,29 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize, ops: Ops) ->
     let (_, _, t, d) = q.dims4()?;
     let kv_len = k.dim(2)?;
     let scale = 1.0 / (d as f64).sqrt();
-    let scores = (q.matmul(&k.t()?)? * scale)?;
+    let scores = q.matmul(&k.t()?)?;
+    if ops == Ops::Differentiable && fused_training(&scores) {
+        // softmax(s·x + mask): fused forward; backward s·p∘(g − Σ g∘p)
+        let masked = (scores.detach() * scale)?;
+        let masked = if t > 1 || offset + t < kv_len {
+            masked.broadcast_add(&causal_mask(t, kv_len, offset, masked.dtype(), q.device())?)?
+        } else {
+            masked
+        };
+        let p = candle_nn::ops::softmax_last_dim(&masked.contiguous()?)?;
+        drop(masked);
+        let p = with_backward(
+            &scores,
+            p,
+            Box::new(move |p, g| {
+                let gp = (g * p)?;
+                let sum = gp.sum_keepdim(D::Minus1)?;
+                (gp - p.broadcast_mul(&sum)?)? * scale
+            }),
+        )?;
+        return p.matmul(v);
+    }
+    let scores = (scores * scale)?;
     let scores = if t > 1 || offset + t < kv_len {
         scores.broadcast_add(&causal_mask(t, kv_len, offset, scores.dtype(), q.device())?)?
     } else {
@@ -305,6 +629,153 @@ pub(crate) mod tests {
         let a = rope(&x, &cos, &sin, Ops::Fused).unwrap();
         let b = rope(&x, &cos, &sin, Ops::Differentiable).unwrap();
         assert!(max_diff(&a, &b) < 1e-6);
+    }
+
+    #[test]
+    fn frozen_linear_matches_matmul_and_gives_only_the_input_gradient() {
+        let w = rand_t(&[5, 4], 40);
+        let x = rand_t(&[2, 3, 4], 41);
+        let a = frozen_linear(&x, &w).unwrap();
+        let b = x.broadcast_matmul(&w.t().unwrap()).unwrap();
+        assert!(
+            max_diff(
+                &a.to_dtype(DType::F32).unwrap(),
+                &b.to_dtype(DType::F32).unwrap()
+            ) < 1e-12
+        );
+        check_grad(&[2, 3, 4], 42, |x| frozen_linear(x, &w));
+        // a strided (transposed) input is made contiguous first
+        let xt = rand_t(&[4, 3], 43).t().unwrap();
+        let a = frozen_linear(&xt, &w).unwrap();
+        let b = xt.matmul(&w.t().unwrap()).unwrap();
+        assert!(
+            max_diff(
+                &a.to_dtype(DType::F32).unwrap(),
+                &b.to_dtype(DType::F32).unwrap()
+            ) < 1e-12
+        );
+        // W is not a Var and must get no gradient even when it is reachable
+        let xv = Var::from_tensor(&x).unwrap();
+        let g = frozen_linear(xv.as_tensor(), &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert!(g.get(&w).is_none());
+    }
+
+    #[test]
+    fn fused_cross_entropy_matches_the_composite_and_its_gradient() {
+        let x = (rand_t(&[5, 11], 50) * 4.0)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        let targets = Tensor::new(&[0u32, 3, 10, 7, 7], &Device::Cpu).unwrap();
+        let xv = Var::from_tensor(&x).unwrap();
+        let r = rand_t(&[5], 51).to_dtype(DType::F32).unwrap();
+        let fused = cross_entropy_rows(xv.as_tensor(), &targets).unwrap();
+        let composite = log_softmax_last_dim(xv.as_tensor())
+            .unwrap()
+            .gather(&targets.unsqueeze(1).unwrap(), D::Minus1)
+            .unwrap()
+            .squeeze(1)
+            .unwrap()
+            .neg()
+            .unwrap();
+        assert!(max_diff(&fused, &composite) < 1e-5);
+        let g1 = (fused * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (composite * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let (a, b) = (
+            g1.get(xv.as_tensor()).unwrap(),
+            g2.get(xv.as_tensor()).unwrap(),
+        );
+        assert!(max_diff(a, b) < 1e-6, "{}", max_diff(a, b));
+    }
+
+    /// The gradient of `sum(f(x) * r)` with respect to `x`.
+    fn grad_of(x: &Tensor, r: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Tensor {
+        let v = Var::from_tensor(x).unwrap();
+        let g = (f(v.as_tensor()).unwrap() * r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        g.get(v.as_tensor()).expect("no gradient").clone()
+    }
+
+    #[test]
+    fn fused_training_ops_match_the_checked_composites_in_value_and_gradient() {
+        let f32t = |shape: &[usize], seed| rand_t(shape, seed).to_dtype(DType::F32).unwrap();
+        let x = f32t(&[2, 3, 4, 8], 60);
+        let r = f32t(&[2, 3, 4, 8], 61);
+        // rms_norm: the f64 composite is the finite-difference-checked reference
+        let w = f32t(&[8], 62);
+        let fused = |x: &Tensor| rms_norm(x, &w, 1e-5, Ops::Differentiable);
+        let reference = |x: &Tensor| {
+            rms_norm(
+                &x.to_dtype(DType::F64)?,
+                &w.to_dtype(DType::F64)?,
+                1e-5,
+                Ops::Differentiable,
+            )?
+            .to_dtype(DType::F32)
+        };
+        assert!(max_diff(&fused(&x).unwrap(), &reference(&x).unwrap()) < 1e-5);
+        assert!(max_diff(&grad_of(&x, &r, fused), &grad_of(&x, &r, reference)) < 1e-4);
+        // rope
+        let (cos, sin) = (f32t(&[4, 4], 63), f32t(&[4, 4], 64));
+        let fused = |x: &Tensor| rope(x, &cos, &sin, Ops::Differentiable);
+        let reference = |x: &Tensor| {
+            rope(
+                &x.to_dtype(DType::F64)?,
+                &cos.to_dtype(DType::F64)?,
+                &sin.to_dtype(DType::F64)?,
+                Ops::Differentiable,
+            )?
+            .to_dtype(DType::F32)
+        };
+        assert!(max_diff(&fused(&x).unwrap(), &reference(&x).unwrap()) < 1e-5);
+        assert!(max_diff(&grad_of(&x, &r, fused), &grad_of(&x, &r, reference)) < 1e-5);
+        // attention with the fused causal softmax, through q, k and v
+        let (q, k, v) = (
+            f32t(&[1, 2, 5, 4], 65),
+            f32t(&[1, 2, 5, 4], 66),
+            f32t(&[1, 2, 5, 4], 67),
+        );
+        let r = f32t(&[1, 2, 5, 4], 68);
+        let d = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+        for which in 0..3 {
+            let pick = |x: &Tensor, f64s: bool| -> Result<Tensor> {
+                let conv = |t: &Tensor| {
+                    if f64s {
+                        t.to_dtype(DType::F64)
+                    } else {
+                        Ok(t.clone())
+                    }
+                };
+                let (q, k, v) = match which {
+                    0 => (conv(x)?, conv(&k)?, conv(&v)?),
+                    1 => (conv(&q)?, conv(x)?, conv(&v)?),
+                    _ => (conv(&q)?, conv(&k)?, conv(x)?),
+                };
+                attention(&q, &k, &v, 0, Ops::Differentiable)?.to_dtype(DType::F32)
+            };
+            let x = [&q, &k, &v][which];
+            let a = grad_of(x, &r, |x| pick(x, false));
+            let b = grad_of(&d(x).to_dtype(DType::F32).unwrap(), &r, |x| pick(x, true));
+            assert!(
+                max_diff(&a, &b) < 1e-5,
+                "attention gradient {which}: {}",
+                max_diff(&a, &b)
+            );
+        }
     }
 
     #[test]

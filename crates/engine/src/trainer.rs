@@ -11,7 +11,7 @@ use crate::methods;
 use crate::model::DecoderModel;
 use crate::ops::{self, Ops};
 use crate::optim::{self, AdamW, AdamWSettings, Param};
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -207,10 +207,7 @@ fn nll_sum(model: &DecoderModel, hidden: &Tensor, batch: &Batch) -> candle_core:
         DType::F64 | DType::F32 => logits,
         _ => logits.to_dtype(DType::F32)?,
     };
-    let logp = ops::log_softmax_last_dim(&logits)?;
-    logp.gather(&batch.targets.unsqueeze(1)?, D::Minus1)?
-        .sum_all()?
-        .neg()
+    ops::cross_entropy_rows(&logits, &batch.targets)?.sum_all()
 }
 
 fn add_grads(
