@@ -70,7 +70,7 @@ def test_lora_gradients_match_peft(run, tmp_path, tiny, text_data):
     loss.backward()
     assert abs(loss.item() - ours["loss"].item()) < 1e-5
 
-    checked = 0
+    checked, worst = 0, 0.0
     for name, p in peft_model.named_parameters():
         if "lora_" not in name:
             continue
@@ -79,8 +79,9 @@ def test_lora_gradients_match_peft(run, tmp_path, tiny, text_data):
         theirs, mine = p.grad, ours[key]
         rel = (theirs - mine).abs().max().item() / theirs.abs().max().item()
         assert rel < 1e-4, f"{name}: relative difference {rel:.2e}"
-        checked += 1
+        checked, worst = checked + 1, max(worst, rel)
     assert checked == 2 * 7 * ref.config.num_hidden_layers
+    print(f"LoRA gradients vs PEFT: {checked} tensors, worst relative difference {worst:.2e}")
 
 
 def events(stdout: str):

@@ -79,7 +79,7 @@ enum Command {
     },
     /// Train the demo model on the sample data with LoRA and show what changed.
     Demo {
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 20)]
         steps: u64,
         #[arg(long)]
         json: bool,

@@ -138,6 +138,7 @@ pub async fn execute(
                     trainable_params,
                     total_params,
                     resumed_from,
+                    ..
                 } => {
                     eprintln!(
                         "{} train / {} eval rows · {} trainable of {} parameters ({:.3}%){}",

@@ -25,6 +25,8 @@ use whetstone_formats::ModelTokenizer;
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum TrainEvent {
     Started {
+        /// 0, or the checkpoint's step when resuming.
+        step: u64,
         total_steps: u64,
         train_records: usize,
         eval_records: usize,
@@ -477,9 +479,10 @@ impl Loop<'_> {
             if batch.n_targets == 0 {
                 continue;
             }
+            // inference kernels: no gradients are needed, nothing is kept
             let h = self
                 .model
-                .hidden_states(&batch.input, 0, None, Ops::Differentiable)?
+                .hidden_states(&batch.input, 0, None, Ops::Fused)?
                 .detach();
             sum += nll_sum(self.model, &h, &batch)?
                 .to_dtype(DType::F64)?
@@ -629,6 +632,7 @@ pub fn train(
     lp.model.mode.set_rng_state(lp.state.dropout_rng);
     lp.model.mode.set_training(true);
     emit(TrainEvent::Started {
+        step: lp.state.step,
         total_steps,
         train_records: lp.train.len(),
         eval_records: lp.eval.len(),
@@ -1171,6 +1175,35 @@ mod tests {
         let mut joined = step_losses(&first);
         joined.extend(step_losses(&rest));
         assert_eq!(joined, step_losses(&whole));
+    }
+
+    #[test]
+    fn a_non_finite_loss_stops_the_run_before_the_update() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut model = tiny_model(DType::F32, 9);
+        let nan = (model.norm.ones_like().unwrap() * f64::NAN).unwrap();
+        model.norm = nan;
+        let (s, events) = run(&mut model, &cfg(MethodKind::Lora), tmp.path(), None, None);
+        assert_eq!(s.steps_done, 0);
+        assert!(
+            s.message
+                .as_deref()
+                .unwrap_or("")
+                .contains("non-finite at step 1"),
+            "{:?}",
+            s.message
+        );
+        assert!(matches!(
+            events.last(),
+            Some(TrainEvent::Finished {
+                status: RunStatus::Diverged,
+                ..
+            })
+        ));
+        assert!(
+            find_checkpoint(tmp.path()).is_none(),
+            "nothing after the last good state is saved"
+        );
     }
 
     #[test]
