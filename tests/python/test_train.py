@@ -121,6 +121,8 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_losses(run, home, whet
     assert p.returncode == -signal.SIGKILL
     assert ckpt_step == 5 and run_id
 
+    shown = json.loads(run("runs", "show", run_id, "--json").stdout)
+    assert shown["status"] == "interrupted" and shown["steps_done"] >= ckpt_step
     resumed = events(run("resume", run_id, "--json").stdout)
     assert resumed[0]["event"] == "started" and resumed[0]["resumed_from"] == ckpt_step
     joined = [s for s in step_losses(before) if s[0] <= ckpt_step] + step_losses(resumed)
@@ -132,6 +134,7 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_losses(run, home, whet
     stored = db.execute("SELECT step, loss FROM run_metrics WHERE run_id = ? AND kind = 'train' ORDER BY step",
                         (run_id,)).fetchall()
     assert [(s, l) for s, l in stored] == reference
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
 def test_freeze_and_full_train_and_resume_refuses_a_finished_run(run, tiny, text_data):
@@ -150,6 +153,44 @@ def test_freeze_and_full_train_and_resume_refuses_a_finished_run(run, tiny, text
             assert started["trainable_params"] == started["total_params"]
         p = run("resume", evs[-1]["run_id"], check=False)
         assert p.returncode == 1 and "already completed" in p.stderr
+
+
+SHOW_FIELDS = {"id", "status", "method", "model", "dataset", "config", "steps_done", "best_eval_loss",
+               "final_train_loss", "tokens_per_s", "peak_mem_bytes", "created_at", "finished_at"}
+
+
+def test_runs_list_show_compare_delete(run, run_json, home, tiny, text_data):
+    ids = []
+    for r in (4, 8):
+        evs = events(run("train", "--model", str(tiny), "--data", str(text_data), "--set", "max_steps=6",
+                         "--set", f"lora.r={r}", "--set", "eval_every=3", "--set", "sample_tokens=0", "--json").stdout)
+        ids.append(evs[-1]["run_id"])
+    listed = run_json("runs", "list")
+    assert [r["id"] for r in listed] == ids
+    shown = run_json("runs", "show", ids[0])
+    assert SHOW_FIELDS <= shown.keys()
+    assert shown["status"] == "completed" and shown["steps_done"] == 6 and shown["config"]["lora"]["r"] == 4
+    assert shown["best_eval_loss"] <= shown["first_eval_loss"] and shown["tokens_per_s"] > 0
+    compared = run_json("runs", "compare", *ids)
+    assert [r["id"] for r in compared["runs"]] == ids
+    assert compared["runs"][1]["trainable_params"] == 2 * compared["runs"][0]["trainable_params"]
+    assert [len(c["train"]) for c in compared["curves"]] == [6, 6]
+    assert [s for s, _ in compared["curves"][0]["eval"]] == [0, 3, 6]
+    text = run("runs", "compare", *ids).stdout
+    assert "best eval loss" in text and ids[1] in text
+    rep = run_json("runs", "report", *ids, "--out", str(home / "report"))
+    md = Path(rep["markdown"]).read_text()
+    assert ids[0] in md and "best eval loss" in md and "train-loss.svg" in md
+    assert rep["skipped"] == [] and len(rep["charts"]) == 4
+    svg = (home / "report" / "train-loss.svg").read_text()
+    assert svg.startswith("<svg") and ids[1] in svg
+    assert (home / "report" / "eval-loss.png").read_bytes()[:4] == b"\x89PNG"
+    expect_user_error(run, ["runs", "show", "run-99"], "no run `run-99`")
+    deleted = run_json("runs", "delete", ids[0])
+    assert not Path(deleted["run_dir"]).exists()
+    assert [r["id"] for r in run_json("runs", "list")] == ids[1:]
+    db = sqlite3.connect(home / "whetstone.db")
+    assert db.execute("SELECT COUNT(*) FROM run_metrics WHERE run_id = ?", (ids[0],)).fetchone()[0] == 0
 
 
 def expect_user_error(run, args, *needles):

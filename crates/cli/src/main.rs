@@ -6,6 +6,7 @@ mod datasets;
 mod doctor;
 mod infer;
 mod models;
+mod runs;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -70,6 +71,11 @@ enum Command {
         /// (oracle tests).
         #[arg(long, hide = true)]
         dump_first_grads: Option<PathBuf>,
+    },
+    /// Run history: list, show, compare and delete runs.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
     },
     /// Continue a stopped or killed run from its last checkpoint, exactly.
     Resume {
@@ -153,6 +159,44 @@ enum ModelsCommand {
     },
     /// The registered models.
     List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// Every run, oldest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run: status, config, losses, speed, memory.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Runs side by side (metrics; with --json also the curves by step).
+    Compare {
+        #[arg(required = true, num_args = 2..)]
+        ids: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A Markdown report with loss charts (SVG and PNG) comparing runs.
+    Report {
+        #[arg(required = true, num_args = 2..)]
+        ids: Vec<String>,
+        /// Folder to write report.md and the charts into.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a run's history and its folder (checkpoints included).
+    Delete {
+        id: String,
         #[arg(long)]
         json: bool,
     },
@@ -275,6 +319,13 @@ fn main() -> ExitCode {
                 })
                 .await
             }
+            Command::Runs { command } => match command {
+                RunsCommand::List { json } => runs::list(json).await,
+                RunsCommand::Show { id, json } => runs::show(&id, json).await,
+                RunsCommand::Compare { ids, json } => runs::compare(&ids, json).await,
+                RunsCommand::Delete { id, json } => runs::delete(&id, json).await,
+                RunsCommand::Report { ids, out, json } => runs::report(&ids, &out, json).await,
+            },
             Command::Resume { run, json } => train::resume(&run, json).await,
             Command::Demo { steps, json } => train::demo(steps, json).await,
             Command::Score {

@@ -11,9 +11,14 @@ use whetstone_studio::DataDir;
 pub async fn open_store() -> anyhow::Result<Store> {
     let dir = DataDir::locate().map_err(|e| UserError(e.to_string()))?;
     dir.ensure().map_err(|e| UserError(e.to_string()))?;
-    Store::open(&dir.database())
+    let store = Store::open(&dir.database())
         .await
-        .map_err(|e| UserError(e.to_string()).into())
+        .map_err(|e| UserError(e.to_string()))?;
+    // A run whose process died (kill -9, crash) is marked interrupted, ready for `resume`.
+    whetstone_studio::history::recover_interrupted(&store)
+        .await
+        .map_err(crate::train::run_error)?;
+    Ok(store)
 }
 
 /// Model errors are the user's to fix, except a failing database.

@@ -7,10 +7,12 @@
 pub mod datasets;
 pub mod demo_model;
 pub mod doctor;
+pub mod history;
 pub mod hub;
 pub mod inference;
 pub mod models;
 pub mod paths;
+pub mod report;
 pub mod runs;
 pub mod store;
 

@@ -1,0 +1,158 @@
+//! `whetstone runs list|show|compare|delete`.
+
+use crate::models::open_store;
+use crate::train::run_error;
+use std::process::ExitCode;
+use whetstone_studio::history::{self, RunView};
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map(|x| format!("{x:.digits$}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn mib(v: Option<i64>) -> String {
+    v.map(|b| format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64))
+        .unwrap_or_else(|| "-".into())
+}
+
+pub async fn list(json: bool) -> anyhow::Result<ExitCode> {
+    let store = open_store().await?;
+    let runs = history::list(&store).await.map_err(run_error)?;
+    store.close().await;
+    if json {
+        println!("{}", serde_json::to_string(&runs)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if runs.is_empty() {
+        println!("no runs yet: start one with `whetstone train` or `whetstone demo`");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<8} {:<12} {:<7} {:<28} {:<24} {:>11} {:>10}  created",
+        "id", "status", "method", "model", "dataset", "steps", "best eval"
+    );
+    for r in &runs {
+        println!(
+            "{:<8} {:<12} {:<7} {:<28} {:<24} {:>11} {:>10}  {}",
+            r.id,
+            r.status,
+            r.method,
+            r.model.chars().take(28).collect::<String>(),
+            r.dataset.chars().take(24).collect::<String>(),
+            format!(
+                "{}/{}",
+                r.steps_done,
+                r.total_steps.map_or("?".into(), |t| t.to_string())
+            ),
+            opt(r.best_eval_loss, 4),
+            r.created_at.get(..16).unwrap_or(&r.created_at)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_view(r: &RunView) {
+    println!(
+        "{}  {} · {} on {} · data {}",
+        r.id, r.status, r.method, r.model, r.dataset
+    );
+    println!(
+        "steps {}/{} · eval loss {} → {} (best {}) · final train loss {}",
+        r.steps_done,
+        r.total_steps.map_or("?".into(), |t| t.to_string()),
+        opt(r.first_eval_loss, 4),
+        opt(r.last_eval_loss, 4),
+        opt(r.best_eval_loss, 4),
+        opt(r.final_train_loss, 4)
+    );
+    println!(
+        "{} tokens/s · peak memory {} · {} trainable of {} parameters · {}s",
+        opt(r.tokens_per_s, 1),
+        mib(r.peak_mem_bytes),
+        r.trainable_params.map_or("?".into(), |n| n.to_string()),
+        r.total_params.map_or("?".into(), |n| n.to_string()),
+        opt(r.elapsed_s, 1)
+    );
+    println!(
+        "created {} · finished {}",
+        r.created_at,
+        r.finished_at.as_deref().unwrap_or("-")
+    );
+    println!("folder {}", r.run_dir);
+    if let Some(e) = &r.error {
+        println!("error: {e}");
+    }
+    if r.status == "interrupted" || r.status == "cancelled" {
+        println!("continue with: whetstone resume {}", r.id);
+    }
+}
+
+pub async fn show(id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let store = open_store().await?;
+    let r = history::show(&store, id).await.map_err(run_error)?;
+    store.close().await;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        print_view(&r);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn compare(ids: &[String], json: bool) -> anyhow::Result<ExitCode> {
+    let store = open_store().await?;
+    let c = history::compare(&store, ids).await.map_err(run_error)?;
+    store.close().await;
+    if json {
+        println!("{}", serde_json::to_string(&c)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{:<18}", "");
+    for r in &c.runs {
+        print!(" {:>20}", r.id);
+    }
+    println!();
+    for (name, value) in history::metric_rows() {
+        print!("{name:<18}");
+        for r in &c.runs {
+            let v: String = value(r).chars().take(20).collect();
+            print!(" {v:>20}");
+        }
+        println!();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn delete(id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let store = open_store().await?;
+    let r = history::delete(&store, id).await.map_err(run_error)?;
+    store.close().await;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!("deleted {} and {}", r.id, r.run_dir);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn report(ids: &[String], out: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let store = open_store().await?;
+    let c = history::compare(&store, ids).await.map_err(run_error)?;
+    store.close().await;
+    let out = out.to_path_buf();
+    let r = tokio::task::spawn_blocking(move || whetstone_studio::report::write(&c, &out))
+        .await?
+        .map_err(crate::UserError)?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!("wrote {}", r.markdown.display());
+        for c in &r.charts {
+            println!("  {}", c.display());
+        }
+        for s in &r.skipped {
+            eprintln!("warning: chart not drawn: {s}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,239 @@
+//! Run history: list, show, compare and delete runs, and recover runs a crash left behind.
+
+use crate::runs::{get, RunError, RunRecord};
+use crate::store::Store;
+use serde::Serialize;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// `runs show --json`: the fields DESIGN.md §3 promises, then more.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunView {
+    pub id: String,
+    pub status: String,
+    pub method: String,
+    pub model: String,
+    pub dataset: String,
+    pub config: Value,
+    pub steps_done: i64,
+    pub best_eval_loss: Option<f64>,
+    pub final_train_loss: Option<f64>,
+    pub tokens_per_s: Option<f64>,
+    pub peak_mem_bytes: Option<i64>,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    pub total_steps: Option<i64>,
+    pub first_eval_loss: Option<f64>,
+    pub last_eval_loss: Option<f64>,
+    pub trainable_params: Option<u64>,
+    pub total_params: Option<u64>,
+    pub elapsed_s: Option<f64>,
+    pub adapter_bytes: Option<u64>,
+    pub run_dir: String,
+    pub error: Option<String>,
+}
+
+fn dir_size(dir: &Path) -> Option<u64> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    Some(
+        entries
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum(),
+    )
+}
+
+impl RunView {
+    pub fn from_record(r: &RunRecord) -> Self {
+        let summary: Value = r
+            .summary
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or(Value::Null);
+        let ckpt = PathBuf::from(&r.run_dir).join("checkpoints");
+        let adapter_bytes = ["best", "last"].iter().find_map(|n| {
+            let d = ckpt.join(n);
+            d.join("state.json")
+                .exists()
+                .then(|| dir_size(&d))
+                .flatten()
+        });
+        Self {
+            id: r.id.clone(),
+            status: r.status.clone(),
+            method: r.method.clone(),
+            model: r.model_id.clone().unwrap_or_else(|| r.model_path.clone()),
+            dataset: r.dataset_id.clone(),
+            config: serde_json::from_str(&r.config).unwrap_or(Value::Null),
+            steps_done: r.steps_done,
+            best_eval_loss: r.best_eval_loss,
+            final_train_loss: r.final_train_loss,
+            tokens_per_s: r.tokens_per_s,
+            peak_mem_bytes: r.peak_mem_bytes,
+            created_at: r.created_at.clone(),
+            finished_at: r.finished_at.clone(),
+            total_steps: r.total_steps,
+            first_eval_loss: summary["first_eval_loss"].as_f64(),
+            last_eval_loss: summary["last_eval_loss"].as_f64(),
+            trainable_params: summary["trainable_params"].as_u64(),
+            total_params: summary["total_params"].as_u64(),
+            elapsed_s: summary["elapsed_s"].as_f64(),
+            adapter_bytes,
+            run_dir: r.run_dir.clone(),
+            error: r.error.clone(),
+        }
+    }
+}
+
+fn fmt(v: Option<f64>, digits: usize) -> String {
+    v.map(|x| format!("{x:.digits$}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// One row of a comparison table: its label and how a run's value is written.
+pub type MetricRow = (&'static str, fn(&RunView) -> String);
+
+/// The rows `runs compare` prints and `runs report` tabulates, in order.
+pub fn metric_rows() -> Vec<MetricRow> {
+    vec![
+        ("status", |r| r.status.clone()),
+        ("method", |r| r.method.clone()),
+        ("model", |r| r.model.clone()),
+        ("dataset", |r| r.dataset.clone()),
+        ("steps", |r| r.steps_done.to_string()),
+        ("eval loss before", |r| fmt(r.first_eval_loss, 4)),
+        ("best eval loss", |r| fmt(r.best_eval_loss, 4)),
+        ("final eval loss", |r| fmt(r.last_eval_loss, 4)),
+        ("best perplexity", |r| {
+            fmt(r.best_eval_loss.map(f64::exp), 3)
+        }),
+        ("final train loss", |r| fmt(r.final_train_loss, 4)),
+        ("trainable params", |r| {
+            r.trainable_params.map_or("-".into(), |n| n.to_string())
+        }),
+        ("peak memory MiB", |r| {
+            r.peak_mem_bytes
+                .map_or("-".into(), |b| format!("{:.0}", b as f64 / 1048576.0))
+        }),
+        ("tokens/s", |r| fmt(r.tokens_per_s, 1)),
+        ("wall time s", |r| fmt(r.elapsed_s, 1)),
+        ("adapter KiB", |r| {
+            r.adapter_bytes
+                .map_or("-".into(), |b| format!("{:.1}", b as f64 / 1024.0))
+        }),
+    ]
+}
+
+fn pid_alive(pid: i64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Runs the database says are running but whose process is gone (killed, crashed, power
+/// cut) become `interrupted`, which `resume` accepts. Returns their ids.
+pub async fn recover_interrupted(store: &Store) -> Result<Vec<String>, RunError> {
+    let running: Vec<(String, Option<i64>)> =
+        sqlx::query_as("SELECT id, pid FROM runs WHERE status = 'running'")
+            .fetch_all(store.pool())
+            .await?;
+    let mut out = vec![];
+    for (id, pid) in running {
+        // Only Linux can tell here whether another process still runs it; elsewhere a run
+        // is left alone unless this process started it.
+        let gone = match pid {
+            Some(p) if cfg!(target_os = "linux") => !pid_alive(p),
+            Some(p) => p == std::process::id() as i64,
+            None => true,
+        };
+        if gone {
+            sqlx::query(
+                "UPDATE runs SET status = 'interrupted', pid = NULL WHERE id = ? AND status = 'running'",
+            )
+            .bind(&id)
+            .execute(store.pool())
+            .await?;
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+pub async fn list(store: &Store) -> Result<Vec<RunView>, RunError> {
+    let rows: Vec<RunRecord> =
+        sqlx::query_as("SELECT * FROM runs ORDER BY CAST(substr(id, 5) AS INTEGER)")
+            .fetch_all(store.pool())
+            .await?;
+    Ok(rows.iter().map(RunView::from_record).collect())
+}
+
+pub async fn show(store: &Store, id: &str) -> Result<RunView, RunError> {
+    let r = get(store, id)
+        .await?
+        .ok_or_else(|| RunError::User(format!("no run `{id}` (see `whetstone runs list`)")))?;
+    Ok(RunView::from_record(&r))
+}
+
+/// `(step, value)` pairs of one curve: `kind` is `train` or `eval`.
+pub async fn curve(store: &Store, id: &str, kind: &str) -> Result<Vec<(i64, f64)>, RunError> {
+    Ok(sqlx::query_as(
+        "SELECT step, loss FROM run_metrics WHERE run_id = ? AND kind = ? AND loss IS NOT NULL ORDER BY step",
+    )
+    .bind(id)
+    .bind(kind)
+    .fetch_all(store.pool())
+    .await?)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Curves {
+    pub train: Vec<(i64, f64)>,
+    pub eval: Vec<(i64, f64)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub runs: Vec<RunView>,
+    /// Per run, in the same order: curves by optimizer step.
+    pub curves: Vec<Curves>,
+}
+
+pub async fn compare(store: &Store, ids: &[String]) -> Result<Comparison, RunError> {
+    if ids.len() < 2 {
+        return Err(RunError::User("compare needs at least two run ids".into()));
+    }
+    let mut runs = vec![];
+    let mut curves = vec![];
+    for id in ids {
+        runs.push(show(store, id).await?);
+        curves.push(Curves {
+            train: curve(store, id, "train").await?,
+            eval: curve(store, id, "eval").await?,
+        });
+    }
+    Ok(Comparison { runs, curves })
+}
+
+/// Delete a run: its rows (metrics and events cascade) and its folder. A run that another
+/// process is still training is refused.
+pub async fn delete(store: &Store, id: &str) -> Result<RunView, RunError> {
+    let r = get(store, id)
+        .await?
+        .ok_or_else(|| RunError::User(format!("no run `{id}` (see `whetstone runs list`)")))?;
+    if r.status == "running" && r.pid.is_some_and(pid_alive) {
+        return Err(RunError::User(format!(
+            "run {id} is still running (process {}); stop it first",
+            r.pid.unwrap_or(0)
+        )));
+    }
+    let view = RunView::from_record(&r);
+    sqlx::query("DELETE FROM runs WHERE id = ?")
+        .bind(id)
+        .execute(store.pool())
+        .await?;
+    let dir = PathBuf::from(&r.run_dir);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .map_err(|e| RunError::User(format!("{}: cannot remove: {e}", dir.display())))?;
+    }
+    Ok(view)
+}
