@@ -193,6 +193,35 @@ def test_runs_list_show_compare_delete(run, run_json, home, tiny, text_data):
     assert db.execute("SELECT COUNT(*) FROM run_metrics WHERE run_id = ?", (ids[0],)).fetchone()[0] == 0
 
 
+def test_two_processes_train_into_one_data_directory(whetstone_bin, home, tiny, text_data):
+    env = dict(os.environ, WHETSTONE_HOME=str(home))
+    args = [whetstone_bin, "train", "--model", str(tiny), "--data", str(text_data), "--set", "max_steps=40",
+            "--set", "eval_every=10", "--set", "save_every=10", "--set", "sample_tokens=0", "--json"]
+    procs = [subprocess.Popen([*args, "--set", f"seed={s}"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for s in (1, 2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
+    ids = sorted(events(o[0])[-1]["run_id"] for o in outs)
+    assert ids == ["run-1", "run-2"]
+    db = sqlite3.connect(home / "whetstone.db")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    for run_id in ids:
+        n = db.execute("SELECT COUNT(*) FROM run_metrics WHERE run_id = ? AND kind = 'train'", (run_id,)).fetchone()
+        assert n[0] == 40
+    assert db.execute("SELECT COUNT(*) FROM datasets").fetchone()[0] == 1
+
+
+def test_an_unwritable_runs_folder_is_a_clear_error_and_leaves_no_run(run, home, tiny, text_data):
+    run("datasets", "list")  # creates the directory and the database
+    # root may write anywhere, so make the folder unusable by putting a file in its place
+    (home / "runs").rmdir()
+    (home / "runs").write_text("not a folder")
+    expect_user_error(run, ["train", "--model", str(tiny), "--data", str(text_data)], str(home / "runs"))
+    db = sqlite3.connect(home / "whetstone.db")
+    assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
 def expect_user_error(run, args, *needles):
     p = run(*args, check=False)
     assert p.returncode == 1, (args, p.returncode, p.stderr)

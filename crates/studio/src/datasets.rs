@@ -127,52 +127,77 @@ pub async fn add(
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "dataset".into());
     let base = crate::models::slug(&stem);
-    let mut id = base.clone();
-    for n in 2.. {
-        let taken: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM datasets WHERE id = ?")
-            .bind(&id)
-            .fetch_one(store.pool())
-            .await?;
-        if taken == 0 {
-            break;
-        }
-        id = format!("{base}-{n}");
-    }
     let ext = file
         .extension()
         .map(|e| e.to_string_lossy().into_owned())
         .unwrap_or_else(|| "txt".into());
     std::fs::create_dir_all(datasets_dir)
         .map_err(|e| DatasetsError::User(format!("{}: {e}", datasets_dir.display())))?;
-    let copy = datasets_dir.join(format!("{id}.{ext}"));
-    let tmp = datasets_dir.join(format!(".{id}.{ext}.tmp"));
-    std::fs::copy(file, &tmp)
-        .and_then(|_| std::fs::rename(&tmp, &copy))
-        .map_err(|e| DatasetsError::User(format!("{}: cannot copy: {e}", file.display())))?;
     let original = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
-    let size = std::fs::metadata(&copy).map(|m| m.len()).unwrap_or(0);
+    let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
     let problems: Vec<&Problem> = dataset.dropped.iter().collect();
-    sqlx::query(
-        "INSERT INTO datasets (id, name, original_path, path, format, columns, records, dropped, problems, size_bytes, sha256)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&id)
-    .bind(&stem)
-    .bind(original.to_string_lossy())
-    .bind(copy.to_string_lossy())
-    .bind(format_str)
-    .bind(columns.map(|c| serde_json::to_string(&c).unwrap_or_default()))
-    .bind(dataset.examples.len() as i64)
-    .bind(dataset.dropped.len() as i64)
-    .bind(serde_json::to_string(&problems).unwrap_or_else(|_| "[]".into()))
-    .bind(size as i64)
-    .bind(&sha)
-    .execute(store.pool())
-    .await?;
-    let rec = get(store, &id)
+    // Claim an id with the row first (another process may be adding the same file or
+    // another file with the same name right now), then put the copy in place.
+    for n in 1..1000 {
+        let id = if n == 1 {
+            base.clone()
+        } else {
+            format!("{base}-{n}")
+        };
+        let copy = datasets_dir.join(format!("{id}.{ext}"));
+        let inserted = sqlx::query(
+            "INSERT OR IGNORE INTO datasets (id, name, original_path, path, format, columns, records, dropped, problems, size_bytes, sha256)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(&stem)
+        .bind(original.to_string_lossy())
+        .bind(copy.to_string_lossy())
+        .bind(format_str)
+        .bind(columns.as_ref().map(|c| serde_json::to_string(c).unwrap_or_default()))
+        .bind(dataset.examples.len() as i64)
+        .bind(dataset.dropped.len() as i64)
+        .bind(serde_json::to_string(&problems).unwrap_or_else(|_| "[]".into()))
+        .bind(size as i64)
+        .bind(&sha)
+        .execute(store.pool())
         .await?
-        .ok_or_else(|| DatasetsError::User(format!("dataset `{id}` vanished")))?;
-    Ok((rec, dataset))
+        .rows_affected();
+        if inserted == 0 {
+            // the same bytes were registered meanwhile, or the id belongs to another file
+            if let Some(existing) = sqlx::query_as::<_, DatasetRecord>(
+                "SELECT * FROM datasets WHERE sha256 = ? AND format = ?",
+            )
+            .bind(&sha)
+            .bind(format_str)
+            .fetch_optional(store.pool())
+            .await?
+            {
+                return Ok((existing, dataset));
+            }
+            continue;
+        }
+        let tmp = datasets_dir.join(format!(".{id}.{ext}.tmp"));
+        if let Err(e) = std::fs::copy(file, &tmp).and_then(|_| std::fs::rename(&tmp, &copy)) {
+            sqlx::query("DELETE FROM datasets WHERE id = ?")
+                .bind(&id)
+                .execute(store.pool())
+                .await?;
+            return Err(DatasetsError::User(format!(
+                "{}: cannot copy into {}: {e}",
+                file.display(),
+                datasets_dir.display()
+            )));
+        }
+        let rec = get(store, &id)
+            .await?
+            .ok_or_else(|| DatasetsError::User(format!("dataset `{id}` vanished")))?;
+        return Ok((rec, dataset));
+    }
+    Err(DatasetsError::User(format!(
+        "{}: no free dataset id for `{base}`",
+        file.display()
+    )))
 }
 
 pub async fn get(store: &Store, id: &str) -> Result<Option<DatasetRecord>, DatasetsError> {

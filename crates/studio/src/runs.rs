@@ -154,22 +154,39 @@ pub async fn create(store: &Store, dir: &DataDir, req: NewRun) -> Result<RunReco
         .await?
         .ok_or_else(|| RunError::Internal(format!("run {id} vanished")))?;
     let run_dir = PathBuf::from(&run.run_dir);
-    std::fs::create_dir_all(&run_dir)
-        .map_err(|e| RunError::User(format!("{}: {e}", run_dir.display())))?;
+    if let Err(e) = write_manifest(&run_dir, &id, &model_path, &model_id, &dataset, &req.config) {
+        // nothing half-written: the row goes with the folder that could not be made
+        sqlx::query("DELETE FROM runs WHERE id = ?")
+            .bind(&id)
+            .execute(store.pool())
+            .await?;
+        return Err(RunError::User(e));
+    }
+    Ok(run)
+}
+
+/// `run.json`: what the run is made of, beside its checkpoints.
+fn write_manifest(
+    run_dir: &Path,
+    id: &str,
+    model_path: &Path,
+    model_id: &Option<String>,
+    dataset: &DatasetRecord,
+    config: &TrainConfig,
+) -> Result<(), String> {
+    std::fs::create_dir_all(run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
     let manifest = serde_json::json!({
         "id": id,
         "model": model_path,
         "model_id": model_id,
         "dataset": {"id": dataset.id, "sha256": dataset.sha256, "path": dataset.path, "format": dataset.format},
-        "config": req.config,
+        "config": config,
         "app_version": crate::APP_VERSION,
     });
     write_atomically(
         &run_dir.join("run.json"),
         &serde_json::to_vec_pretty(&manifest).unwrap_or_default(),
     )
-    .map_err(RunError::User)?;
-    Ok(run)
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {

@@ -20,6 +20,8 @@ pub enum StoreError {
         #[source]
         source: sqlx::migrate::MigrateError,
     },
+    #[error("{}: cannot take the migration lock: {message}", path.display())]
+    Lock { path: PathBuf, message: String },
     #[error("database query failed: {0}")]
     Query(#[from] sqlx::Error),
 }
@@ -52,13 +54,25 @@ impl Store {
                 path: path.to_path_buf(),
                 source,
             })?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|source| StoreError::Migrate {
-                path: path.to_path_buf(),
-                source,
+        // SQLite has no migration lock in sqlx: two processes opening a new database at once
+        // would both apply migration 1. A lock file beside the database serialises them.
+        let lock_path = path.with_extension("db-migrate.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .and_then(|f| f.lock().map(|_| f))
+            .map_err(|e| StoreError::Lock {
+                path: lock_path.clone(),
+                message: e.to_string(),
             })?;
+        let migrated = MIGRATOR.run(&pool).await;
+        drop(lock);
+        migrated.map_err(|source| StoreError::Migrate {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(Self {
             pool,
             path: path.to_path_buf(),
