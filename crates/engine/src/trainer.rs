@@ -805,7 +805,7 @@ pub fn train(
         let s = lp.state.step;
         let last = s == total_steps;
         let mut stop_early = false;
-        if (cfg.eval_every > 0 && s % cfg.eval_every == 0) || last {
+        if (cfg.eval_every > 0 && s.is_multiple_of(cfg.eval_every)) || last {
             do_eval(&mut lp, &mut emit)?;
             if cfg.early_stopping_patience > 0
                 && lp.state.evals_without_improvement >= cfg.early_stopping_patience
@@ -822,7 +822,7 @@ pub fn train(
                 });
             }
         }
-        if (cfg.save_every > 0 && s % cfg.save_every == 0) || last || stop_early {
+        if (cfg.save_every > 0 && s.is_multiple_of(cfg.save_every)) || last || stop_early {
             save_last(&mut lp, &mut emit)?;
         }
         if stop_early {
