@@ -84,6 +84,29 @@ def test_lora_gradients_match_peft(run, tmp_path, tiny, text_data):
     print(f"LoRA gradients vs PEFT: {checked} tensors, worst relative difference {worst:.2e}")
 
 
+@pytest.mark.parametrize("method", ["lora", "lora_plus"])
+def test_trained_adapter_loads_in_peft_with_the_same_nll(run, home, tmp_path, tiny, text_data, method):
+    from peft import PeftModel
+
+    evs = events(run("train", "--model", str(tiny), "--data", str(text_data), "--method", method,
+                     "--set", "max_steps=5", "--set", "lr=1e-2", "--set", "lora.targets=q_proj,v_proj,down_proj",
+                     "--set", "lora.rslora=true", "--set", "sample_tokens=0", "--json").stdout)
+    run_id = evs[-1]["run_id"]
+    adapter = home / "runs" / run_id / "checkpoints" / "last"
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    assert cfg["peft_type"] == "LORA" and cfg["use_rslora"] is True
+    text = tmp_path / "t.txt"
+    text.write_text(tm.TEXT)
+    ours = json.loads(run("score", "--model", str(tiny), "--adapter", run_id, "--text-file", str(text), "--json").stdout)
+    base = json.loads(run("score", "--model", str(tiny), "--text-file", str(text), "--json").stdout)
+    peft_model = PeftModel.from_pretrained(tm.load_reference(tiny), adapter)
+    peft_model.eval()
+    theirs = tm.token_nll(peft_model, ours["token_ids"])
+    diff = max(abs(a - b) for a, b in zip(ours["token_nll"], theirs))
+    assert diff < 1e-3, diff
+    assert max(abs(a - b) for a, b in zip(ours["token_nll"], base["token_nll"])) > 1e-3, "the adapter changed nothing"
+
+
 def events(stdout: str):
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 

@@ -13,20 +13,34 @@ pub enum MethodKind {
     Full,
     Freeze,
     Lora,
+    /// LoRA with a higher learning rate for B (`lora_plus.lr_ratio` × A's).
+    LoraPlus,
 }
 
 impl MethodKind {
-    pub const ALL: [MethodKind; 3] = [MethodKind::Full, MethodKind::Freeze, MethodKind::Lora];
+    pub const ALL: [MethodKind; 4] = [
+        MethodKind::Full,
+        MethodKind::Freeze,
+        MethodKind::Lora,
+        MethodKind::LoraPlus,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             MethodKind::Full => "full",
             MethodKind::Freeze => "freeze",
             MethodKind::Lora => "lora",
+            MethodKind::LoraPlus => "lora_plus",
         }
     }
 
+    /// Methods that train LoRA matrices (and save PEFT LoRA adapters).
+    pub fn is_lora(self) -> bool {
+        matches!(self, MethodKind::Lora | MethodKind::LoraPlus)
+    }
+
     pub fn parse(s: &str) -> Result<Self, String> {
+        let s = if s == "lora+" { "lora_plus" } else { s };
         Self::ALL
             .into_iter()
             .find(|m| m.as_str() == s)
@@ -43,14 +57,14 @@ impl MethodKind {
     pub fn default_lr(self) -> f64 {
         match self {
             MethodKind::Full | MethodKind::Freeze => 2e-5,
-            MethodKind::Lora => 2e-4,
+            MethodKind::Lora | MethodKind::LoraPlus => 2e-4,
         }
     }
 
     pub fn default_weight_decay(self) -> f64 {
         match self {
             MethodKind::Full | MethodKind::Freeze => 0.01,
-            MethodKind::Lora => 0.0,
+            MethodKind::Lora | MethodKind::LoraPlus => 0.0,
         }
     }
 }
@@ -101,6 +115,20 @@ impl LoraConfig {
         } else {
             self.alpha / self.r as f64
         }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[serde(default)]
+#[ts(export)]
+pub struct LoraPlusConfig {
+    /// B's learning rate over A's (LoRA+; Hayou et al. 2024 suggest 16).
+    pub lr_ratio: f64,
+}
+
+impl Default for LoraPlusConfig {
+    fn default() -> Self {
+        Self { lr_ratio: 16.0 }
     }
 }
 
@@ -169,6 +197,7 @@ pub struct TrainConfig {
     pub device: String,
     pub dtype: String,
     pub lora: LoraConfig,
+    pub lora_plus: LoraPlusConfig,
     pub freeze: FreezeConfig,
 }
 
@@ -199,6 +228,7 @@ impl Default for TrainConfig {
             device: "cpu".into(),
             dtype: "f32".into(),
             lora: LoraConfig::default(),
+            lora_plus: LoraPlusConfig::default(),
             freeze: FreezeConfig::default(),
         }
     }
@@ -234,6 +264,7 @@ pub const KEYS: &[&str] = &[
     "lora.targets",
     "lora.rslora",
     "lora.init",
+    "lora_plus.lr_ratio",
     "freeze.trainable_layers",
     "freeze.train_norm",
     "freeze.train_head",
@@ -391,6 +422,7 @@ impl TrainConfig {
                 }
                 self.lora.targets = targets
             }
+            "lora_plus.lr_ratio" => self.lora_plus.lr_ratio = float_in(key, v, 1e-3, 1e4)?,
             "freeze.trainable_layers" => self.freeze.trainable_layers = positive(key, v)?,
             "freeze.train_norm" => self.freeze.train_norm = boolean(key, v)?,
             "freeze.train_head" => self.freeze.train_head = boolean(key, v)?,

@@ -110,8 +110,13 @@ pub fn apply(model: &mut DecoderModel, cfg: &TrainConfig) -> Result<Vec<Param>> 
                 Ok(())
             })?;
         }
-        MethodKind::Lora => {
+        MethodKind::Lora | MethodKind::LoraPlus => {
             let lc = &cfg.lora;
+            // LoRA+: B learns `lr_ratio` times faster than A
+            let b_scale = match cfg.method {
+                MethodKind::LoraPlus => cfg.lora_plus.lr_ratio,
+                _ => 1.0,
+            };
             let mut rng = InitRng(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
             let (device, dtype) = (model.device.clone(), model.dtype);
             for (l, layer) in model.layers.iter_mut().enumerate() {
@@ -145,7 +150,7 @@ pub fn apply(model: &mut DecoderModel, cfg: &TrainConfig) -> Result<Vec<Param>> 
                     params.push(Param {
                         name: format!("{module}.lora_B.weight"),
                         var: b,
-                        lr_scale: 1.0,
+                        lr_scale: b_scale,
                         weight_decay: wd,
                     });
                 }

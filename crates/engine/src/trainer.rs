@@ -404,7 +404,7 @@ pub fn find_checkpoint(run_dir: &Path) -> Option<PathBuf> {
 
 fn weights_file(method: MethodKind) -> &'static str {
     match method {
-        MethodKind::Lora => "adapter_model.safetensors",
+        m if m.is_lora() => "adapter_model.safetensors",
         _ => "trainable.safetensors",
     }
 }
@@ -533,7 +533,7 @@ impl Loop<'_> {
                 let f = tmp.join("optimizer.safetensors");
                 candle_core::safetensors::save(&self.opt.state_tensors(), &f).map_err(io(&f))?;
             }
-            if self.cfg.method == MethodKind::Lora {
+            if self.cfg.method.is_lora() {
                 let f = tmp.join("adapter_config.json");
                 let text =
                     serde_json::to_string_pretty(&peft_adapter_config(self.cfg, &self.base_model))
@@ -562,7 +562,7 @@ pub fn train(
         return Err(TrainError::Invalid("no training examples".into()));
     }
     let params = methods::apply(model, &cfg)?;
-    if let (MethodKind::Lora, Some(init)) = (cfg.method, &cfg.lora.init) {
+    if let (true, Some(init)) = (cfg.method.is_lora(), &cfg.lora.init) {
         let wf = Path::new(init).join("adapter_model.safetensors");
         let w = candle_core::safetensors::load(&wf, &model.device).map_err(io(&wf))?;
         methods::load_params(&params, &w).map_err(io(&wf))?;
@@ -1175,6 +1175,41 @@ mod tests {
         let mut joined = step_losses(&first);
         joined.extend(step_losses(&rest));
         assert_eq!(joined, step_losses(&whole));
+    }
+
+    #[test]
+    fn lora_plus_moves_b_lr_ratio_times_faster() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut c = cfg(MethodKind::LoraPlus);
+        c.max_steps = Some(1);
+        c.warmup_ratio = 0.0;
+        c.lr = Some(1e-3);
+        c.lora_plus.lr_ratio = 16.0;
+        c.max_grad_norm = 0.0;
+        run(&mut tiny_model(DType::F32, 12), &c, tmp.path(), None, None);
+        let w = candle_core::safetensors::load(
+            tmp.path()
+                .join("checkpoints/last/adapter_model.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let max_abs = |k: &str| -> f32 {
+            w[k].abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        };
+        // Adam's first step moves every parameter with a gradient by ±lr: B by 16 × 1e-3
+        let b = max_abs("base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight");
+        assert!((b - 16e-3).abs() < 1e-4, "{b}");
+        assert!(tmp
+            .path()
+            .join("checkpoints/last/adapter_config.json")
+            .exists());
     }
 
     #[test]
