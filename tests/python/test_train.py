@@ -84,17 +84,22 @@ def test_lora_gradients_match_peft(run, tmp_path, tiny, text_data):
     print(f"LoRA gradients vs PEFT: {checked} tensors, worst relative difference {worst:.2e}")
 
 
-@pytest.mark.parametrize("method", ["lora", "lora_plus"])
-def test_trained_adapter_loads_in_peft_with_the_same_nll(run, home, tmp_path, tiny, text_data, method):
+@pytest.mark.parametrize("method,extra,peft_type", [
+    ("lora", ["--set", "lora.targets=q_proj,v_proj,down_proj", "--set", "lora.rslora=true"], "LORA"),
+    ("lora_plus", ["--set", "lora.targets=q_proj,v_proj,down_proj"], "LORA"),
+    ("ia3", ["--set", "lr=5e-2", "--set", "ia3.targets=k_proj,v_proj,up_proj,down_proj"], "IA3"),
+])
+def test_trained_adapter_loads_in_peft_with_the_same_nll(run, home, tmp_path, tiny, text_data, method, extra,
+                                                          peft_type):
     from peft import PeftModel
 
     evs = events(run("train", "--model", str(tiny), "--data", str(text_data), "--method", method,
-                     "--set", "max_steps=5", "--set", "lr=1e-2", "--set", "lora.targets=q_proj,v_proj,down_proj",
-                     "--set", "lora.rslora=true", "--set", "sample_tokens=0", "--json").stdout)
+                     "--set", "max_steps=5", "--set", "lr=1e-2", *extra, "--set", "sample_tokens=0",
+                     "--json").stdout)
     run_id = evs[-1]["run_id"]
     adapter = home / "runs" / run_id / "checkpoints" / "last"
     cfg = json.loads((adapter / "adapter_config.json").read_text())
-    assert cfg["peft_type"] == "LORA" and cfg["use_rslora"] is True
+    assert cfg["peft_type"] == peft_type
     text = tmp_path / "t.txt"
     text.write_text(tm.TEXT)
     ours = json.loads(run("score", "--model", str(tiny), "--adapter", run_id, "--text-file", str(text), "--json").stdout)
@@ -262,6 +267,7 @@ def test_bad_training_input_is_one_line_and_writes_no_run(run, home, tmp_path, t
     expect_user_error(run, [*base, "--method", "freeze", "--set", "freeze.trainable_layers=9"],
                       "freeze.trainable_layers", "2 layers")
     expect_user_error(run, [*base, "--set", "seq_len=8"], str(text_data), "line 1", "seq_len")
+    expect_user_error(run, [*base, "--method", "bitfit"], "bitfit", "llama model has none")
     toml = tmp_path / "run.toml"
     toml.write_text("batch = 4\n")
     expect_user_error(run, [*base, "--config", str(toml)], "run.toml", "unknown setting `batch`")

@@ -56,7 +56,7 @@ enum Command {
         /// A registered dataset id or a file (registered on the way).
         #[arg(long)]
         data: String,
-        /// full, freeze, lora or lora_plus (default: lora, or what --config says).
+        /// full, freeze, lora, lora_plus, ia3 or bitfit (default: lora, or what --config says).
         #[arg(long)]
         method: Option<String>,
         /// A TOML file of run settings (the same keys as --set).

@@ -15,14 +15,20 @@ pub enum MethodKind {
     Lora,
     /// LoRA with a higher learning rate for B (`lora_plus.lr_ratio` × A's).
     LoraPlus,
+    /// (IA)3: learned scaling vectors on k, v and the FFN.
+    Ia3,
+    /// Only the bias terms train.
+    Bitfit,
 }
 
 impl MethodKind {
-    pub const ALL: [MethodKind; 4] = [
+    pub const ALL: [MethodKind; 6] = [
         MethodKind::Full,
         MethodKind::Freeze,
         MethodKind::Lora,
         MethodKind::LoraPlus,
+        MethodKind::Ia3,
+        MethodKind::Bitfit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -31,6 +37,8 @@ impl MethodKind {
             MethodKind::Freeze => "freeze",
             MethodKind::Lora => "lora",
             MethodKind::LoraPlus => "lora_plus",
+            MethodKind::Ia3 => "ia3",
+            MethodKind::Bitfit => "bitfit",
         }
     }
 
@@ -40,7 +48,11 @@ impl MethodKind {
     }
 
     pub fn parse(s: &str) -> Result<Self, String> {
-        let s = if s == "lora+" { "lora_plus" } else { s };
+        let s = match s {
+            "lora+" => "lora_plus",
+            "ia³" | "(ia)3" => "ia3",
+            other => other,
+        };
         Self::ALL
             .into_iter()
             .find(|m| m.as_str() == s)
@@ -58,13 +70,15 @@ impl MethodKind {
         match self {
             MethodKind::Full | MethodKind::Freeze => 2e-5,
             MethodKind::Lora | MethodKind::LoraPlus => 2e-4,
+            MethodKind::Ia3 => 3e-3,
+            MethodKind::Bitfit => 1e-3,
         }
     }
 
     pub fn default_weight_decay(self) -> f64 {
         match self {
             MethodKind::Full | MethodKind::Freeze => 0.01,
-            MethodKind::Lora | MethodKind::LoraPlus => 0.0,
+            MethodKind::Lora | MethodKind::LoraPlus | MethodKind::Ia3 | MethodKind::Bitfit => 0.0,
         }
     }
 }
@@ -114,6 +128,22 @@ impl LoraConfig {
             self.alpha / (self.r as f64).sqrt()
         } else {
             self.alpha / self.r as f64
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[serde(default)]
+#[ts(export)]
+pub struct Ia3Config {
+    /// HF module names; attention modules scale their output, MLP modules their input.
+    pub targets: Vec<String>,
+}
+
+impl Default for Ia3Config {
+    fn default() -> Self {
+        Self {
+            targets: ["k_proj", "v_proj", "down_proj"].map(String::from).to_vec(),
         }
     }
 }
@@ -198,6 +228,7 @@ pub struct TrainConfig {
     pub dtype: String,
     pub lora: LoraConfig,
     pub lora_plus: LoraPlusConfig,
+    pub ia3: Ia3Config,
     pub freeze: FreezeConfig,
 }
 
@@ -229,6 +260,7 @@ impl Default for TrainConfig {
             dtype: "f32".into(),
             lora: LoraConfig::default(),
             lora_plus: LoraPlusConfig::default(),
+            ia3: Ia3Config::default(),
             freeze: FreezeConfig::default(),
         }
     }
@@ -265,6 +297,7 @@ pub const KEYS: &[&str] = &[
     "lora.rslora",
     "lora.init",
     "lora_plus.lr_ratio",
+    "ia3.targets",
     "freeze.trainable_layers",
     "freeze.train_norm",
     "freeze.train_head",
@@ -308,6 +341,29 @@ fn boolean(key: &str, v: &str) -> Result<bool, String> {
         "false" | "0" | "no" | "off" => Ok(false),
         _ => Err(format!("`{key}`: `{v}` is not true or false")),
     }
+}
+
+/// A comma list of HF linear module names, or `all-linear`.
+fn parse_targets(key: &str, v: &str) -> Result<Vec<String>, String> {
+    let mut targets: Vec<String> = vec![];
+    for t in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        if t == "all-linear" || t == "all_linear" {
+            targets.extend(LORA_TARGETS.map(String::from));
+        } else if LORA_TARGETS.contains(&t) {
+            targets.push(t.to_string());
+        } else {
+            return Err(format!(
+                "`{key}`: `{t}` is not a linear module of this model family (use {} or all-linear)",
+                LORA_TARGETS.join(", ")
+            ));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    targets.retain(|t| seen.insert(t.clone()));
+    if targets.is_empty() {
+        return Err(format!("`{key}` must name at least one module"));
+    }
+    Ok(targets)
 }
 
 impl TrainConfig {
@@ -402,27 +458,9 @@ impl TrainConfig {
                     Some(v.to_string())
                 }
             }
-            "lora.targets" => {
-                let mut targets = vec![];
-                for t in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-                    if t == "all-linear" || t == "all_linear" {
-                        targets.extend(LORA_TARGETS.map(String::from));
-                    } else if LORA_TARGETS.contains(&t) {
-                        targets.push(t.to_string());
-                    } else {
-                        return Err(format!(
-                            "`lora.targets`: `{t}` is not a linear module of this model family (use {} or all-linear)",
-                            LORA_TARGETS.join(", ")
-                        ));
-                    }
-                }
-                targets.dedup();
-                if targets.is_empty() {
-                    return Err("`lora.targets` must name at least one module".into());
-                }
-                self.lora.targets = targets
-            }
+            "lora.targets" => self.lora.targets = parse_targets(key, v)?,
             "lora_plus.lr_ratio" => self.lora_plus.lr_ratio = float_in(key, v, 1e-3, 1e4)?,
+            "ia3.targets" => self.ia3.targets = parse_targets(key, v)?,
             "freeze.trainable_layers" => self.freeze.trainable_layers = positive(key, v)?,
             "freeze.train_norm" => self.freeze.train_norm = boolean(key, v)?,
             "freeze.train_head" => self.freeze.train_head = boolean(key, v)?,
@@ -461,12 +499,21 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// Check combinations that no single key can: called before a run starts.
-    pub fn validate(&self, num_layers: usize) -> Result<(), String> {
+    /// Check combinations that no single key can, against the model: called before a run
+    /// starts.
+    pub fn validate(&self, model: &whetstone_formats::ModelConfig) -> Result<(), String> {
+        let num_layers = model.num_layers;
         if self.method == MethodKind::Freeze && self.freeze.trainable_layers > num_layers {
             return Err(format!(
                 "`freeze.trainable_layers` is {} but the model has only {num_layers} layers",
                 self.freeze.trainable_layers
+            ));
+        }
+        if self.method == MethodKind::Bitfit && !(model.qkv_bias || model.o_bias || model.mlp_bias)
+        {
+            return Err(format!(
+                "method `bitfit` trains bias terms and this {} model has none; pick lora or ia3",
+                model.family.as_str()
             ));
         }
         Ok(())

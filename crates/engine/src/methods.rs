@@ -6,7 +6,7 @@
 //! are the keys of checkpoints and exports.
 
 use crate::config::{MethodKind, TrainConfig};
-use crate::model::{DecoderModel, Linear, LoraWeights};
+use crate::model::{DecoderModel, Ia3Scale, Linear, LoraWeights};
 use crate::optim::Param;
 use candle_core::{Result, Tensor, Var};
 
@@ -110,6 +110,48 @@ pub fn apply(model: &mut DecoderModel, cfg: &TrainConfig) -> Result<Vec<Param>> 
                 Ok(())
             })?;
         }
+        MethodKind::Ia3 => {
+            for (l, layer) in model.layers.iter_mut().enumerate() {
+                for (name, lin) in linears_mut(layer) {
+                    let short = name.rsplit('.').next().unwrap_or(name);
+                    if !cfg.ia3.targets.iter().any(|t| t == short) {
+                        continue;
+                    }
+                    let feedforward = name.starts_with("mlp.");
+                    let (out, inp) = lin.weight.dims2()?;
+                    let n = if feedforward { inp } else { out };
+                    let var = Var::ones(n, lin.weight.dtype(), lin.weight.device())?;
+                    lin.ia3 = Some(Ia3Scale {
+                        scale: var.as_tensor().clone(),
+                        feedforward,
+                    });
+                    params.push(Param {
+                        name: format!("base_model.model.model.layers.{l}.{name}.ia3_l"),
+                        var,
+                        lr_scale: 1.0,
+                        weight_decay: wd,
+                    });
+                }
+            }
+        }
+        MethodKind::Bitfit => {
+            visit_mut(model, |name, t| {
+                if name.ends_with(".bias") {
+                    let var = Var::from_tensor(t)?;
+                    *t = var.as_tensor().clone();
+                    params.push(Param {
+                        name: name.to_string(),
+                        var,
+                        lr_scale: 1.0,
+                        weight_decay: 0.0,
+                    });
+                }
+                Ok(())
+            })?;
+            if params.is_empty() {
+                candle_core::bail!("BitFit needs bias terms and this model has none");
+            }
+        }
         MethodKind::Lora | MethodKind::LoraPlus => {
             let lc = &cfg.lora;
             // LoRA+: B learns `lr_ratio` times faster than A
@@ -174,6 +216,9 @@ pub fn count_params(model: &DecoderModel) -> usize {
             if let Some(l) = &lin.lora {
                 n += l.a.elem_count() + l.b.elem_count();
             }
+            if let Some(s) = &lin.ia3 {
+                n += s.scale.elem_count();
+            }
         }
     }
     n
@@ -217,10 +262,13 @@ pub fn load_adapter_dir(
         let field = |k: &str| v.get(k).filter(|x| !x.is_null());
         match field("peft_type").and_then(|t| t.as_str()) {
             Some("LORA") => {}
+            Some("IA3") => return load_ia3(model, dir, &cfg_path, &v),
             other => {
                 return Err(err(
                     &cfg_path,
-                    &format!("field `peft_type`: {other:?} is not supported here (LORA is)"),
+                    &format!(
+                        "field `peft_type`: {other:?} is not supported here (LORA and IA3 are)"
+                    ),
                 ))
             }
         }
@@ -242,34 +290,7 @@ pub fn load_adapter_dir(
             .and_then(|x| x.as_bool())
             .unwrap_or(false);
         c.lora.dropout = 0.0;
-        let targets: Vec<String> = match field("target_modules") {
-            Some(serde_json::Value::Array(a)) => a
-                .iter()
-                .filter_map(|x| {
-                    x.as_str()
-                        .map(|s| s.rsplit('.').next().unwrap_or(s).to_string())
-                })
-                .collect(),
-            Some(serde_json::Value::String(s)) if s == "all-linear" => {
-                crate::config::LORA_TARGETS.map(String::from).to_vec()
-            }
-            _ => {
-                return Err(err(
-                    &cfg_path,
-                    &"field `target_modules`: missing or not a list",
-                ))
-            }
-        };
-        if let Some(bad) = targets
-            .iter()
-            .find(|t| !crate::config::LORA_TARGETS.contains(&t.as_str()))
-        {
-            return Err(err(
-                &cfg_path,
-                &format!("field `target_modules`: `{bad}` is not a linear module of this model"),
-            ));
-        }
-        c.lora.targets = targets;
+        c.lora.targets = peft_targets(field("target_modules"), &cfg_path)?;
         let params = apply(model, &c).map_err(|e| err(dir, &e))?;
         let wf = dir.join("adapter_model.safetensors");
         let tensors =
@@ -312,4 +333,74 @@ pub fn load_adapter_dir(
         ));
     }
     Ok(MethodKind::Full)
+}
+
+/// A PEFT (IA)3 adapter folder: `ia3_l` vectors stored as `(out, 1)` or `(1, in)`.
+fn load_ia3(
+    model: &mut DecoderModel,
+    dir: &std::path::Path,
+    cfg_path: &std::path::Path,
+    v: &serde_json::Value,
+) -> std::result::Result<MethodKind, String> {
+    let err = |p: &std::path::Path, e: &dyn std::fmt::Display| format!("{}: {e}", p.display());
+    let mut c = TrainConfig::for_method(MethodKind::Ia3);
+    c.ia3.targets = peft_targets(v.get("target_modules"), cfg_path)?;
+    let ff = match v.get("feedforward_modules").filter(|x| !x.is_null()) {
+        Some(f) => peft_targets(Some(f), cfg_path)?,
+        None => vec![],
+    };
+    if let Some(bad) = c.ia3.targets.iter().find(|t| {
+        let is_mlp = matches!(t.as_str(), "gate_proj" | "up_proj" | "down_proj");
+        is_mlp != ff.contains(t)
+    }) {
+        return Err(err(
+            cfg_path,
+            &format!("field `feedforward_modules`: `{bad}` must be listed exactly when it is an MLP module"),
+        ));
+    }
+    let params = apply(model, &c).map_err(|e| err(dir, &e))?;
+    let wf = dir.join("adapter_model.safetensors");
+    let tensors = candle_core::safetensors::load(&wf, &model.device).map_err(|e| err(&wf, &e))?;
+    let flat = tensors
+        .into_iter()
+        .map(|(k, t)| Ok((k, t.flatten_all()?)))
+        .collect::<candle_core::Result<std::collections::HashMap<_, _>>>()
+        .map_err(|e| err(&wf, &e))?;
+    load_params(&params, &flat).map_err(|e| err(&wf, &e))?;
+    Ok(MethodKind::Ia3)
+}
+
+/// PEFT's `target_modules`: a list of (possibly dotted) module names, or `all-linear`.
+fn peft_targets(
+    v: Option<&serde_json::Value>,
+    path: &std::path::Path,
+) -> std::result::Result<Vec<String>, String> {
+    let targets: Vec<String> = match v {
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| {
+                x.as_str()
+                    .map(|s| s.rsplit('.').next().unwrap_or(s).to_string())
+            })
+            .collect(),
+        Some(serde_json::Value::String(s)) if s == "all-linear" => {
+            crate::config::LORA_TARGETS.map(String::from).to_vec()
+        }
+        _ => {
+            return Err(format!(
+                "{}: field `target_modules`: missing or not a list",
+                path.display()
+            ))
+        }
+    };
+    if let Some(bad) = targets
+        .iter()
+        .find(|t| !crate::config::LORA_TARGETS.contains(&t.as_str()))
+    {
+        return Err(format!(
+            "{}: field `target_modules`: `{bad}` is not a linear module of this model",
+            path.display()
+        ));
+    }
+    Ok(targets)
 }

@@ -21,12 +21,22 @@ pub struct LoraWeights {
     pub dropout: f32,
 }
 
+/// (IA)3 scaling of a linear: the output features (`feedforward == false`, k and v) or the
+/// input features (`feedforward == true`, the FFN's down projection), as PEFT does.
+#[derive(Debug, Clone)]
+pub struct Ia3Scale {
+    /// `[out]` or `[in]`
+    pub scale: Tensor,
+    pub feedforward: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Linear {
     /// `[out, in]`, as PyTorch stores it.
     pub weight: Tensor,
     pub bias: Option<Tensor>,
     pub lora: Option<LoraWeights>,
+    pub ia3: Option<Ia3Scale>,
 }
 
 /// Training mode and the dropout random stream, shared by every layer of one model.
@@ -81,10 +91,19 @@ impl Linear {
             weight,
             bias,
             lora: None,
+            ia3: None,
         }
     }
 
     pub fn forward_mode(&self, x: &Tensor, mode: &TrainMode) -> Result<Tensor> {
+        let scaled;
+        let x = match &self.ia3 {
+            Some(s) if s.feedforward => {
+                scaled = x.broadcast_mul(&s.scale)?;
+                &scaled
+            }
+            _ => x,
+        };
         let y = if mode.training() {
             ops::frozen_linear(x, &self.weight)?
         } else {
@@ -93,6 +112,10 @@ impl Linear {
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
+        };
+        let y = match &self.ia3 {
+            Some(s) if !s.feedforward => y.broadcast_mul(&s.scale)?,
+            _ => y,
         };
         match &self.lora {
             None => Ok(y),

@@ -404,14 +404,37 @@ pub fn find_checkpoint(run_dir: &Path) -> Option<PathBuf> {
 
 fn weights_file(method: MethodKind) -> &'static str {
     match method {
-        m if m.is_lora() => "adapter_model.safetensors",
+        m if m.is_lora() || m == MethodKind::Ia3 => "adapter_model.safetensors",
         _ => "trainable.safetensors",
     }
 }
 
-/// PEFT's `adapter_config.json` for a LoRA run.
-pub fn peft_adapter_config(cfg: &TrainConfig, base_model: &str) -> serde_json::Value {
-    serde_json::json!({
+/// PEFT's `adapter_config.json` for a LoRA or (IA)3 run; `None` for methods PEFT does not
+/// describe (their checkpoints hold HF-named tensors).
+pub fn peft_adapter_config(cfg: &TrainConfig, base_model: &str) -> Option<serde_json::Value> {
+    if cfg.method == MethodKind::Ia3 {
+        let ff: Vec<&String> = cfg
+            .ia3
+            .targets
+            .iter()
+            .filter(|t| matches!(t.as_str(), "gate_proj" | "up_proj" | "down_proj"))
+            .collect();
+        return Some(serde_json::json!({
+            "peft_type": "IA3",
+            "task_type": "CAUSAL_LM",
+            "base_model_name_or_path": base_model,
+            "target_modules": cfg.ia3.targets,
+            "feedforward_modules": ff,
+            "fan_in_fan_out": false,
+            "inference_mode": true,
+            "init_ia3_weights": true,
+            "modules_to_save": null,
+        }));
+    }
+    if !cfg.method.is_lora() {
+        return None;
+    }
+    Some(serde_json::json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
         "base_model_name_or_path": base_model,
@@ -427,13 +450,28 @@ pub fn peft_adapter_config(cfg: &TrainConfig, base_model: &str) -> serde_json::V
         "init_lora_weights": true,
         "modules_to_save": null,
         "layers_to_transform": null,
-    })
+    }))
 }
 
-fn named(params: &[Param]) -> HashMap<String, Tensor> {
+/// Trainable tensors by name, in the shapes PEFT stores: (IA)3 vectors become `(out, 1)`
+/// for attention modules and `(1, in)` for FFN modules.
+fn named(params: &[Param]) -> candle_core::Result<HashMap<String, Tensor>> {
     params
         .iter()
-        .map(|p| (p.name.clone(), p.var.as_tensor().clone()))
+        .map(|p| {
+            let t = p.var.as_tensor();
+            let t = if p.name.ends_with(".ia3_l") {
+                let n = t.elem_count();
+                if p.name.contains(".mlp.") {
+                    t.reshape((1, n))?
+                } else {
+                    t.reshape((n, 1))?
+                }
+            } else {
+                t.clone()
+            };
+            Ok((p.name.clone(), t))
+        })
         .collect()
 }
 
@@ -528,16 +566,14 @@ impl Loop<'_> {
         let params = &self.opt.params;
         write_dir_atomically(dir, |tmp| {
             let f = tmp.join(weights_file(self.cfg.method));
-            candle_core::safetensors::save(&named(params), &f).map_err(io(&f))?;
+            candle_core::safetensors::save(&named(params)?, &f).map_err(io(&f))?;
             if with_optimizer {
                 let f = tmp.join("optimizer.safetensors");
                 candle_core::safetensors::save(&self.opt.state_tensors(), &f).map_err(io(&f))?;
             }
-            if self.cfg.method.is_lora() {
+            if let Some(c) = peft_adapter_config(self.cfg, &self.base_model) {
                 let f = tmp.join("adapter_config.json");
-                let text =
-                    serde_json::to_string_pretty(&peft_adapter_config(self.cfg, &self.base_model))
-                        .map_err(io(&f))?;
+                let text = serde_json::to_string_pretty(&c).map_err(io(&f))?;
                 std::fs::write(&f, text).map_err(io(&f))?;
             }
             let f = tmp.join("state.json");
@@ -556,8 +592,7 @@ pub fn train(
     mut emit: impl FnMut(TrainEvent),
 ) -> Result<Summary, TrainError> {
     let cfg = spec.config.clone();
-    cfg.validate(model.layers.len())
-        .map_err(TrainError::Invalid)?;
+    cfg.validate(&model.config).map_err(TrainError::Invalid)?;
     if spec.data.train.is_empty() {
         return Err(TrainError::Invalid("no training examples".into()));
     }
@@ -621,6 +656,17 @@ pub fn train(
         }
         let wf = dir.join(weights_file(cfg.method));
         let w = candle_core::safetensors::load(&wf, &lp.model.device).map_err(io(&wf))?;
+        let w = w
+            .into_iter()
+            .map(|(k, t)| {
+                let t = if k.ends_with(".ia3_l") {
+                    t.flatten_all()?
+                } else {
+                    t
+                };
+                Ok((k, t))
+            })
+            .collect::<candle_core::Result<HashMap<_, _>>>()?;
         methods::load_params(&lp.opt.params, &w).map_err(io(&wf))?;
         let of = dir.join("optimizer.safetensors");
         let o = candle_core::safetensors::load(&of, &lp.model.device).map_err(io(&of))?;
@@ -980,13 +1026,21 @@ mod tests {
     }
 
     #[test]
-    fn lora_gradients_match_finite_differences() {
+    fn method_gradients_match_finite_differences() {
+        for method in [MethodKind::Lora, MethodKind::Ia3, MethodKind::Bitfit] {
+            method_gradient_check(method);
+        }
+    }
+
+    fn method_gradient_check(method: MethodKind) {
         let mut model = tiny_model(DType::F64, 3);
-        let mut c = cfg(MethodKind::Lora);
+        let mut c = cfg(method);
         c.lora.dropout = 0.0;
         c.lora.targets = vec!["q_proj".into(), "v_proj".into(), "down_proj".into()];
         let params = methods::apply(&mut model, &c).unwrap();
-        // B starts at zero, which would make A's gradient zero: move B off zero first.
+        assert!(!params.is_empty(), "{method:?}");
+        // Move every trainable value off its init (LoRA's B = 0 would zero A's gradient,
+        // (IA)3's ones would hide a missing scale).
         for (i, p) in params.iter().enumerate() {
             let v: Vec<f64> = rand_vec(p.var.elem_count(), 50 + i as u64);
             p.var
@@ -1033,7 +1087,7 @@ mod tests {
                 worst = worst.max((fd - g[j]).abs() / (1.0 + fd.abs()));
             }
         }
-        assert!(worst < 1e-6, "worst relative error {worst:e}");
+        assert!(worst < 1e-6, "{method:?}: worst relative error {worst:e}");
     }
 
     #[test]
@@ -1113,10 +1167,19 @@ mod tests {
             let mut c = cfg(method);
             c.max_steps = Some(15);
             c.freeze.trainable_layers = 1;
+            // scaling vectors and biases are few parameters: they need a larger step
+            if matches!(method, MethodKind::Ia3 | MethodKind::Bitfit) {
+                c.lr = Some(1e-1);
+            }
             let (s, events) = run(&mut model, &c, tmp.path(), None, None);
             let first = s.first_eval_loss.unwrap();
             let best = s.best_eval_loss.unwrap();
-            assert!(best < first * 0.9, "{method:?}: eval {first} -> {best}");
+            // (IA)3 and BitFit can only rescale / shift: a smaller but clear drop
+            let bar = match method {
+                MethodKind::Ia3 | MethodKind::Bitfit => 0.97,
+                _ => 0.9,
+            };
+            assert!(best < first * bar, "{method:?}: eval {first} -> {best}");
             if method == MethodKind::Freeze {
                 // layer 1 (the last) + final norm: 7 linears' weights + biases + 2 norms + norm
                 let per_layer = 16 * 16 * 2 + 8 * 16 * 2 + 16 + 8 + 8 + 24 * 16 * 3 + 16 * 2;

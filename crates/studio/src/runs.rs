@@ -109,8 +109,7 @@ pub async fn create(store: &Store, dir: &DataDir, req: NewRun) -> Result<RunReco
     let (mp, ds, cfg) = (model_path.clone(), dataset.clone(), req.config.clone());
     tokio::task::spawn_blocking(move || -> Result<(), RunError> {
         let source = ModelSource::open(&mp).map_err(|e| RunError::User(e.to_string()))?;
-        cfg.validate(source.config.num_layers)
-            .map_err(RunError::User)?;
+        cfg.validate(&source.config).map_err(RunError::User)?;
         let data = ds.load()?;
         prepare_data(&source, &data, &ds.original_path, &cfg, &mut vec![])?;
         Ok(())
