@@ -221,6 +221,22 @@ def test_runs_list_show_compare_delete(run, run_json, home, tiny, text_data):
     assert db.execute("SELECT COUNT(*) FROM run_metrics WHERE run_id = ?", (ids[0],)).fetchone()[0] == 0
 
 
+def test_a_comma_list_of_methods_queues_one_run_each_and_compares(run, run_json, home, tiny, text_data):
+    p = run("train", "--model", str(tiny), "--data", str(text_data), "--method", "lora,ia3,freeze",
+            "--set", "max_steps=4", "--set", "sample_tokens=0", "--set", "freeze.trainable_layers=1")
+    assert "best eval loss" in p.stdout and "run-3" in p.stdout
+    runs = run_json("runs", "list")
+    assert [(r["id"], r["method"], r["status"]) for r in runs] == [
+        ("run-1", "lora", "completed"), ("run-2", "ia3", "completed"), ("run-3", "freeze", "completed")]
+    assert len({json.dumps(r["config"]["seed"]) for r in runs}) == 1
+    # a bad method anywhere in the list writes nothing
+    expect_user_error(run, ["train", "--model", str(tiny), "--data", str(text_data), "--method", "lora,dora9"],
+                      "unknown method `dora9`")
+    expect_user_error(run, ["train", "--model", str(tiny), "--data", str(text_data), "--method", "lora,bitfit"],
+                      "bitfit")
+    assert len(run_json("runs", "list")) == 3
+
+
 def test_two_processes_train_into_one_data_directory(whetstone_bin, home, tiny, text_data):
     env = dict(os.environ, WHETSTONE_HOME=str(home))
     args = [whetstone_bin, "train", "--model", str(tiny), "--data", str(text_data), "--set", "max_steps=40",

@@ -56,24 +56,65 @@ pub struct TrainArgs {
     pub dump_first_grads: Option<PathBuf>,
 }
 
+/// One run, or with `--method a,b,c` one run per method on the same data and seed (queued,
+/// one after another), compared at the end.
 pub async fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
-    let cfg = build_config(a.method.as_deref(), a.config.as_deref(), &a.sets)?;
+    let methods: Vec<Option<String>> = match &a.method {
+        Some(m) if m.contains(',') => m
+            .split(',')
+            .map(|s| Some(s.trim().to_string()))
+            .filter(|s| s.as_deref() != Some(""))
+            .collect(),
+        other => vec![other.clone()],
+    };
+    let configs = methods
+        .iter()
+        .map(|m| build_config(m.as_deref(), a.config.as_deref(), &a.sets))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let dir = data_dir()?;
     dir.ensure().map_err(|e| UserError(e.to_string()))?;
     let store = open_store().await?;
-    let run = runs::create(
-        &store,
-        &dir,
-        NewRun {
-            model: a.model,
-            data: a.data,
-            config: cfg,
-        },
-    )
-    .await
-    .map_err(run_error)?;
-    let (code, _) = execute(&store, &run, false, a.json, a.dump_first_grads).await?;
+    let mut runs_made: Vec<RunRecord> = vec![];
+    for cfg in configs {
+        let made = runs::create(
+            &store,
+            &dir,
+            NewRun {
+                model: a.model.clone(),
+                data: a.data.clone(),
+                config: cfg,
+            },
+        )
+        .await;
+        match made {
+            Ok(r) => runs_made.push(r),
+            Err(e) => {
+                // all or nothing: the runs queued before this one go too
+                for r in &runs_made {
+                    let _ = whetstone_studio::history::delete(&store, &r.id).await;
+                }
+                return Err(run_error(e));
+            }
+        }
+    }
+    let mut code = ExitCode::SUCCESS;
+    let queued = runs_made.len();
+    for (i, run) in runs_made.iter().enumerate() {
+        if queued > 1 && !a.json {
+            eprintln!("== {} of {queued}: {}", i + 1, run.method);
+        }
+        let dump = if i == 0 {
+            a.dump_first_grads.clone()
+        } else {
+            None
+        };
+        code = execute(&store, run, false, a.json, dump).await?.0;
+    }
     store.close().await;
+    if queued > 1 && !a.json {
+        let ids: Vec<String> = runs_made.iter().map(|r| r.id.clone()).collect();
+        crate::runs::compare(&ids, false).await?;
+    }
     Ok(code)
 }
 
