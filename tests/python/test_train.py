@@ -39,10 +39,12 @@ def text_data(tmp_path):
     return f
 
 
-def test_lora_gradients_match_peft(run, tmp_path, tiny, text_data):
+@pytest.mark.parametrize("dora", [False, True])
+def test_lora_gradients_match_peft(run, tmp_path, tiny, text_data, dora):
     # A PEFT adapter with random A *and* B (B = 0 at init would make A's gradient zero).
     ref = tm.load_reference(tiny)
-    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM",
+                     use_dora=dora)
     peft_model = get_peft_model(ref, cfg)
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():
@@ -52,7 +54,7 @@ def test_lora_gradients_match_peft(run, tmp_path, tiny, text_data):
     adapter = tmp_path / "adapter"
     peft_model.save_pretrained(adapter)
     dump = tmp_path / "grads.safetensors"
-    run("train", "--model", str(tiny), "--data", str(text_data), "--method", "lora",
+    run("train", "--model", str(tiny), "--data", str(text_data), "--method", "dora" if dora else "lora",
         "--set", f"lora.init={adapter}", "--set", "lora.r=4", "--set", "lora.alpha=8",
         "--set", "lora.dropout=0", "--set", "lora.targets=all-linear",
         "--set", "batch_size=6", "--set", "eval_fraction=0",
@@ -74,19 +76,20 @@ def test_lora_gradients_match_peft(run, tmp_path, tiny, text_data):
     for name, p in peft_model.named_parameters():
         if "lora_" not in name:
             continue
-        key = "grad." + name.replace(".default", "")
+        key = "grad." + name.replace(".default", "").replace("lora_magnitude_vector.weight", "lora_magnitude_vector")
         assert key in ours, key
         theirs, mine = p.grad, ours[key]
         rel = (theirs - mine).abs().max().item() / theirs.abs().max().item()
         assert rel < 1e-4, f"{name}: relative difference {rel:.2e}"
         checked, worst = checked + 1, max(worst, rel)
-    assert checked == 2 * 7 * ref.config.num_hidden_layers
-    print(f"LoRA gradients vs PEFT: {checked} tensors, worst relative difference {worst:.2e}")
+    assert checked == (3 if dora else 2) * 7 * ref.config.num_hidden_layers
+    print(f"{'DoRA' if dora else 'LoRA'} gradients vs PEFT: {checked} tensors, worst relative difference {worst:.2e}")
 
 
 @pytest.mark.parametrize("method,extra,peft_type", [
     ("lora", ["--set", "lora.targets=q_proj,v_proj,down_proj", "--set", "lora.rslora=true"], "LORA"),
     ("lora_plus", ["--set", "lora.targets=q_proj,v_proj,down_proj"], "LORA"),
+    ("dora", ["--set", "lora.targets=q_proj,k_proj,o_proj,up_proj"], "LORA"),
     ("ia3", ["--set", "lr=5e-2", "--set", "ia3.targets=k_proj,v_proj,up_proj,down_proj"], "IA3"),
 ])
 def test_trained_adapter_loads_in_peft_with_the_same_nll(run, home, tmp_path, tiny, text_data, method, extra,
@@ -99,7 +102,7 @@ def test_trained_adapter_loads_in_peft_with_the_same_nll(run, home, tmp_path, ti
     run_id = evs[-1]["run_id"]
     adapter = home / "runs" / run_id / "checkpoints" / "last"
     cfg = json.loads((adapter / "adapter_config.json").read_text())
-    assert cfg["peft_type"] == peft_type
+    assert cfg["peft_type"] == peft_type and cfg.get("use_dora", False) == (method == "dora")
     text = tmp_path / "t.txt"
     text.write_text(tm.TEXT)
     ours = json.loads(run("score", "--model", str(tiny), "--adapter", run_id, "--text-file", str(text), "--json").stdout)

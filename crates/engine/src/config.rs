@@ -15,6 +15,8 @@ pub enum MethodKind {
     Lora,
     /// LoRA with a higher learning rate for B (`lora_plus.lr_ratio` × A's).
     LoraPlus,
+    /// Weight-decomposed LoRA: LoRA's direction with a learned per-output magnitude.
+    Dora,
     /// (IA)3: learned scaling vectors on k, v and the FFN.
     Ia3,
     /// Only the bias terms train.
@@ -22,11 +24,12 @@ pub enum MethodKind {
 }
 
 impl MethodKind {
-    pub const ALL: [MethodKind; 6] = [
+    pub const ALL: [MethodKind; 7] = [
         MethodKind::Full,
         MethodKind::Freeze,
         MethodKind::Lora,
         MethodKind::LoraPlus,
+        MethodKind::Dora,
         MethodKind::Ia3,
         MethodKind::Bitfit,
     ];
@@ -37,6 +40,7 @@ impl MethodKind {
             MethodKind::Freeze => "freeze",
             MethodKind::Lora => "lora",
             MethodKind::LoraPlus => "lora_plus",
+            MethodKind::Dora => "dora",
             MethodKind::Ia3 => "ia3",
             MethodKind::Bitfit => "bitfit",
         }
@@ -44,7 +48,10 @@ impl MethodKind {
 
     /// Methods that train LoRA matrices (and save PEFT LoRA adapters).
     pub fn is_lora(self) -> bool {
-        matches!(self, MethodKind::Lora | MethodKind::LoraPlus)
+        matches!(
+            self,
+            MethodKind::Lora | MethodKind::LoraPlus | MethodKind::Dora
+        )
     }
 
     pub fn parse(s: &str) -> Result<Self, String> {
@@ -69,7 +76,7 @@ impl MethodKind {
     pub fn default_lr(self) -> f64 {
         match self {
             MethodKind::Full | MethodKind::Freeze => 2e-5,
-            MethodKind::Lora | MethodKind::LoraPlus => 2e-4,
+            MethodKind::Lora | MethodKind::LoraPlus | MethodKind::Dora => 2e-4,
             MethodKind::Ia3 => 3e-3,
             MethodKind::Bitfit => 1e-3,
         }
@@ -78,7 +85,11 @@ impl MethodKind {
     pub fn default_weight_decay(self) -> f64 {
         match self {
             MethodKind::Full | MethodKind::Freeze => 0.01,
-            MethodKind::Lora | MethodKind::LoraPlus | MethodKind::Ia3 | MethodKind::Bitfit => 0.0,
+            MethodKind::Lora
+            | MethodKind::LoraPlus
+            | MethodKind::Dora
+            | MethodKind::Ia3
+            | MethodKind::Bitfit => 0.0,
         }
     }
 }

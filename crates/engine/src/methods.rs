@@ -152,7 +152,7 @@ pub fn apply(model: &mut DecoderModel, cfg: &TrainConfig) -> Result<Vec<Param>> 
                 candle_core::bail!("BitFit needs bias terms and this model has none");
             }
         }
-        MethodKind::Lora | MethodKind::LoraPlus => {
+        MethodKind::Lora | MethodKind::LoraPlus | MethodKind::Dora => {
             let lc = &cfg.lora;
             // LoRA+: B learns `lr_ratio` times faster than A
             let b_scale = match cfg.method {
@@ -176,13 +176,29 @@ pub fn apply(model: &mut DecoderModel, cfg: &TrainConfig) -> Result<Vec<Param>> 
                     let a = Tensor::from_vec(a, (lc.r, inp), &device)?.to_dtype(dtype)?;
                     let a = Var::from_tensor(&a)?;
                     let b = Var::zeros((out, lc.r), dtype, &device)?;
+                    // DoRA: m starts at the row norms of W (B = 0, so W + sBA = W)
+                    let magnitude = match cfg.method {
+                        MethodKind::Dora => Some(Var::from_tensor(
+                            &lin.weight.detach().sqr()?.sum(1)?.sqrt()?,
+                        )?),
+                        _ => None,
+                    };
                     lin.lora = Some(LoraWeights {
                         a: a.as_tensor().clone(),
                         b: b.as_tensor().clone(),
                         scale: lc.scale(),
                         dropout: lc.dropout,
+                        magnitude: magnitude.as_ref().map(|m| m.as_tensor().clone()),
                     });
                     let module = format!("base_model.model.model.layers.{l}.{name}");
+                    if let Some(m) = magnitude {
+                        params.push(Param {
+                            name: format!("{module}.lora_magnitude_vector"),
+                            var: m,
+                            lr_scale: 1.0,
+                            weight_decay: wd,
+                        });
+                    }
                     params.push(Param {
                         name: format!("{module}.lora_A.weight"),
                         var: a,
@@ -215,6 +231,7 @@ pub fn count_params(model: &DecoderModel) -> usize {
             n += lin.weight.elem_count() + lin.bias.as_ref().map_or(0, |b| b.elem_count());
             if let Some(l) = &lin.lora {
                 n += l.a.elem_count() + l.b.elem_count();
+                n += l.magnitude.as_ref().map_or(0, |m| m.elem_count());
             }
             if let Some(s) = &lin.ia3 {
                 n += s.scale.elem_count();
@@ -272,13 +289,12 @@ pub fn load_adapter_dir(
                 ))
             }
         }
-        if field("use_dora").and_then(|x| x.as_bool()) == Some(true) {
-            return Err(err(
-                &cfg_path,
-                &"field `use_dora`: DoRA adapters are not supported yet",
-            ));
-        }
-        let mut c = TrainConfig::for_method(MethodKind::Lora);
+        let dora = field("use_dora").and_then(|x| x.as_bool()) == Some(true);
+        let mut c = TrainConfig::for_method(if dora {
+            MethodKind::Dora
+        } else {
+            MethodKind::Lora
+        });
         c.lora.r = field("r")
             .and_then(|x| x.as_u64())
             .ok_or_else(|| err(&cfg_path, &"field `r`: missing or not a number"))?
@@ -296,7 +312,7 @@ pub fn load_adapter_dir(
         let tensors =
             candle_core::safetensors::load(&wf, &model.device).map_err(|e| err(&wf, &e))?;
         load_params(&params, &tensors).map_err(|e| err(&wf, &e))?;
-        return Ok(MethodKind::Lora);
+        return Ok(c.method);
     }
     let wf = dir.join("trainable.safetensors");
     if !wf.exists() {

@@ -19,6 +19,8 @@ pub struct LoraWeights {
     pub b: Tensor,
     pub scale: f64,
     pub dropout: f32,
+    /// DoRA: the learned magnitude `m` `[out]` (`None` for plain LoRA).
+    pub magnitude: Option<Tensor>,
 }
 
 /// (IA)3 scaling of a linear: the output features (`feedforward == false`, k and v) or the
@@ -126,8 +128,30 @@ impl Linear {
                     x.clone()
                 };
                 let low = ops::matmul_2d(&xd.contiguous()?, &l.a.t()?)?;
-                let up = ops::matmul_2d(&low, &l.b.t()?)?;
-                y + (up * l.scale)?
+                let up = (ops::matmul_2d(&low, &l.b.t()?)? * l.scale)?;
+                match &l.magnitude {
+                    None => y + up,
+                    Some(m) => {
+                        // DoRA, as PEFT computes it: y + (m/‖W + sBA‖ − 1)·(x̃Wᵀ) + m/‖…‖·s·x̃AᵀBᵀ,
+                        // with the row norm ‖·‖ detached (DoRA paper §4.3) and x̃ the dropped-out
+                        // input (equal to x, and x̃Wᵀ to y − b, without dropout).
+                        let ba = l.b.detach().matmul(&l.a.detach())?;
+                        let w = (self.weight.detach() + (ba * l.scale)?)?;
+                        let norm = w.sqr()?.sum(1)?.sqrt()?.detach();
+                        let mns = m.broadcast_div(&norm)?;
+                        let base = if mode.training() && l.dropout > 0.0 {
+                            ops::frozen_linear(&xd, &self.weight)?
+                        } else {
+                            match &self.bias {
+                                Some(b) => y.broadcast_sub(b)?,
+                                None => y.clone(),
+                            }
+                        };
+                        let extra = (base.broadcast_mul(&(mns.clone() - 1.0)?)?
+                            + up.broadcast_mul(&mns)?)?;
+                        y + extra
+                    }
+                }
             }
         }
     }
