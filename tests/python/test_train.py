@@ -91,6 +91,7 @@ def test_lora_gradients_match_peft(run, tmp_path, tiny, text_data, dora):
     ("lora_plus", ["--set", "lora.targets=q_proj,v_proj,down_proj"], "LORA"),
     ("dora", ["--set", "lora.targets=q_proj,k_proj,o_proj,up_proj"], "LORA"),
     ("ia3", ["--set", "lr=5e-2", "--set", "ia3.targets=k_proj,v_proj,up_proj,down_proj"], "IA3"),
+    ("prompt_tuning", ["--set", "lr=5e-2", "--set", "prompt.n_virtual_tokens=5"], "PROMPT_TUNING"),
 ])
 def test_trained_adapter_loads_in_peft_with_the_same_nll(run, home, tmp_path, tiny, text_data, method, extra,
                                                           peft_type):
@@ -109,9 +110,26 @@ def test_trained_adapter_loads_in_peft_with_the_same_nll(run, home, tmp_path, ti
     base = json.loads(run("score", "--model", str(tiny), "--text-file", str(text), "--json").stdout)
     peft_model = PeftModel.from_pretrained(tm.load_reference(tiny), adapter)
     peft_model.eval()
-    theirs = tm.token_nll(peft_model, ours["token_ids"])
+    if peft_type == "PROMPT_TUNING":
+        # PEFT returns logits for the virtual tokens too: drop them
+        with torch.no_grad():
+            logits = peft_model(input_ids=torch.tensor([ours["token_ids"]])).logits[0, 5:].double()
+        logp = torch.log_softmax(logits[:-1], dim=-1)
+        ids = ours["token_ids"]
+        theirs = (-logp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])]).tolist()
+    else:
+        theirs = tm.token_nll(peft_model, ours["token_ids"])
     diff = max(abs(a - b) for a, b in zip(ours["token_nll"], theirs))
     assert diff < 1e-3, diff
+    # greedy decoding with the KV cache (and, for prompt tuning, the shifted positions) picks
+    # the tokens the full PEFT forward picks
+    out = json.loads(run("chat", "--model", str(tiny), "--adapter", run_id, "--raw", "--temperature", "0",
+                         "--repetition-penalty", "1", "--max-tokens", "12", "--json", "The quick brown").stdout)
+    ids, lead = list(out["prompt_ids"]), 5 if peft_type == "PROMPT_TUNING" else 0
+    for _ in range(len(out["token_ids"])):
+        with torch.no_grad():
+            ids.append(int(peft_model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
+    assert out["token_ids"] == ids[len(out["prompt_ids"]):], lead
     assert max(abs(a - b) for a, b in zip(ours["token_nll"], base["token_nll"])) > 1e-3, "the adapter changed nothing"
 
 

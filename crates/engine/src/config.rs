@@ -17,6 +17,8 @@ pub enum MethodKind {
     LoraPlus,
     /// Weight-decomposed LoRA: LoRA's direction with a learned per-output magnitude.
     Dora,
+    /// Trainable virtual-token embeddings in front of every input.
+    PromptTuning,
     /// (IA)3: learned scaling vectors on k, v and the FFN.
     Ia3,
     /// Only the bias terms train.
@@ -24,12 +26,13 @@ pub enum MethodKind {
 }
 
 impl MethodKind {
-    pub const ALL: [MethodKind; 7] = [
+    pub const ALL: [MethodKind; 8] = [
         MethodKind::Full,
         MethodKind::Freeze,
         MethodKind::Lora,
         MethodKind::LoraPlus,
         MethodKind::Dora,
+        MethodKind::PromptTuning,
         MethodKind::Ia3,
         MethodKind::Bitfit,
     ];
@@ -41,6 +44,7 @@ impl MethodKind {
             MethodKind::Lora => "lora",
             MethodKind::LoraPlus => "lora_plus",
             MethodKind::Dora => "dora",
+            MethodKind::PromptTuning => "prompt_tuning",
             MethodKind::Ia3 => "ia3",
             MethodKind::Bitfit => "bitfit",
         }
@@ -78,6 +82,7 @@ impl MethodKind {
             MethodKind::Full | MethodKind::Freeze => 2e-5,
             MethodKind::Lora | MethodKind::LoraPlus | MethodKind::Dora => 2e-4,
             MethodKind::Ia3 => 3e-3,
+            MethodKind::PromptTuning => 3e-2,
             MethodKind::Bitfit => 1e-3,
         }
     }
@@ -88,6 +93,7 @@ impl MethodKind {
             MethodKind::Lora
             | MethodKind::LoraPlus
             | MethodKind::Dora
+            | MethodKind::PromptTuning
             | MethodKind::Ia3
             | MethodKind::Bitfit => 0.0,
         }
@@ -155,6 +161,22 @@ impl Default for Ia3Config {
     fn default() -> Self {
         Self {
             targets: ["k_proj", "v_proj", "down_proj"].map(String::from).to_vec(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[serde(default)]
+#[ts(export)]
+pub struct PromptConfig {
+    /// How many virtual tokens are learned.
+    pub n_virtual_tokens: usize,
+}
+
+impl Default for PromptConfig {
+    fn default() -> Self {
+        Self {
+            n_virtual_tokens: 20,
         }
     }
 }
@@ -240,6 +262,7 @@ pub struct TrainConfig {
     pub lora: LoraConfig,
     pub lora_plus: LoraPlusConfig,
     pub ia3: Ia3Config,
+    pub prompt: PromptConfig,
     pub freeze: FreezeConfig,
 }
 
@@ -272,6 +295,7 @@ impl Default for TrainConfig {
             lora: LoraConfig::default(),
             lora_plus: LoraPlusConfig::default(),
             ia3: Ia3Config::default(),
+            prompt: PromptConfig::default(),
             freeze: FreezeConfig::default(),
         }
     }
@@ -309,6 +333,7 @@ pub const KEYS: &[&str] = &[
     "lora.init",
     "lora_plus.lr_ratio",
     "ia3.targets",
+    "prompt.n_virtual_tokens",
     "freeze.trainable_layers",
     "freeze.train_norm",
     "freeze.train_head",
@@ -472,6 +497,7 @@ impl TrainConfig {
             "lora.targets" => self.lora.targets = parse_targets(key, v)?,
             "lora_plus.lr_ratio" => self.lora_plus.lr_ratio = float_in(key, v, 1e-3, 1e4)?,
             "ia3.targets" => self.ia3.targets = parse_targets(key, v)?,
+            "prompt.n_virtual_tokens" => self.prompt.n_virtual_tokens = positive(key, v)?,
             "freeze.trainable_layers" => self.freeze.trainable_layers = positive(key, v)?,
             "freeze.train_norm" => self.freeze.train_norm = boolean(key, v)?,
             "freeze.train_head" => self.freeze.train_head = boolean(key, v)?,
@@ -518,6 +544,12 @@ impl TrainConfig {
             return Err(format!(
                 "`freeze.trainable_layers` is {} but the model has only {num_layers} layers",
                 self.freeze.trainable_layers
+            ));
+        }
+        if self.method == MethodKind::PromptTuning && self.prompt.n_virtual_tokens >= self.seq_len {
+            return Err(format!(
+                "`prompt.n_virtual_tokens` is {} but must be below `seq_len` ({})",
+                self.prompt.n_virtual_tokens, self.seq_len
             ));
         }
         if self.method == MethodKind::Bitfit && !(model.qkv_bias || model.o_bias || model.mlp_bias)

@@ -134,6 +134,29 @@ pub fn apply(model: &mut DecoderModel, cfg: &TrainConfig) -> Result<Vec<Param>> 
                 }
             }
         }
+        MethodKind::PromptTuning => {
+            // init from the embeddings of random vocabulary rows (seeded)
+            let n = cfg.prompt.n_virtual_tokens;
+            let vocab = model.embed_tokens.dim(0)? as u64;
+            let mut s = cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let rows: Vec<u32> = (0..n)
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    (s % vocab) as u32
+                })
+                .collect();
+            let idx = Tensor::from_vec(rows, n, &model.device)?;
+            let var = Var::from_tensor(&model.embed_tokens.detach().index_select(&idx, 0)?)?;
+            model.prompt = Some(var.as_tensor().clone());
+            params.push(Param {
+                name: "prompt_embeddings".into(),
+                var,
+                lr_scale: 1.0,
+                weight_decay: wd,
+            });
+        }
         MethodKind::Bitfit => {
             visit_mut(model, |name, t| {
                 if name.ends_with(".bias") {
@@ -221,6 +244,7 @@ pub fn apply(model: &mut DecoderModel, cfg: &TrainConfig) -> Result<Vec<Param>> 
 /// How many parameters the model has in total (frozen and trainable, LoRA included).
 pub fn count_params(model: &DecoderModel) -> usize {
     let mut n = model.embed_tokens.elem_count() + model.norm.elem_count();
+    n += model.prompt.as_ref().map_or(0, |p| p.elem_count());
     if let Some(h) = &model.lm_head {
         n += h.elem_count();
     }
@@ -280,11 +304,25 @@ pub fn load_adapter_dir(
         match field("peft_type").and_then(|t| t.as_str()) {
             Some("LORA") => {}
             Some("IA3") => return load_ia3(model, dir, &cfg_path, &v),
+            Some("PROMPT_TUNING") => {
+                let n = field("num_virtual_tokens")
+                    .and_then(|x| x.as_u64())
+                    .ok_or_else(|| err(&cfg_path, &"field `num_virtual_tokens`: missing or not a number"))?
+                    as usize;
+                let mut c = TrainConfig::for_method(MethodKind::PromptTuning);
+                c.prompt.n_virtual_tokens = n;
+                let params = apply(model, &c).map_err(|e| err(dir, &e))?;
+                let wf = dir.join("adapter_model.safetensors");
+                let tensors =
+                    candle_core::safetensors::load(&wf, &model.device).map_err(|e| err(&wf, &e))?;
+                load_params(&params, &tensors).map_err(|e| err(&wf, &e))?;
+                return Ok(MethodKind::PromptTuning);
+            }
             other => {
                 return Err(err(
                     &cfg_path,
                     &format!(
-                        "field `peft_type`: {other:?} is not supported here (LORA and IA3 are)"
+                        "field `peft_type`: {other:?} is not supported here (LORA, IA3 and PROMPT_TUNING are)"
                     ),
                 ))
             }

@@ -227,6 +227,9 @@ pub struct DecoderModel {
     pub device: Device,
     /// Training flag and dropout stream (inference leaves it off).
     pub mode: Arc<TrainMode>,
+    /// Prompt tuning: `[n_virtual, hidden]` embeddings placed before every sequence at
+    /// positions `0..n`, so the real tokens start at position `n` (as PEFT does).
+    pub prompt: Option<Tensor>,
 }
 
 /// Rotary inverse frequencies as transformers computes them, with the configured scaling.
@@ -343,6 +346,7 @@ impl DecoderModel {
             dtype,
             device: device.clone(),
             mode: Arc::new(TrainMode::default()),
+            prompt: None,
         })
     }
 
@@ -443,7 +447,27 @@ impl DecoderModel {
         ops::rms_norm(x, &self.norm, self.config.rms_norm_eps, ops)
     }
 
-    /// Hidden states after the final norm, `[b, t, hidden]`.
+    /// The first layer's input for `ids` at real-token `offset`: the token embeddings, with
+    /// the virtual prompt in front when the sequence starts here. Returns the input, the
+    /// absolute position of its first row, and how many virtual rows lead it.
+    pub fn layer_input(&self, ids: &Tensor, offset: usize) -> Result<(Tensor, usize, usize)> {
+        let x = self.embed(ids)?;
+        match &self.prompt {
+            None => Ok((x, offset, 0)),
+            Some(p) if offset == 0 => {
+                let (b, _, h) = x.dims3()?;
+                let n = p.dim(0)?;
+                let p = p
+                    .to_dtype(x.dtype())?
+                    .unsqueeze(0)?
+                    .broadcast_as((b, n, h))?;
+                Ok((Tensor::cat(&[&p, &x], 1)?, 0, n))
+            }
+            Some(p) => Ok((x, offset + p.dim(0)?, 0)),
+        }
+    }
+
+    /// Hidden states after the final norm, `[b, t, hidden]` (real tokens only).
     pub fn hidden_states(
         &self,
         ids: &Tensor,
@@ -452,11 +476,14 @@ impl DecoderModel {
         ops: Ops,
     ) -> Result<Tensor> {
         let t = ids.dim(1)?;
-        let mut x = self.embed(ids)?;
-        let (cos, sin) = self.rope_tables(offset, t)?;
+        let (mut x, start, lead) = self.layer_input(ids, offset)?;
+        let (cos, sin) = self.rope_tables(start, x.dim(1)?)?;
         for l in 0..self.layers.len() {
             let slot = cache.as_deref_mut().map(|kv| &mut kv.layers[l]);
-            x = self.layer_forward(l, &x, (&cos, &sin), offset, slot, ops)?;
+            x = self.layer_forward(l, &x, (&cos, &sin), start, slot, ops)?;
+        }
+        if lead > 0 {
+            x = x.narrow(1, lead, t)?;
         }
         self.final_norm(&x, ops)
     }

@@ -252,8 +252,9 @@ pub fn forward_backward(
         return Ok(value);
     }
     let t = batch.input.dim(1)?;
-    let (cos, sin) = model.rope_tables(0, t)?;
-    let mut x = model.embed(&batch.input)?.detach();
+    let (x0, _, lead) = model.layer_input(&batch.input, 0)?;
+    let (cos, sin) = model.rope_tables(0, x0.dim(1)?)?;
+    let mut x = x0.detach();
     let mut inputs = Vec::with_capacity(model.layers.len());
     let mut rng_at = Vec::with_capacity(model.layers.len());
     for l in 0..model.layers.len() {
@@ -265,7 +266,8 @@ pub fn forward_backward(
     }
     let rng_after = model.mode.rng_state();
     let leaf = Var::from_tensor(&x)?;
-    let loss = nll_sum(model, &model.final_norm(leaf.as_tensor(), ops)?, batch)?;
+    let last = leaf.as_tensor().narrow(1, lead, t)?;
+    let loss = nll_sum(model, &model.final_norm(&last, ops)?, batch)?;
     let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     let store = (loss / denom)?.backward()?;
     add_grads(params, &store, acc)?;
@@ -284,11 +286,12 @@ pub fn forward_backward(
             None => grad_out.zeros_like()?,
         };
     }
-    if params
-        .iter()
-        .any(|p| p.var.as_tensor().id() == model.embed_tokens.id())
-    {
-        let store = (model.embed(&batch.input)? * &grad_out)?
+    let prompt_id = model.prompt.as_ref().map(|p| p.id());
+    if params.iter().any(|p| {
+        let id = p.var.as_tensor().id();
+        id == model.embed_tokens.id() || Some(id) == prompt_id
+    }) {
+        let store = (model.layer_input(&batch.input, 0)?.0 * &grad_out)?
             .sum_all()?
             .backward()?;
         add_grads(params, &store, acc)?;
@@ -404,14 +407,34 @@ pub fn find_checkpoint(run_dir: &Path) -> Option<PathBuf> {
 
 fn weights_file(method: MethodKind) -> &'static str {
     match method {
-        m if m.is_lora() || m == MethodKind::Ia3 => "adapter_model.safetensors",
+        m if m.is_lora() || m == MethodKind::Ia3 || m == MethodKind::PromptTuning => {
+            "adapter_model.safetensors"
+        }
         _ => "trainable.safetensors",
     }
 }
 
 /// PEFT's `adapter_config.json` for a LoRA or (IA)3 run; `None` for methods PEFT does not
 /// describe (their checkpoints hold HF-named tensors).
-pub fn peft_adapter_config(cfg: &TrainConfig, base_model: &str) -> Option<serde_json::Value> {
+pub fn peft_adapter_config(
+    cfg: &TrainConfig,
+    base_model: &str,
+    model: &whetstone_formats::ModelConfig,
+) -> Option<serde_json::Value> {
+    if cfg.method == MethodKind::PromptTuning {
+        return Some(serde_json::json!({
+            "peft_type": "PROMPT_TUNING",
+            "task_type": "CAUSAL_LM",
+            "base_model_name_or_path": base_model,
+            "num_virtual_tokens": cfg.prompt.n_virtual_tokens,
+            "token_dim": model.hidden_size,
+            "num_transformer_submodules": 1,
+            "num_attention_heads": model.num_heads,
+            "num_layers": model.num_layers,
+            "prompt_tuning_init": "RANDOM",
+            "inference_mode": true,
+        }));
+    }
     if cfg.method == MethodKind::Ia3 {
         let ff: Vec<&String> = cfg
             .ia3
@@ -571,7 +594,7 @@ impl Loop<'_> {
                 let f = tmp.join("optimizer.safetensors");
                 candle_core::safetensors::save(&self.opt.state_tensors(), &f).map_err(io(&f))?;
             }
-            if let Some(c) = peft_adapter_config(self.cfg, &self.base_model) {
+            if let Some(c) = peft_adapter_config(self.cfg, &self.base_model, &self.model.config) {
                 let f = tmp.join("adapter_config.json");
                 let text = serde_json::to_string_pretty(&c).map_err(io(&f))?;
                 std::fs::write(&f, text).map_err(io(&f))?;
@@ -1029,7 +1052,12 @@ mod tests {
     fn method_gradients_match_finite_differences() {
         // DoRA is left out on purpose: like PEFT it detaches the weight norm, so its A and B
         // gradients are not those of the function (tests/python checks them against PEFT's).
-        for method in [MethodKind::Lora, MethodKind::Ia3, MethodKind::Bitfit] {
+        for method in [
+            MethodKind::Lora,
+            MethodKind::Ia3,
+            MethodKind::Bitfit,
+            MethodKind::PromptTuning,
+        ] {
             method_gradient_check(method);
         }
     }
@@ -1039,6 +1067,7 @@ mod tests {
         let mut c = cfg(method);
         c.lora.dropout = 0.0;
         c.lora.targets = vec!["q_proj".into(), "v_proj".into(), "down_proj".into()];
+        c.prompt.n_virtual_tokens = 3;
         let params = methods::apply(&mut model, &c).unwrap();
         assert!(!params.is_empty(), "{method:?}");
         // Move every trainable value off its init (LoRA's B = 0 would zero A's gradient,
@@ -1170,7 +1199,10 @@ mod tests {
             c.max_steps = Some(15);
             c.freeze.trainable_layers = 1;
             // scaling vectors and biases are few parameters: they need a larger step
-            if matches!(method, MethodKind::Ia3 | MethodKind::Bitfit) {
+            if matches!(
+                method,
+                MethodKind::Ia3 | MethodKind::Bitfit | MethodKind::PromptTuning
+            ) {
                 c.lr = Some(1e-1);
             }
             let (s, events) = run(&mut model, &c, tmp.path(), None, None);
@@ -1178,7 +1210,7 @@ mod tests {
             let best = s.best_eval_loss.unwrap();
             // (IA)3 and BitFit can only rescale / shift: a smaller but clear drop
             let bar = match method {
-                MethodKind::Ia3 | MethodKind::Bitfit => 0.97,
+                MethodKind::Ia3 | MethodKind::Bitfit | MethodKind::PromptTuning => 0.97,
                 _ => 0.9,
             };
             assert!(best < first * bar, "{method:?}: eval {first} -> {best}");

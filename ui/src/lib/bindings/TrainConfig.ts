@@ -4,6 +4,7 @@ import type { Ia3Config } from "./Ia3Config";
 import type { LoraConfig } from "./LoraConfig";
 import type { LoraPlusConfig } from "./LoraPlusConfig";
 import type { MethodKind } from "./MethodKind";
+import type { PromptConfig } from "./PromptConfig";
 import type { Schedule } from "./Schedule";
 
 export type TrainConfig = { method: MethodKind, 
@@ -50,4 +51,4 @@ early_stopping_patience: number,
 /**
  * Tokens generated from an eval prompt at each evaluation (0 = no samples).
  */
-sample_tokens: number, seed: number, gradient_checkpointing: boolean, device: string, dtype: string, lora: LoraConfig, lora_plus: LoraPlusConfig, ia3: Ia3Config, freeze: FreezeConfig, };
+sample_tokens: number, seed: number, gradient_checkpointing: boolean, device: string, dtype: string, lora: LoraConfig, lora_plus: LoraPlusConfig, ia3: Ia3Config, prompt: PromptConfig, freeze: FreezeConfig, };
