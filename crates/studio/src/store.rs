@@ -20,7 +20,7 @@ pub enum StoreError {
         #[source]
         source: sqlx::migrate::MigrateError,
     },
-    #[error("{}: cannot take the migration lock: {message}", path.display())]
+    #[error("{}: cannot take the lock for opening the database: {message}", path.display())]
     Lock { path: PathBuf, message: String },
     #[error("database query failed: {0}")]
     Query(#[from] sqlx::Error),
@@ -46,17 +46,10 @@ impl Store {
             .foreign_keys(true)
             // A second client (CLI beside the window) waits for the write lock, not errors.
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(|source| StoreError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        // SQLite has no migration lock in sqlx: two processes opening a new database at once
-        // would both apply migration 1. A lock file beside the database serialises them.
-        let lock_path = path.with_extension("db-migrate.lock");
+        // sqlx has no migration lock for SQLite, and switching a new database to WAL needs
+        // it to itself: two processes opening a fresh data directory at once would both try.
+        // A lock file beside the database serialises opening and migrating (milliseconds).
+        let lock_path = path.with_extension("db-open.lock");
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -66,6 +59,14 @@ impl Store {
             .map_err(|e| StoreError::Lock {
                 path: lock_path.clone(),
                 message: e.to_string(),
+            })?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
             })?;
         let migrated = MIGRATOR.run(&pool).await;
         drop(lock);
