@@ -133,6 +133,29 @@ def test_trained_adapter_loads_in_peft_with_the_same_nll(run, home, tmp_path, ti
     assert max(abs(a - b) for a, b in zip(ours["token_nll"], base["token_nll"])) > 1e-3, "the adapter changed nothing"
 
 
+def test_houlsby_adapters_train_save_and_reload(run, home, tmp_path, tiny, text_data):
+    from safetensors.torch import load_file as load_st
+
+    evs = events(run("train", "--model", str(tiny), "--data", str(text_data), "--method", "adapter",
+                     "--set", "adapter.bottleneck=8", "--set", "max_steps=8", "--set", "lr=1e-2",
+                     "--set", "eval_every=4", "--set", "sample_tokens=0", "--json").stdout)
+    evals = [e["eval_loss"] for e in evs if e["event"] == "eval"]
+    assert evals[-1] < evals[0], evals
+    started = evs[0]
+    layers, hidden = 2, 64
+    assert started["trainable_params"] == layers * 2 * (8 * hidden + 8 + hidden * 8 + hidden)
+    saved = load_st(home / "runs" / evs[-1]["run_id"] / "checkpoints" / "last" / "trainable.safetensors")
+    assert len(saved) == layers * 2 * 4 and saved["model.layers.1.adapter_ffn.down.weight"].shape == (8, hidden)
+    text = tmp_path / "t.txt"
+    text.write_text(tm.TEXT)
+    base = json.loads(run("score", "--model", str(tiny), "--text-file", str(text), "--json").stdout)
+    tuned = json.loads(run("score", "--model", str(tiny), "--adapter", evs[-1]["run_id"], "--text-file", str(text),
+                           "--json").stdout)
+    assert tuned["mean_nll"] != base["mean_nll"]
+    expect_user_error(run, ["train", "--model", str(tiny), "--data", str(text_data), "--method", "adapter",
+                            "--set", "adapter.bottleneck=64"], "adapter.bottleneck", "hidden size (64)")
+
+
 def events(stdout: str):
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 

@@ -56,7 +56,7 @@ enum Command {
         /// A registered dataset id or a file (registered on the way).
         #[arg(long)]
         data: String,
-        /// full, freeze, lora, lora_plus, dora, ia3, bitfit or prompt_tuning (default: lora, or what
+        /// full, freeze, lora, lora_plus, dora, ia3, bitfit, prompt_tuning or adapter (default: lora, or what
         /// --config says);
         /// a comma list queues one run per method on the same data and seed, then compares them.
         #[arg(long)]

@@ -19,6 +19,8 @@ pub enum MethodKind {
     Dora,
     /// Trainable virtual-token embeddings in front of every input.
     PromptTuning,
+    /// Houlsby adapters: bottleneck MLPs after the attention and the FFN of every layer.
+    Adapter,
     /// (IA)3: learned scaling vectors on k, v and the FFN.
     Ia3,
     /// Only the bias terms train.
@@ -26,13 +28,14 @@ pub enum MethodKind {
 }
 
 impl MethodKind {
-    pub const ALL: [MethodKind; 8] = [
+    pub const ALL: [MethodKind; 9] = [
         MethodKind::Full,
         MethodKind::Freeze,
         MethodKind::Lora,
         MethodKind::LoraPlus,
         MethodKind::Dora,
         MethodKind::PromptTuning,
+        MethodKind::Adapter,
         MethodKind::Ia3,
         MethodKind::Bitfit,
     ];
@@ -45,6 +48,7 @@ impl MethodKind {
             MethodKind::LoraPlus => "lora_plus",
             MethodKind::Dora => "dora",
             MethodKind::PromptTuning => "prompt_tuning",
+            MethodKind::Adapter => "adapter",
             MethodKind::Ia3 => "ia3",
             MethodKind::Bitfit => "bitfit",
         }
@@ -83,6 +87,7 @@ impl MethodKind {
             MethodKind::Lora | MethodKind::LoraPlus | MethodKind::Dora => 2e-4,
             MethodKind::Ia3 => 3e-3,
             MethodKind::PromptTuning => 3e-2,
+            MethodKind::Adapter => 1e-3,
             MethodKind::Bitfit => 1e-3,
         }
     }
@@ -94,6 +99,7 @@ impl MethodKind {
             | MethodKind::LoraPlus
             | MethodKind::Dora
             | MethodKind::PromptTuning
+            | MethodKind::Adapter
             | MethodKind::Ia3
             | MethodKind::Bitfit => 0.0,
         }
@@ -162,6 +168,20 @@ impl Default for Ia3Config {
         Self {
             targets: ["k_proj", "v_proj", "down_proj"].map(String::from).to_vec(),
         }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[serde(default)]
+#[ts(export)]
+pub struct AdapterConfig {
+    /// Width of the bottleneck (16–256 is the useful range).
+    pub bottleneck: usize,
+}
+
+impl Default for AdapterConfig {
+    fn default() -> Self {
+        Self { bottleneck: 64 }
     }
 }
 
@@ -263,6 +283,7 @@ pub struct TrainConfig {
     pub lora_plus: LoraPlusConfig,
     pub ia3: Ia3Config,
     pub prompt: PromptConfig,
+    pub adapter: AdapterConfig,
     pub freeze: FreezeConfig,
 }
 
@@ -296,6 +317,7 @@ impl Default for TrainConfig {
             lora_plus: LoraPlusConfig::default(),
             ia3: Ia3Config::default(),
             prompt: PromptConfig::default(),
+            adapter: AdapterConfig::default(),
             freeze: FreezeConfig::default(),
         }
     }
@@ -334,6 +356,7 @@ pub const KEYS: &[&str] = &[
     "lora_plus.lr_ratio",
     "ia3.targets",
     "prompt.n_virtual_tokens",
+    "adapter.bottleneck",
     "freeze.trainable_layers",
     "freeze.train_norm",
     "freeze.train_head",
@@ -498,6 +521,7 @@ impl TrainConfig {
             "lora_plus.lr_ratio" => self.lora_plus.lr_ratio = float_in(key, v, 1e-3, 1e4)?,
             "ia3.targets" => self.ia3.targets = parse_targets(key, v)?,
             "prompt.n_virtual_tokens" => self.prompt.n_virtual_tokens = positive(key, v)?,
+            "adapter.bottleneck" => self.adapter.bottleneck = positive(key, v)?,
             "freeze.trainable_layers" => self.freeze.trainable_layers = positive(key, v)?,
             "freeze.train_norm" => self.freeze.train_norm = boolean(key, v)?,
             "freeze.train_head" => self.freeze.train_head = boolean(key, v)?,
@@ -550,6 +574,12 @@ impl TrainConfig {
             return Err(format!(
                 "`prompt.n_virtual_tokens` is {} but must be below `seq_len` ({})",
                 self.prompt.n_virtual_tokens, self.seq_len
+            ));
+        }
+        if self.method == MethodKind::Adapter && self.adapter.bottleneck >= model.hidden_size {
+            return Err(format!(
+                "`adapter.bottleneck` is {} but must be below the hidden size ({})",
+                self.adapter.bottleneck, model.hidden_size
             ));
         }
         if self.method == MethodKind::Bitfit && !(model.qkv_bias || model.o_bias || model.mlp_bias)

@@ -6,7 +6,7 @@
 //! are the keys of checkpoints and exports.
 
 use crate::config::{MethodKind, TrainConfig};
-use crate::model::{DecoderModel, Ia3Scale, Linear, LoraWeights};
+use crate::model::{Bottleneck, DecoderModel, Ia3Scale, Linear, LoraWeights};
 use crate::optim::Param;
 use candle_core::{Result, Tensor, Var};
 
@@ -157,6 +157,47 @@ pub fn apply(model: &mut DecoderModel, cfg: &TrainConfig) -> Result<Vec<Param>> 
                 weight_decay: wd,
             });
         }
+        MethodKind::Adapter => {
+            // down: U(±1/√hidden) like a fresh nn.Linear; up: zeros, so each adapter starts
+            // as the identity and the model as the base model
+            let bn = cfg.adapter.bottleneck;
+            let mut rng = InitRng(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 3);
+            let (device, dtype) = (model.device.clone(), model.dtype);
+            let h = model.config.hidden_size;
+            for (l, layer) in model.layers.iter_mut().enumerate() {
+                let mut make = |which: &str| -> Result<Bottleneck> {
+                    let bound = 1.0 / (h as f32).sqrt();
+                    let d: Vec<f32> = (0..bn * h).map(|_| rng.uniform(-bound, bound)).collect();
+                    let vars = [
+                        (
+                            "down.weight",
+                            Var::from_tensor(
+                                &Tensor::from_vec(d, (bn, h), &device)?.to_dtype(dtype)?,
+                            )?,
+                        ),
+                        ("down.bias", Var::zeros(bn, dtype, &device)?),
+                        ("up.weight", Var::zeros((h, bn), dtype, &device)?),
+                        ("up.bias", Var::zeros(h, dtype, &device)?),
+                    ];
+                    for (n, v) in &vars {
+                        params.push(Param {
+                            name: format!("model.layers.{l}.{which}.{n}"),
+                            var: v.clone(),
+                            lr_scale: 1.0,
+                            weight_decay: if n.ends_with("weight") { wd } else { 0.0 },
+                        });
+                    }
+                    let t = |i: usize| vars[i].1.as_tensor().clone();
+                    Ok(Bottleneck {
+                        down: Linear::new(t(0), Some(t(1))),
+                        up: Linear::new(t(2), Some(t(3))),
+                    })
+                };
+                let attn = make("adapter_attn")?;
+                let ffn = make("adapter_ffn")?;
+                layer.adapters = Some((attn, ffn));
+            }
+        }
         MethodKind::Bitfit => {
             visit_mut(model, |name, t| {
                 if name.ends_with(".bias") {
@@ -261,6 +302,13 @@ pub fn count_params(model: &DecoderModel) -> usize {
                 n += s.scale.elem_count();
             }
         }
+        if let Some((a, f)) = &layer.adapters {
+            for b in [a, f] {
+                for lin in [&b.down, &b.up] {
+                    n += lin.weight.elem_count() + lin.bias.as_ref().map_or(0, |b| b.elem_count());
+                }
+            }
+        }
     }
     n
 }
@@ -359,7 +407,21 @@ pub fn load_adapter_dir(
             dir.display()
         ));
     }
-    let tensors = candle_core::safetensors::load(&wf, &model.device).map_err(|e| err(&wf, &e))?;
+    let mut tensors =
+        candle_core::safetensors::load(&wf, &model.device).map_err(|e| err(&wf, &e))?;
+    if let Some(down) = tensors.get("model.layers.0.adapter_attn.down.weight") {
+        // Houlsby adapters: rebuild them at the saved width, then load
+        let mut c = TrainConfig::for_method(MethodKind::Adapter);
+        c.adapter.bottleneck = down.dim(0).map_err(|e| err(&wf, &e))?;
+        let params = apply(model, &c).map_err(|e| err(dir, &e))?;
+        load_params(&params, &tensors).map_err(|e| err(&wf, &e))?;
+        for p in &params {
+            tensors.remove(&p.name);
+        }
+        if tensors.is_empty() {
+            return Ok(MethodKind::Adapter);
+        }
+    }
     let mut used = 0;
     let dtype = model.dtype;
     visit_mut(model, |name, t| {

@@ -178,12 +178,28 @@ pub struct Mlp {
     pub down_proj: Linear,
 }
 
+/// A Houlsby bottleneck: `h + up(relu(down(h)))`.
+#[derive(Debug, Clone)]
+pub struct Bottleneck {
+    pub down: Linear,
+    pub up: Linear,
+}
+
+impl Bottleneck {
+    pub fn forward(&self, h: &Tensor, mode: &TrainMode) -> Result<Tensor> {
+        let z = self.down.forward_mode(h, mode)?.relu()?;
+        h + self.up.forward_mode(&z, mode)?
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Layer {
     pub input_layernorm: Tensor,
     pub self_attn: Attention,
     pub post_attention_layernorm: Tensor,
     pub mlp: Mlp,
+    /// Houlsby adapters after the attention output and after the FFN output.
+    pub adapters: Option<(Bottleneck, Bottleneck)>,
 }
 
 /// Keys and values of earlier positions, one `(k, v)` per layer, `[b, kv_heads, T, d]`.
@@ -327,6 +343,7 @@ impl DecoderModel {
                     up_proj: linear(&mut w, &format!("{p}.mlp.up_proj"), i, h, c.mlp_bias)?,
                     down_proj: linear(&mut w, &format!("{p}.mlp.down_proj"), h, i, c.mlp_bias)?,
                 },
+                adapters: None,
             });
         }
         let norm = w.take("model.norm.weight", &[h])?;
@@ -429,6 +446,10 @@ impl DecoderModel {
         let layer = &self.layers[l];
         let h = ops::rms_norm(x, &layer.input_layernorm, c.rms_norm_eps, ops)?;
         let a = self.attention(&layer.self_attn, &h, rope, offset, slot, ops)?;
+        let a = match &layer.adapters {
+            Some((after_attn, _)) => after_attn.forward(&a, &self.mode)?,
+            None => a,
+        };
         let x = (x + a)?;
         let h = ops::rms_norm(&x, &layer.post_attention_layernorm, c.rms_norm_eps, ops)?;
         let m = &layer.mlp;
@@ -439,6 +460,10 @@ impl DecoderModel {
             )?,
             &self.mode,
         )?;
+        let y = match &layer.adapters {
+            Some((_, after_ffn)) => after_ffn.forward(&y, &self.mode)?,
+            None => y,
+        };
         x + y
     }
 

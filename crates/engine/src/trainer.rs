@@ -1002,6 +1002,8 @@ mod tests {
         c.lr = Some(1e-2);
         c.seq_len = 32;
         c.lora.dropout = 0.1;
+        c.adapter.bottleneck = 4;
+        c.prompt.n_virtual_tokens = 4;
         c
     }
 
@@ -1057,6 +1059,7 @@ mod tests {
             MethodKind::Ia3,
             MethodKind::Bitfit,
             MethodKind::PromptTuning,
+            MethodKind::Adapter,
         ] {
             method_gradient_check(method);
         }
@@ -1068,6 +1071,7 @@ mod tests {
         c.lora.dropout = 0.0;
         c.lora.targets = vec!["q_proj".into(), "v_proj".into(), "down_proj".into()];
         c.prompt.n_virtual_tokens = 3;
+        c.adapter.bottleneck = 4;
         let params = methods::apply(&mut model, &c).unwrap();
         assert!(!params.is_empty(), "{method:?}");
         // Move every trainable value off its init (LoRA's B = 0 would zero A's gradient,
