@@ -97,8 +97,22 @@ fn table(runs: &[RunView]) -> String {
     md
 }
 
+/// DejaVu Sans (Bitstream Vera licence, `assets/fonts/`), embedded so PNG charts need no
+/// system fonts or fontconfig.
+static FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
+
+fn register_font() -> Result<(), String> {
+    static ONCE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+            .map_err(|_| "the embedded chart font is unreadable".to_string())
+    })
+    .clone()
+}
+
 /// Write `report.md`, `train-loss.{svg,png}` and `eval-loss.{svg,png}` into `out`.
 pub fn write(c: &Comparison, out: &Path) -> Result<Report, String> {
+    register_font()?;
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let mut charts = vec![];
     let mut skipped = vec![];
