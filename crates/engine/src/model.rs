@@ -70,14 +70,6 @@ impl TrainMode {
         let n = x.elem_count();
         let mut s = self.rng.fetch_add(1, Ordering::Relaxed);
         let keep = 1.0 / (1.0 - p);
-        if x.device().is_cuda() {
-            // On the GPU, draw the mask there: the device generator reseeded from the counter
-            // keeps masks a pure function of the stream state (resume stays exact on CUDA).
-            let seed = (s ^ 0x5DEE_CE66_D1CE_4E5B).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            x.device().set_seed(seed)?;
-            let u = Tensor::rand(0f32, 1f32, x.shape(), x.device())?;
-            return u.ge(p as f64)?.to_dtype(x.dtype())? * keep as f64;
-        }
         let mut mask = Vec::with_capacity(n);
         // splitmix64 seeded from the counter: one draw per mask, then xorshift per element
         s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
