@@ -5,17 +5,13 @@ use crate::UserError;
 use std::path::Path;
 use std::process::ExitCode;
 use whetstone_studio::datasets::{self, DatasetRecord, DatasetsError};
-use whetstone_studio::{DataDir, DatasetFormat};
+use whetstone_studio::DatasetFormat;
 
 pub fn datasets_error(e: DatasetsError) -> anyhow::Error {
     match e {
         DatasetsError::Store(s) => anyhow::anyhow!(s),
         other => UserError(other.to_string()).into(),
     }
-}
-
-fn data_dir() -> anyhow::Result<DataDir> {
-    DataDir::locate().map_err(|e| UserError(e.to_string()).into())
 }
 
 pub async fn add(
@@ -40,7 +36,7 @@ pub async fn add(
     let store = open_store().await?;
     let (rec, data) = datasets::add(
         &store,
-        &data_dir()?.datasets(),
+        &crate::train::data_dir()?.datasets(),
         file,
         format,
         columns,

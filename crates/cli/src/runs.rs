@@ -3,12 +3,7 @@
 use crate::models::open_store;
 use crate::train::run_error;
 use std::process::ExitCode;
-use whetstone_studio::history::{self, RunView};
-
-fn opt(v: Option<f64>, digits: usize) -> String {
-    v.map(|x| format!("{x:.digits$}"))
-        .unwrap_or_else(|| "-".into())
-}
+use whetstone_studio::history::{self, fmt as opt, RunView};
 
 fn mib(v: Option<i64>) -> String {
     v.map(|b| format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64))

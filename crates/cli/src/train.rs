@@ -314,10 +314,7 @@ pub async fn demo(steps: u64, json: bool) -> anyhow::Result<ExitCode> {
         .map_err(model_error)?;
     let sample = dir.datasets().join("whetstone-demo-extract.jsonl");
     if std::fs::read_to_string(&sample).ok().as_deref() != Some(SAMPLE) {
-        let tmp = sample.with_extension("tmp");
-        std::fs::write(&tmp, SAMPLE)
-            .and_then(|_| std::fs::rename(&tmp, &sample))
-            .map_err(|e| UserError(format!("{}: {e}", sample.display())))?;
+        whetstone_studio::paths::write_atomically(&sample, SAMPLE.as_bytes()).map_err(UserError)?;
     }
     let mut cfg = TrainConfig::for_method(MethodKind::Lora);
     cfg.max_steps = Some(steps);

@@ -681,9 +681,9 @@ pub fn load(
     })
 }
 
-/// Deterministic train/eval split: a seeded shuffle of the indices, the last
-/// `eval_fraction` (at least one record when the fraction is positive and n > 1) to eval.
-pub fn split(n: usize, eval_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+/// A seeded permutation of `0..n` (Fisher–Yates over xorshift64): the same on every
+/// platform, so splits and epoch orders are reproducible.
+pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..n).collect();
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     for i in (1..n).rev() {
@@ -692,6 +692,13 @@ pub fn split(n: usize, eval_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>
         s ^= s << 17;
         idx.swap(i, (s % (i as u64 + 1)) as usize);
     }
+    idx
+}
+
+/// Deterministic train/eval split: a seeded shuffle of the indices, the last
+/// `eval_fraction` (at least one record when the fraction is positive and n > 1) to eval.
+pub fn split(n: usize, eval_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut idx = permutation(n, seed);
     let mut n_eval = (n as f64 * eval_fraction).round() as usize;
     if eval_fraction > 0.0 && n > 1 {
         n_eval = n_eval.clamp(1, n - 1);

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+use whetstone_data::dataset::permutation;
 use whetstone_data::Tokenized;
 use whetstone_formats::ModelTokenizer;
 
@@ -320,19 +321,6 @@ fn read_status_kb(key: &str) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
-}
-
-/// A seeded permutation of `0..n` (Fisher–Yates over xorshift64).
-fn permutation(n: usize, seed: u64) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..n).collect();
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    for i in (1..n).rev() {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        idx.swap(i, (s % (i as u64 + 1)) as usize);
-    }
-    idx
 }
 
 /// Concatenate examples (in order) into rows of exactly `seq_len + 1` tokens; the last,

@@ -1,6 +1,6 @@
 //! Run history: list, show, compare and delete runs, and recover runs a crash left behind.
 
-use crate::runs::{get, RunError, RunRecord};
+use crate::runs::{get, pid_alive, RunError, RunRecord};
 use crate::store::Store;
 use serde::Serialize;
 use serde_json::Value;
@@ -86,7 +86,8 @@ impl RunView {
     }
 }
 
-fn fmt(v: Option<f64>, digits: usize) -> String {
+/// A number with `digits` decimals, or `-` when there is none.
+pub fn fmt(v: Option<f64>, digits: usize) -> String {
     v.map(|x| format!("{x:.digits$}"))
         .unwrap_or_else(|| "-".into())
 }
@@ -123,10 +124,6 @@ pub fn metric_rows() -> Vec<MetricRow> {
                 .map_or("-".into(), |b| format!("{:.1}", b as f64 / 1024.0))
         }),
     ]
-}
-
-fn pid_alive(pid: i64) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Runs the database says are running but whose process is gone (killed, crashed, power
@@ -166,11 +163,15 @@ pub async fn list(store: &Store) -> Result<Vec<RunView>, RunError> {
     Ok(rows.iter().map(RunView::from_record).collect())
 }
 
-pub async fn show(store: &Store, id: &str) -> Result<RunView, RunError> {
-    let r = get(store, id)
+/// The run `id`, or the user error naming it.
+async fn require(store: &Store, id: &str) -> Result<RunRecord, RunError> {
+    get(store, id)
         .await?
-        .ok_or_else(|| RunError::User(format!("no run `{id}` (see `whetstone runs list`)")))?;
-    Ok(RunView::from_record(&r))
+        .ok_or_else(|| RunError::User(format!("no run `{id}` (see `whetstone runs list`)")))
+}
+
+pub async fn show(store: &Store, id: &str) -> Result<RunView, RunError> {
+    Ok(RunView::from_record(&require(store, id).await?))
 }
 
 /// `(step, value)` pairs of one curve: `kind` is `train` or `eval`.
@@ -216,9 +217,7 @@ pub async fn compare(store: &Store, ids: &[String]) -> Result<Comparison, RunErr
 /// Delete a run: its rows (metrics and events cascade) and its folder. A run that another
 /// process is still training is refused.
 pub async fn delete(store: &Store, id: &str) -> Result<RunView, RunError> {
-    let r = get(store, id)
-        .await?
-        .ok_or_else(|| RunError::User(format!("no run `{id}` (see `whetstone runs list`)")))?;
+    let r = require(store, id).await?;
     if r.status == "running" && r.pid.is_some_and(pid_alive) {
         return Err(RunError::User(format!(
             "run {id} is still running (process {}); stop it first",

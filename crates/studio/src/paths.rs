@@ -73,6 +73,15 @@ impl DataDir {
     }
 }
 
+/// Write a file the user cares about through a temporary name and a rename, so a crash
+/// leaves the old file or the new one, never half of one. Errors name the file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -171,10 +171,7 @@ pub fn write(c: &Comparison, out: &Path) -> Result<Report, String> {
         }
     }
     let path = out.join("report.md");
-    let tmp = out.join(".report.md.tmp");
-    std::fs::write(&tmp, md)
-        .and_then(|_| std::fs::rename(&tmp, &path))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    crate::paths::write_atomically(&path, md.as_bytes())?;
     Ok(Report {
         markdown: path,
         charts,

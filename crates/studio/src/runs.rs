@@ -4,7 +4,7 @@
 
 use crate::datasets::{self, DatasetRecord, DatasetsError};
 use crate::models::{self, ModelError};
-use crate::paths::DataDir;
+use crate::paths::{write_atomically, DataDir};
 use crate::store::{Store, StoreError};
 use candle_core::DType;
 use serde::Serialize;
@@ -188,13 +188,6 @@ fn write_manifest(
     )
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| format!("{}: {e}", path.display()))
-}
-
 /// The training and eval examples of a dataset, rendered and tokenized for `source`.
 pub fn prepare_data(
     source: &ModelSource,
@@ -273,7 +266,8 @@ pub struct ExecOptions {
     pub dump_first_grads: Option<PathBuf>,
 }
 
-fn pid_alive(pid: i64) -> bool {
+/// Whether a process with this id exists (Linux; elsewhere always false).
+pub(crate) fn pid_alive(pid: i64) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
