@@ -92,6 +92,11 @@ def test_lora_gradients_match_peft(run, tmp_path, tiny, text_data, dora):
     ("dora", ["--set", "lora.targets=q_proj,k_proj,o_proj,up_proj"], "LORA"),
     ("ia3", ["--set", "lr=5e-2", "--set", "ia3.targets=k_proj,v_proj,up_proj,down_proj"], "IA3"),
     ("prompt_tuning", ["--set", "lr=5e-2", "--set", "prompt.n_virtual_tokens=5"], "PROMPT_TUNING"),
+    # the MLP trains, the saved prefixes are its output; PEFT loads them as past key/values
+    ("prefix_tuning", ["--set", "prompt.n_virtual_tokens=6", "--set", "prefix.encoder_hidden=24"], "PREFIX_TUNING"),
+    ("p_tuning_v2", ["--set", "prompt.n_virtual_tokens=4"], "PREFIX_TUNING"),
+    # LoRA trained over the NF4 base: the adapter is a plain PEFT LoRA adapter
+    ("qlora", ["--set", "lora.r=4"], "LORA"),
 ])
 def test_trained_adapter_loads_in_peft_with_the_same_nll(run, home, tmp_path, tiny, text_data, method, extra,
                                                           peft_type):

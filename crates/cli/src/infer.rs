@@ -16,7 +16,12 @@ fn inference_error(e: InferenceError) -> anyhow::Error {
     }
 }
 
-async fn load(model: &str, adapter: Option<&str>, device: &str) -> anyhow::Result<Loaded> {
+async fn load(
+    model: &str,
+    adapter: Option<&str>,
+    device: &str,
+    nf4: bool,
+) -> anyhow::Result<Loaded> {
     let store = open_store().await?;
     let path: PathBuf = models::resolve(&store, model).await.map_err(model_error)?;
     let adapter = match adapter {
@@ -29,7 +34,7 @@ async fn load(model: &str, adapter: Option<&str>, device: &str) -> anyhow::Resul
     };
     store.close().await;
     let device = device.to_string();
-    tokio::task::spawn_blocking(move || inference::load(&path, &device, adapter.as_deref()))
+    tokio::task::spawn_blocking(move || inference::load(&path, &device, adapter.as_deref(), nf4))
         .await?
         .map_err(inference_error)
 }
@@ -39,11 +44,12 @@ pub async fn score(
     adapter: Option<&str>,
     text_file: &Path,
     device: &str,
+    nf4: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(text_file)
         .map_err(|e| UserError(format!("{}: cannot read: {e}", text_file.display())))?;
-    let loaded = load(model, adapter, device).await?;
+    let loaded = load(model, adapter, device, nf4).await?;
     let file = text_file.to_path_buf();
     let report = tokio::task::spawn_blocking(move || inference::score(&loaded, &text, &file))
         .await?
@@ -71,7 +77,7 @@ pub struct ChatArgs {
 }
 
 pub async fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
-    let loaded = load(&a.model, a.adapter.as_deref(), &a.device).await?;
+    let loaded = load(&a.model, a.adapter.as_deref(), &a.device, false).await?;
     let json = a.json;
     let result = tokio::task::spawn_blocking(move || -> Result<_, InferenceError> {
         let ids = inference::chat_prompt(&loaded.source, &a.prompt, a.system.as_deref(), a.raw)?;

@@ -5,6 +5,7 @@
 mod datasets;
 mod doctor;
 mod infer;
+mod methods;
 mod models;
 mod runs;
 mod train;
@@ -56,8 +57,8 @@ enum Command {
         /// A registered dataset id or a file (registered on the way).
         #[arg(long)]
         data: String,
-        /// full, freeze, lora, lora_plus, dora, ia3, bitfit, prompt_tuning or adapter (default: lora, or what
-        /// --config says);
+        /// full, freeze, lora, qlora, dora, lora_plus, ia3, bitfit, prompt_tuning, prefix_tuning,
+        /// p_tuning_v2 or adapter (default: lora, or what --config says);
         /// a comma list queues one run per method on the same data and seed, then compares them.
         #[arg(long)]
         method: Option<String>,
@@ -73,6 +74,43 @@ enum Command {
         /// (oracle tests).
         #[arg(long, hide = true)]
         dump_first_grads: Option<PathBuf>,
+    },
+    /// The method comparison table with live numbers for a model on this machine.
+    Methods {
+        /// A registered model id, an HF model folder or a .gguf file (default: the demo model).
+        #[arg(long)]
+        model: Option<String>,
+        /// cpu, cuda:N or metal (default: the first GPU, else the CPU).
+        #[arg(long)]
+        device: Option<String>,
+        /// Run settings every row uses, e.g. batch_size=8 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Trainable parameters and peak memory of one method before training.
+    Estimate {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        method: String,
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure NF4's resident bytes per parameter (bench/qlora_memory.py).
+    #[command(hide = true)]
+    MeasureNf4 {
+        #[arg(long, default_value_t = 576)]
+        rows: usize,
+        #[arg(long, default_value_t = 1536)]
+        cols: usize,
+        #[arg(long, default_value_t = 200)]
+        count: usize,
     },
     /// Run history: list, show, compare and delete runs.
     Runs {
@@ -106,6 +144,9 @@ enum Command {
         /// cpu, cuda, cuda:N or metal.
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Store the decoder linears as NF4 while loading (the base QLoRA trains on).
+        #[arg(long)]
+        nf4: bool,
         #[arg(long)]
         json: bool,
     },
@@ -321,6 +362,29 @@ fn main() -> ExitCode {
                 })
                 .await
             }
+            Command::Methods {
+                model,
+                device,
+                sets,
+                json,
+            } => methods::methods(model.as_deref(), device.as_deref(), &sets, json).await,
+            Command::Estimate {
+                model,
+                method,
+                device,
+                sets,
+                json,
+            } => methods::estimate(&model, &method, device.as_deref(), &sets, json).await,
+            Command::MeasureNf4 { rows, cols, count } => {
+                let (bytes, params) =
+                    whetstone_studio::measure_nf4(rows, cols, count).map_err(UserError)?;
+                println!(
+                    "{}",
+                    serde_json::json!({"resident_bytes": bytes, "params": params,
+                        "bits_per_param": 8.0 * bytes as f64 / params as f64})
+                );
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Runs { command } => match command {
                 RunsCommand::List { json } => runs::list(json).await,
                 RunsCommand::Show { id, json } => runs::show(&id, json).await,
@@ -335,8 +399,9 @@ fn main() -> ExitCode {
                 adapter,
                 text_file,
                 device,
+                nf4,
                 json,
-            } => infer::score(&model, adapter.as_deref(), &text_file, &device, json).await,
+            } => infer::score(&model, adapter.as_deref(), &text_file, &device, nf4, json).await,
             Command::Chat {
                 model,
                 adapter,

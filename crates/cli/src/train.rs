@@ -37,7 +37,7 @@ pub fn build_config(
             .map_err(UserError)?;
     }
     if let Some(m) = method {
-        cfg.method = MethodKind::parse(m).map_err(UserError)?;
+        cfg.set_method(MethodKind::parse(m).map_err(UserError)?);
     }
     for s in sets {
         cfg.set_pair(s)
@@ -333,7 +333,7 @@ pub async fn demo(steps: u64, json: bool) -> anyhow::Result<ExitCode> {
     }
     let mp = model_path.clone();
     let before = tokio::task::spawn_blocking(move || {
-        let loaded = whetstone_studio::inference::load(&mp, "cpu", None)
+        let loaded = whetstone_studio::inference::load(&mp, "cpu", None, false)
             .map_err(|e| anyhow::anyhow!(e.to_string()))?;
         generate_demo(&loaded)
     })
@@ -358,7 +358,7 @@ pub async fn demo(steps: u64, json: bool) -> anyhow::Result<ExitCode> {
         .map_err(run_error)?;
     store.close().await;
     let after = tokio::task::spawn_blocking(move || {
-        let loaded = whetstone_studio::inference::load(&model_path, "cpu", Some(&adapter))
+        let loaded = whetstone_studio::inference::load(&model_path, "cpu", Some(&adapter), false)
             .map_err(|e| anyhow::anyhow!(e.to_string()))?;
         generate_demo(&loaded)
     })

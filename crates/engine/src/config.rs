@@ -13,6 +13,8 @@ pub enum MethodKind {
     Full,
     Freeze,
     Lora,
+    /// LoRA over a frozen base stored as NF4 (4-bit NormalFloat, double-quantized maxima).
+    Qlora,
     /// LoRA with a higher learning rate for B (`lora_plus.lr_ratio` × A's).
     LoraPlus,
     /// Weight-decomposed LoRA: LoRA's direction with a learned per-output magnitude.
@@ -25,19 +27,27 @@ pub enum MethodKind {
     Ia3,
     /// Only the bias terms train.
     Bitfit,
+    /// Per-layer key/value prefixes, produced by a 2-layer MLP while training.
+    PrefixTuning,
+    /// P-Tuning v2: the same deep prefixes, trained directly (no MLP).
+    PTuningV2,
 }
 
 impl MethodKind {
-    pub const ALL: [MethodKind; 9] = [
+    /// In the comparison table's order (DESIGN.md §3).
+    pub const ALL: [MethodKind; 12] = [
         MethodKind::Full,
         MethodKind::Freeze,
         MethodKind::Lora,
-        MethodKind::LoraPlus,
+        MethodKind::Qlora,
         MethodKind::Dora,
-        MethodKind::PromptTuning,
-        MethodKind::Adapter,
+        MethodKind::LoraPlus,
         MethodKind::Ia3,
         MethodKind::Bitfit,
+        MethodKind::PromptTuning,
+        MethodKind::PrefixTuning,
+        MethodKind::PTuningV2,
+        MethodKind::Adapter,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,20 +55,28 @@ impl MethodKind {
             MethodKind::Full => "full",
             MethodKind::Freeze => "freeze",
             MethodKind::Lora => "lora",
+            MethodKind::Qlora => "qlora",
             MethodKind::LoraPlus => "lora_plus",
             MethodKind::Dora => "dora",
             MethodKind::PromptTuning => "prompt_tuning",
             MethodKind::Adapter => "adapter",
             MethodKind::Ia3 => "ia3",
             MethodKind::Bitfit => "bitfit",
+            MethodKind::PrefixTuning => "prefix_tuning",
+            MethodKind::PTuningV2 => "p_tuning_v2",
         }
+    }
+
+    /// Per-layer key/value prefixes (prefix tuning and P-Tuning v2).
+    pub fn is_prefix(self) -> bool {
+        matches!(self, MethodKind::PrefixTuning | MethodKind::PTuningV2)
     }
 
     /// Methods that train LoRA matrices (and save PEFT LoRA adapters).
     pub fn is_lora(self) -> bool {
         matches!(
             self,
-            MethodKind::Lora | MethodKind::LoraPlus | MethodKind::Dora
+            MethodKind::Lora | MethodKind::Qlora | MethodKind::LoraPlus | MethodKind::Dora
         )
     }
 
@@ -66,6 +84,8 @@ impl MethodKind {
         let s = match s {
             "lora+" => "lora_plus",
             "ia³" | "(ia)3" => "ia3",
+            "prefix" => "prefix_tuning",
+            "p-tuning-v2" | "ptuning_v2" | "p_tuning" => "p_tuning_v2",
             other => other,
         };
         Self::ALL
@@ -84,7 +104,9 @@ impl MethodKind {
     pub fn default_lr(self) -> f64 {
         match self {
             MethodKind::Full | MethodKind::Freeze => 2e-5,
-            MethodKind::Lora | MethodKind::LoraPlus | MethodKind::Dora => 2e-4,
+            MethodKind::Lora | MethodKind::Qlora | MethodKind::LoraPlus | MethodKind::Dora => 2e-4,
+            MethodKind::PrefixTuning => 5e-3,
+            MethodKind::PTuningV2 => 1e-2,
             MethodKind::Ia3 => 3e-3,
             MethodKind::PromptTuning => 3e-2,
             MethodKind::Adapter => 1e-3,
@@ -96,6 +118,9 @@ impl MethodKind {
         match self {
             MethodKind::Full | MethodKind::Freeze => 0.01,
             MethodKind::Lora
+            | MethodKind::Qlora
+            | MethodKind::PrefixTuning
+            | MethodKind::PTuningV2
             | MethodKind::LoraPlus
             | MethodKind::Dora
             | MethodKind::PromptTuning
@@ -146,6 +171,16 @@ impl Default for LoraConfig {
 }
 
 impl LoraConfig {
+    /// QLoRA's starting point (METHODS.md): every linear, r 16, alpha 32.
+    pub fn qlora() -> Self {
+        Self {
+            r: 16,
+            alpha: 32.0,
+            targets: LORA_TARGETS.map(String::from).to_vec(),
+            ..Self::default()
+        }
+    }
+
     pub fn scale(&self) -> f64 {
         if self.rslora {
             self.alpha / (self.r as f64).sqrt()
@@ -199,6 +234,24 @@ impl Default for PromptConfig {
             n_virtual_tokens: 20,
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS, Default)]
+#[serde(default)]
+#[ts(export)]
+pub struct PrefixConfig {
+    /// Hidden width of the reparameterisation MLP (prefix tuning); 0 = the key/value width,
+    /// as PEFT defaults.
+    pub encoder_hidden: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS, Default)]
+#[serde(default)]
+#[ts(export)]
+pub struct BitfitConfig {
+    /// Add zero-initialised biases to every linear of a model that has none (Llama,
+    /// Mistral), so BitFit has something to train.
+    pub add_biases: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
@@ -283,8 +336,10 @@ pub struct TrainConfig {
     pub lora_plus: LoraPlusConfig,
     pub ia3: Ia3Config,
     pub prompt: PromptConfig,
+    pub prefix: PrefixConfig,
     pub adapter: AdapterConfig,
     pub freeze: FreezeConfig,
+    pub bitfit: BitfitConfig,
 }
 
 impl Default for TrainConfig {
@@ -317,8 +372,10 @@ impl Default for TrainConfig {
             lora_plus: LoraPlusConfig::default(),
             ia3: Ia3Config::default(),
             prompt: PromptConfig::default(),
+            prefix: PrefixConfig::default(),
             adapter: AdapterConfig::default(),
             freeze: FreezeConfig::default(),
+            bitfit: BitfitConfig::default(),
         }
     }
 }
@@ -356,10 +413,12 @@ pub const KEYS: &[&str] = &[
     "lora_plus.lr_ratio",
     "ia3.targets",
     "prompt.n_virtual_tokens",
+    "prefix.encoder_hidden",
     "adapter.bottleneck",
     "freeze.trainable_layers",
     "freeze.train_norm",
     "freeze.train_head",
+    "bitfit.add_biases",
 ];
 
 pub const LORA_TARGETS: [&str; 7] = [
@@ -427,10 +486,18 @@ fn parse_targets(key: &str, v: &str) -> Result<Vec<String>, String> {
 
 impl TrainConfig {
     pub fn for_method(method: MethodKind) -> Self {
-        Self {
-            method,
-            ..Self::default()
+        let mut c = Self::default();
+        c.set_method(method);
+        c
+    }
+
+    /// Choose the method; QLoRA brings its own LoRA defaults (r 16, alpha 32, every linear)
+    /// unless the LoRA settings were already changed.
+    pub fn set_method(&mut self, method: MethodKind) {
+        if method == MethodKind::Qlora && self.lora == LoraConfig::default() {
+            self.lora = LoraConfig::qlora();
         }
+        self.method = method;
     }
 
     pub fn lr(&self) -> f64 {
@@ -521,6 +588,8 @@ impl TrainConfig {
             "lora_plus.lr_ratio" => self.lora_plus.lr_ratio = float_in(key, v, 1e-3, 1e4)?,
             "ia3.targets" => self.ia3.targets = parse_targets(key, v)?,
             "prompt.n_virtual_tokens" => self.prompt.n_virtual_tokens = positive(key, v)?,
+            "prefix.encoder_hidden" => self.prefix.encoder_hidden = num(key, v, "a whole number")?,
+            "bitfit.add_biases" => self.bitfit.add_biases = boolean(key, v)?,
             "adapter.bottleneck" => self.adapter.bottleneck = positive(key, v)?,
             "freeze.trainable_layers" => self.freeze.trainable_layers = positive(key, v)?,
             "freeze.train_norm" => self.freeze.train_norm = boolean(key, v)?,
@@ -552,7 +621,7 @@ impl TrainConfig {
         flatten("", &toml::Value::Table(table), &mut flat);
         for (k, v) in flat {
             if k == "method" {
-                self.method = MethodKind::parse(&v).map_err(|e| format!("{origin}: {e}"))?;
+                self.set_method(MethodKind::parse(&v).map_err(|e| format!("{origin}: {e}"))?);
                 continue;
             }
             self.set(&k, &v).map_err(|e| format!("{origin}: {e}"))?;
@@ -570,10 +639,13 @@ impl TrainConfig {
                 self.freeze.trainable_layers
             ));
         }
-        if self.method == MethodKind::PromptTuning && self.prompt.n_virtual_tokens >= self.seq_len {
+        let virtual_tokens = self.method == MethodKind::PromptTuning || self.method.is_prefix();
+        if virtual_tokens && self.prompt.n_virtual_tokens >= self.seq_len {
             return Err(format!(
-                "`prompt.n_virtual_tokens` is {} but must be below `seq_len` ({})",
-                self.prompt.n_virtual_tokens, self.seq_len
+                "`prompt.n_virtual_tokens` is {} but must be below `seq_len` ({}) for {}",
+                self.prompt.n_virtual_tokens,
+                self.seq_len,
+                self.method.as_str()
             ));
         }
         if self.method == MethodKind::Adapter && self.adapter.bottleneck >= model.hidden_size {
@@ -582,10 +654,12 @@ impl TrainConfig {
                 self.adapter.bottleneck, model.hidden_size
             ));
         }
-        if self.method == MethodKind::Bitfit && !(model.qkv_bias || model.o_bias || model.mlp_bias)
+        if self.method == MethodKind::Bitfit
+            && !(model.qkv_bias || model.o_bias || model.mlp_bias)
+            && !self.bitfit.add_biases
         {
             return Err(format!(
-                "method `bitfit` trains bias terms and this {} model has none; pick lora or ia3",
+                "method `bitfit` trains bias terms and this {} model has none; set `bitfit.add_biases=true` to add zero-initialised ones, or pick lora or ia3",
                 model.family.as_str()
             ));
         }

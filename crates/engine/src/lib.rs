@@ -5,11 +5,13 @@
 
 pub mod config;
 pub mod device;
+pub mod estimate;
 pub mod generate;
 pub mod methods;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod quant;
 pub mod trainer;
 
 pub use config::{MethodKind, Schedule, TrainConfig};
@@ -28,9 +30,29 @@ pub fn load_model(
     device: &Device,
     dtype: DType,
 ) -> Result<(ModelSource, DecoderModel), FileError> {
+    load_model_with(path, device, dtype, false)
+}
+
+/// [`load_model`]; with `nf4`, every decoder linear is stored as NF4 the moment it is read
+/// (QLoRA), so the full-precision base never exists in memory at once.
+pub fn load_model_with(
+    path: &std::path::Path,
+    device: &Device,
+    dtype: DType,
+    nf4: bool,
+) -> Result<(ModelSource, DecoderModel), FileError> {
     let source = ModelSource::open(path)?;
-    let weights = source.load_weights(device, dtype)?;
-    let model = DecoderModel::new(&source.config, weights, dtype, device)?;
+    let mut quantized = model::Quantized::new();
+    let mut hook = |name: &str, t: candle_core::Tensor| {
+        if nf4 && name.starts_with("model.layers.") && name.ends_with("_proj.weight") {
+            quantized.insert(name.to_string(), quant::Nf4Tensor::quantize(&t)?);
+            Ok(None)
+        } else {
+            Ok(Some(t))
+        }
+    };
+    let weights = source.load_weights_with(device, dtype, &mut hook)?;
+    let model = DecoderModel::new_with(&source.config, weights, quantized, dtype, device)?;
     Ok((source, model))
 }
 pub use device::candle_device;

@@ -6,7 +6,7 @@
 //! are the keys of checkpoints and exports.
 
 use crate::config::{MethodKind, TrainConfig};
-use crate::model::{Bottleneck, DecoderModel, Ia3Scale, Linear, LoraWeights};
+use crate::model::{BaseWeight, Bottleneck, DecoderModel, Ia3Scale, Linear, LoraWeights, Prefix};
 use crate::optim::Param;
 use candle_core::{Result, Tensor, Var};
 
@@ -23,7 +23,10 @@ pub fn visit_mut(
             &mut layer.input_layernorm,
         )?;
         for (name, lin) in linears_mut(layer) {
-            f(&format!("{p}.{name}.weight"), &mut lin.weight)?;
+            // NF4 weights are frozen storage: nothing can train or replace them
+            if let BaseWeight::Dense(w) = &mut lin.weight {
+                f(&format!("{p}.{name}.weight"), w)?;
+            }
             if let Some(b) = &mut lin.bias {
                 f(&format!("{p}.{name}.bias"), b)?;
             }
@@ -59,6 +62,22 @@ pub fn linears_mut(layer: &mut crate::model::Layer) -> [(&'static str, &mut Line
 struct InitRng(u64);
 
 impl InitRng {
+    /// N(0, 1) by Box–Muller.
+    fn normal(&mut self) -> f32 {
+        let u1 = self.uniform(0.0, 1.0).max(1e-12);
+        let u2 = self.uniform(0.0, 1.0);
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+    }
+
+    /// A `[rows, cols]` tensor like a fresh `nn.Linear` weight: U(±1/√fan_in).
+    fn linear(&mut self, rows: usize, cols: usize, model: &DecoderModel) -> Result<Tensor> {
+        let bound = 1.0 / (cols as f32).sqrt();
+        let v: Vec<f32> = (0..rows * cols)
+            .map(|_| self.uniform(-bound, bound))
+            .collect();
+        Tensor::from_vec(v, (rows, cols), &model.device)?.to_dtype(model.dtype)
+    }
+
     fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
@@ -111,6 +130,7 @@ pub fn apply(model: &mut DecoderModel, cfg: &TrainConfig) -> Result<Vec<Param>> 
             })?;
         }
         MethodKind::Ia3 => {
+            let (model_device, model_dtype) = (model.device.clone(), model.dtype);
             for (l, layer) in model.layers.iter_mut().enumerate() {
                 for (name, lin) in linears_mut(layer) {
                     let short = name.rsplit('.').next().unwrap_or(name);
@@ -120,7 +140,7 @@ pub fn apply(model: &mut DecoderModel, cfg: &TrainConfig) -> Result<Vec<Param>> 
                     let feedforward = name.starts_with("mlp.");
                     let (out, inp) = lin.weight.dims2()?;
                     let n = if feedforward { inp } else { out };
-                    let var = Var::ones(n, lin.weight.dtype(), lin.weight.device())?;
+                    let var = Var::ones(n, model_dtype, &model_device)?;
                     lin.ia3 = Some(Ia3Scale {
                         scale: var.as_tensor().clone(),
                         feedforward,
@@ -198,7 +218,71 @@ pub fn apply(model: &mut DecoderModel, cfg: &TrainConfig) -> Result<Vec<Param>> 
                 layer.adapters = Some((attn, ffn));
             }
         }
+        MethodKind::PrefixTuning | MethodKind::PTuningV2 => {
+            let c = model.config.clone();
+            let kv = c.num_kv_heads * c.head_dim;
+            let width = c.num_layers * 2 * kv;
+            let n = cfg.prompt.n_virtual_tokens;
+            let mut rng = InitRng(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 5);
+            let mut var = |name: &str, t: Tensor, decay: bool| -> Result<Tensor> {
+                let v = Var::from_tensor(&t)?;
+                params.push(Param {
+                    name: name.into(),
+                    var: v.clone(),
+                    lr_scale: 1.0,
+                    weight_decay: if decay { wd } else { 0.0 },
+                });
+                Ok(v.as_tensor().clone())
+            };
+            // as PEFT's PrefixEncoder: an nn.Embedding (N(0, 1)) and nn.Linear layers
+            let normal = |rows: usize, cols: usize, rng: &mut InitRng| -> Result<Tensor> {
+                let v: Vec<f32> = (0..rows * cols).map(|_| rng.normal()).collect();
+                Tensor::from_vec(v, (rows, cols), &model.device)?.to_dtype(model.dtype)
+            };
+            let prefix = if cfg.method == MethodKind::PTuningV2 {
+                let e = normal(n, width, &mut rng)?;
+                Prefix {
+                    embedding: var("prompt_embeddings", e, true)?,
+                    mlp: None,
+                }
+            } else {
+                let hidden = match cfg.prefix.encoder_hidden {
+                    0 => kv,
+                    h => h,
+                };
+                let e = normal(n, kv, &mut rng)?;
+                let embedding = var("prompt_encoder.default.embedding.weight", e, true)?;
+                let mut layer = |i: usize, out: usize, inp: usize| -> Result<Linear> {
+                    let w = rng.linear(out, inp, model)?;
+                    let bound = 1.0 / (inp as f32).sqrt();
+                    let b: Vec<f32> = (0..out).map(|_| rng.uniform(-bound, bound)).collect();
+                    let b = Tensor::from_vec(b, out, &model.device)?.to_dtype(model.dtype)?;
+                    let p = format!("prompt_encoder.default.transform.{i}");
+                    Ok(Linear::new(
+                        var(&format!("{p}.weight"), w, true)?,
+                        Some(var(&format!("{p}.bias"), b, false)?),
+                    ))
+                };
+                let first = layer(0, hidden, kv)?;
+                let second = layer(2, width, hidden)?;
+                Prefix {
+                    embedding,
+                    mlp: Some((first, second)),
+                }
+            };
+            model.prefix = Some(prefix);
+        }
         MethodKind::Bitfit => {
+            if cfg.bitfit.add_biases {
+                let (device, dtype) = (model.device.clone(), model.dtype);
+                for layer in &mut model.layers {
+                    for (_, lin) in linears_mut(layer) {
+                        if lin.bias.is_none() {
+                            lin.bias = Some(Tensor::zeros(lin.weight.dims2()?.0, dtype, &device)?);
+                        }
+                    }
+                }
+            }
             visit_mut(model, |name, t| {
                 if name.ends_with(".bias") {
                     let var = Var::from_tensor(t)?;
@@ -216,13 +300,18 @@ pub fn apply(model: &mut DecoderModel, cfg: &TrainConfig) -> Result<Vec<Param>> 
                 candle_core::bail!("BitFit needs bias terms and this model has none");
             }
         }
-        MethodKind::Lora | MethodKind::LoraPlus | MethodKind::Dora => {
+        MethodKind::Lora | MethodKind::Qlora | MethodKind::LoraPlus | MethodKind::Dora => {
             let lc = &cfg.lora;
             // LoRA+: B learns `lr_ratio` times faster than A
             let b_scale = match cfg.method {
                 MethodKind::LoraPlus => cfg.lora_plus.lr_ratio,
                 _ => 1.0,
             };
+            if cfg.method == MethodKind::Qlora {
+                // normally done while loading (`load_model_with`), so the f32 base never
+                // exists whole; a model built in full precision is quantized here
+                quantize_linears(model)?;
+            }
             let mut rng = InitRng(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
             let (device, dtype) = (model.device.clone(), model.dtype);
             for (l, layer) in model.layers.iter_mut().enumerate() {
@@ -243,7 +332,7 @@ pub fn apply(model: &mut DecoderModel, cfg: &TrainConfig) -> Result<Vec<Param>> 
                     // DoRA: m starts at the row norms of W (B = 0, so W + sBA = W)
                     let magnitude = match cfg.method {
                         MethodKind::Dora => Some(Var::from_tensor(
-                            &lin.weight.detach().sqr()?.sum(1)?.sqrt()?,
+                            &lin.weight.dense()?.sqr()?.sum(1)?.sqrt()?,
                         )?),
                         _ => None,
                     };
@@ -282,10 +371,31 @@ pub fn apply(model: &mut DecoderModel, cfg: &TrainConfig) -> Result<Vec<Param>> 
     Ok(params)
 }
 
+/// Store every decoder linear that is still full precision as NF4 (QLoRA's base).
+pub fn quantize_linears(model: &mut DecoderModel) -> Result<()> {
+    for layer in &mut model.layers {
+        for (_, lin) in linears_mut(layer) {
+            if let BaseWeight::Dense(w) = &lin.weight {
+                let q = crate::quant::Nf4Tensor::quantize(w)?;
+                lin.weight = BaseWeight::Nf4(std::sync::Arc::new(q));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// How many parameters the model has in total (frozen and trainable, LoRA included).
 pub fn count_params(model: &DecoderModel) -> usize {
     let mut n = model.embed_tokens.elem_count() + model.norm.elem_count();
     n += model.prompt.as_ref().map_or(0, |p| p.elem_count());
+    if let Some(p) = &model.prefix {
+        n += p.embedding.elem_count();
+        if let Some((a, b)) = &p.mlp {
+            for lin in [a, b] {
+                n += lin.weight.elem_count() + lin.bias.as_ref().map_or(0, |b| b.elem_count());
+            }
+        }
+    }
     if let Some(h) = &model.lm_head {
         n += h.elem_count();
     }
@@ -366,11 +476,12 @@ pub fn load_adapter_dir(
                 load_params(&params, &tensors).map_err(|e| err(&wf, &e))?;
                 return Ok(MethodKind::PromptTuning);
             }
+            Some("PREFIX_TUNING") => return load_prefix(model, dir, &cfg_path, &v),
             other => {
                 return Err(err(
                     &cfg_path,
                     &format!(
-                        "field `peft_type`: {other:?} is not supported here (LORA, IA3 and PROMPT_TUNING are)"
+                        "field `peft_type`: {other:?} is not supported here (LORA, IA3, PROMPT_TUNING and PREFIX_TUNING are)"
                     ),
                 ))
             }
@@ -424,6 +535,17 @@ pub fn load_adapter_dir(
     }
     let mut used = 0;
     let dtype = model.dtype;
+    // BitFit with `add_biases`: the biases it trained exist only in the checkpoint
+    let device = model.device.clone();
+    for (l, layer) in model.layers.iter_mut().enumerate() {
+        for (name, lin) in linears_mut(layer) {
+            if lin.bias.is_none() && tensors.contains_key(&format!("model.layers.{l}.{name}.bias"))
+            {
+                let out = lin.weight.dims2().map_err(|e| err(&wf, &e))?.0;
+                lin.bias = Some(Tensor::zeros(out, dtype, &device).map_err(|e| err(&wf, &e))?);
+            }
+        }
+    }
     visit_mut(model, |name, t| {
         if let Some(new) = tensors.get(name) {
             if new.dims() != t.dims() {
@@ -449,6 +571,63 @@ pub fn load_adapter_dir(
         ));
     }
     Ok(MethodKind::Full)
+}
+
+/// A PEFT prefix-tuning folder: `prompt_embeddings` `[n_virtual, layers · 2 · kv]` (PEFT
+/// saves the MLP's output, so both prefix tuning and P-Tuning v2 load the same way).
+fn load_prefix(
+    model: &mut DecoderModel,
+    dir: &std::path::Path,
+    cfg_path: &std::path::Path,
+    v: &serde_json::Value,
+) -> std::result::Result<MethodKind, String> {
+    let err = |p: &std::path::Path, e: &dyn std::fmt::Display| format!("{}: {e}", p.display());
+    let c = &model.config;
+    let kv = c.num_kv_heads * c.head_dim;
+    let field = |k: &str| v.get(k).and_then(|x| x.as_u64()).map(|x| x as usize);
+    let n = field("num_virtual_tokens").ok_or_else(|| {
+        err(
+            cfg_path,
+            &"field `num_virtual_tokens`: missing or not a number",
+        )
+    })?;
+    for (key, want) in [("num_layers", c.num_layers), ("token_dim", kv)] {
+        if let Some(got) = field(key) {
+            if got != want {
+                return Err(err(
+                    cfg_path,
+                    &format!("field `{key}` is {got}, this model needs {want}"),
+                ));
+            }
+        }
+    }
+    let wf = dir.join("adapter_model.safetensors");
+    let mut tensors =
+        candle_core::safetensors::load(&wf, &model.device).map_err(|e| err(&wf, &e))?;
+    let e = tensors
+        .remove("prompt_embeddings")
+        .ok_or_else(|| err(&wf, &"no tensor `prompt_embeddings`"))?;
+    let want = [n, c.num_layers * 2 * kv];
+    if e.dims() != want {
+        return Err(err(
+            &wf,
+            &format!(
+                "`prompt_embeddings` has shape {:?}, this model needs {want:?}",
+                e.dims()
+            ),
+        ));
+    }
+    model.prefix = Some(Prefix {
+        embedding: e.to_dtype(model.dtype).map_err(|e| err(&wf, &e))?,
+        mlp: None,
+    });
+    Ok(
+        if v.get("prefix_projection").and_then(|x| x.as_bool()) == Some(true) {
+            MethodKind::PrefixTuning
+        } else {
+            MethodKind::PTuningV2
+        },
+    )
 }
 
 /// A PEFT (IA)3 adapter folder: `ia3_l` vectors stored as `(out, 1)` or `(1, in)`.

@@ -5,6 +5,7 @@
 //! names from `whetstone_formats::Weights`; a missing, misshapen or unused tensor is an error.
 
 use crate::ops::{self, Ops};
+use crate::quant::{nf4_linear, Nf4Tensor};
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,10 +33,51 @@ pub struct Ia3Scale {
     pub feedforward: bool,
 }
 
+/// A linear layer's weight: full precision, or NF4 (QLoRA's frozen base).
+#[derive(Debug, Clone)]
+pub enum BaseWeight {
+    /// `[out, in]`, as PyTorch stores it.
+    Dense(Tensor),
+    Nf4(Arc<Nf4Tensor>),
+}
+
+impl BaseWeight {
+    /// `(out, in)`.
+    pub fn dims2(&self) -> Result<(usize, usize)> {
+        match self {
+            BaseWeight::Dense(t) => t.dims2(),
+            BaseWeight::Nf4(q) => Ok(q.dims()),
+        }
+    }
+
+    pub fn elem_count(&self) -> usize {
+        match self {
+            BaseWeight::Dense(t) => t.elem_count(),
+            BaseWeight::Nf4(q) => q.elem_count(),
+        }
+    }
+
+    /// The weight as a (detached) full-precision tensor, dequantized if need be.
+    pub fn dense(&self) -> Result<Tensor> {
+        match self {
+            BaseWeight::Dense(t) => Ok(t.detach()),
+            BaseWeight::Nf4(q) => q.dequantize(),
+        }
+    }
+
+    /// `x Wᵀ`; while training, with the input gradient only unless `W` itself trains.
+    pub fn matmul_t(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        match self {
+            BaseWeight::Dense(w) if training => ops::frozen_linear(x, w),
+            BaseWeight::Dense(w) => ops::matmul_2d(&x.contiguous()?, &w.t()?),
+            BaseWeight::Nf4(q) => nf4_linear(x, q),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Linear {
-    /// `[out, in]`, as PyTorch stores it.
-    pub weight: Tensor,
+    pub weight: BaseWeight,
     pub bias: Option<Tensor>,
     pub lora: Option<LoraWeights>,
     pub ia3: Option<Ia3Scale>,
@@ -90,7 +132,7 @@ impl TrainMode {
 impl Linear {
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
         Self {
-            weight,
+            weight: BaseWeight::Dense(weight),
             bias,
             lora: None,
             ia3: None,
@@ -106,11 +148,7 @@ impl Linear {
             }
             _ => x,
         };
-        let y = if mode.training() {
-            ops::frozen_linear(x, &self.weight)?
-        } else {
-            ops::matmul_2d(&x.contiguous()?, &self.weight.t()?)?
-        };
+        let y = self.weight.matmul_t(x, mode.training())?;
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -136,11 +174,11 @@ impl Linear {
                         // with the row norm ‖·‖ detached (DoRA paper §4.3) and x̃ the dropped-out
                         // input (equal to x, and x̃Wᵀ to y − b, without dropout).
                         let ba = l.b.detach().matmul(&l.a.detach())?;
-                        let w = (self.weight.detach() + (ba * l.scale)?)?;
+                        let w = (self.weight.dense()? + (ba * l.scale)?)?;
                         let norm = w.sqr()?.sum(1)?.sqrt()?.detach();
                         let mns = m.broadcast_div(&norm)?;
                         let base = if mode.training() && l.dropout > 0.0 {
-                            ops::frozen_linear(&xd, &self.weight)?
+                            self.weight.matmul_t(&xd, true)?
                         } else {
                             match &self.bias {
                                 Some(b) => y.broadcast_sub(b)?,
@@ -192,6 +230,36 @@ impl Bottleneck {
     }
 }
 
+/// Prefix tuning and P-Tuning v2: learned keys and values that every layer's attention sees
+/// before the sequence, like a KV cache of `n_virtual` positions that no token produced.
+#[derive(Debug, Clone)]
+pub struct Prefix {
+    /// With `mlp`: the MLP's input `[n_virtual, kv]`. Without: the prefixes themselves,
+    /// `[n_virtual, layers · 2 · kv]` (`kv` = key/value heads × head size).
+    pub embedding: Tensor,
+    /// Prefix tuning's reparameterisation `Linear(kv, hidden) → tanh → Linear(hidden,
+    /// layers · 2 · kv)`, used while training and folded into the prefixes at save.
+    pub mlp: Option<(Linear, Linear)>,
+}
+
+impl Prefix {
+    pub fn n_virtual(&self) -> usize {
+        self.embedding.dims()[0]
+    }
+
+    /// All layers' prefixes `[n_virtual, layers · 2 · kv]` in PEFT's layout: layer `l`'s keys
+    /// are columns `2l·kv ..`, its values the next `kv`.
+    pub fn past(&self, mode: &TrainMode) -> Result<Tensor> {
+        match &self.mlp {
+            None => Ok(self.embedding.clone()),
+            Some((first, second)) => {
+                let h = first.forward_mode(&self.embedding, mode)?.tanh()?;
+                second.forward_mode(&h, mode)
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Layer {
     pub input_layernorm: Tensor,
@@ -213,6 +281,11 @@ impl KvCache {
         Self {
             layers: vec![None; num_layers],
         }
+    }
+
+    /// Layer `l`'s cached keys and values.
+    pub fn layer(&self, l: usize) -> Option<(Tensor, Tensor)> {
+        self.layers.get(l).cloned().flatten()
     }
 
     /// Number of cached positions.
@@ -246,6 +319,9 @@ pub struct DecoderModel {
     /// Prompt tuning: `[n_virtual, hidden]` embeddings placed before every sequence at
     /// positions `0..n`, so the real tokens start at position `n` (as PEFT does).
     pub prompt: Option<Tensor>,
+    /// Prefix tuning / P-Tuning v2: per-layer key/value prefixes at positions `0..n`; the
+    /// real tokens start at position `n`, as in PEFT (transformers counts the prefix as past).
+    pub prefix: Option<Prefix>,
 }
 
 /// Rotary inverse frequencies as transformers computes them, with the configured scaling.
@@ -292,28 +368,61 @@ pub fn rope_inv_freq(cfg: &ModelConfig) -> Vec<f32> {
     }
 }
 
+/// Weights stored as NF4 while loading, by HF name (see [`crate::load_model_with`]).
+pub type Quantized = std::collections::HashMap<String, Nf4Tensor>;
+
 fn linear(
     w: &mut Weights,
+    q: &mut Quantized,
     prefix: &str,
     out: usize,
     inp: usize,
     bias: bool,
 ) -> std::result::Result<Linear, FileError> {
-    Ok(Linear::new(
-        w.take(&format!("{prefix}.weight"), &[out, inp])?,
-        if bias {
-            Some(w.take(&format!("{prefix}.bias"), &[out])?)
-        } else {
-            None
-        },
-    ))
+    let name = format!("{prefix}.weight");
+    let weight = match q.remove(&name) {
+        Some(t) if t.dims() != (out, inp) => {
+            return Err(FileError::new(
+                &w.source,
+                format!(
+                    "tensor `{name}` has shape {:?}, the config implies {:?}",
+                    t.dims(),
+                    (out, inp)
+                ),
+            ))
+        }
+        Some(t) => BaseWeight::Nf4(Arc::new(t)),
+        None => BaseWeight::Dense(w.take(&name, &[out, inp])?),
+    };
+    let bias = if bias {
+        Some(w.take(&format!("{prefix}.bias"), &[out])?)
+    } else {
+        None
+    };
+    Ok(Linear {
+        weight,
+        bias,
+        lora: None,
+        ia3: None,
+    })
 }
 
 impl DecoderModel {
     /// Build the model from config and weights; every weight must be used exactly once.
     pub fn new(
         config: &ModelConfig,
+        w: Weights,
+        dtype: DType,
+        device: &Device,
+    ) -> std::result::Result<Self, FileError> {
+        Self::new_with(config, w, Quantized::new(), dtype, device)
+    }
+
+    /// [`Self::new`] where some linear weights arrive already quantized.
+    pub fn new_with(
+        config: &ModelConfig,
         mut w: Weights,
+        mut quantized: Quantized,
         dtype: DType,
         device: &Device,
     ) -> std::result::Result<Self, FileError> {
@@ -331,17 +440,66 @@ impl DecoderModel {
             layers.push(Layer {
                 input_layernorm: w.take(&format!("{p}.input_layernorm.weight"), &[h])?,
                 self_attn: Attention {
-                    q_proj: linear(&mut w, &format!("{p}.self_attn.q_proj"), q, h, c.qkv_bias)?,
-                    k_proj: linear(&mut w, &format!("{p}.self_attn.k_proj"), kv, h, c.qkv_bias)?,
-                    v_proj: linear(&mut w, &format!("{p}.self_attn.v_proj"), kv, h, c.qkv_bias)?,
-                    o_proj: linear(&mut w, &format!("{p}.self_attn.o_proj"), h, q, c.o_bias)?,
+                    q_proj: linear(
+                        &mut w,
+                        &mut quantized,
+                        &format!("{p}.self_attn.q_proj"),
+                        q,
+                        h,
+                        c.qkv_bias,
+                    )?,
+                    k_proj: linear(
+                        &mut w,
+                        &mut quantized,
+                        &format!("{p}.self_attn.k_proj"),
+                        kv,
+                        h,
+                        c.qkv_bias,
+                    )?,
+                    v_proj: linear(
+                        &mut w,
+                        &mut quantized,
+                        &format!("{p}.self_attn.v_proj"),
+                        kv,
+                        h,
+                        c.qkv_bias,
+                    )?,
+                    o_proj: linear(
+                        &mut w,
+                        &mut quantized,
+                        &format!("{p}.self_attn.o_proj"),
+                        h,
+                        q,
+                        c.o_bias,
+                    )?,
                 },
                 post_attention_layernorm: w
                     .take(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
                 mlp: Mlp {
-                    gate_proj: linear(&mut w, &format!("{p}.mlp.gate_proj"), i, h, c.mlp_bias)?,
-                    up_proj: linear(&mut w, &format!("{p}.mlp.up_proj"), i, h, c.mlp_bias)?,
-                    down_proj: linear(&mut w, &format!("{p}.mlp.down_proj"), h, i, c.mlp_bias)?,
+                    gate_proj: linear(
+                        &mut w,
+                        &mut quantized,
+                        &format!("{p}.mlp.gate_proj"),
+                        i,
+                        h,
+                        c.mlp_bias,
+                    )?,
+                    up_proj: linear(
+                        &mut w,
+                        &mut quantized,
+                        &format!("{p}.mlp.up_proj"),
+                        i,
+                        h,
+                        c.mlp_bias,
+                    )?,
+                    down_proj: linear(
+                        &mut w,
+                        &mut quantized,
+                        &format!("{p}.mlp.down_proj"),
+                        h,
+                        i,
+                        c.mlp_bias,
+                    )?,
                 },
                 adapters: None,
             });
@@ -352,6 +510,12 @@ impl DecoderModel {
         } else {
             Some(w.take("lm_head.weight", &[c.vocab_size, h])?)
         };
+        if let Some(name) = quantized.keys().next() {
+            return Err(FileError::new(
+                &w.source,
+                format!("quantized tensor `{name}` is not part of this model"),
+            ));
+        }
         w.finish()?;
         Ok(Self {
             config: config.clone(),
@@ -364,7 +528,33 @@ impl DecoderModel {
             device: device.clone(),
             mode: Arc::new(TrainMode::default()),
             prompt: None,
+            prefix: None,
         })
+    }
+
+    /// A KV cache holding the prefixes of every layer for a batch of `b` (graph-connected to
+    /// the prefix parameters), or `None` without prefix tuning.
+    pub fn prefix_cache(&self, b: usize) -> Result<Option<KvCache>> {
+        let Some(prefix) = &self.prefix else {
+            return Ok(None);
+        };
+        let c = &self.config;
+        let kv = c.num_kv_heads * c.head_dim;
+        let n = prefix.n_virtual();
+        let past = prefix.past(&self.mode)?.to_dtype(self.dtype)?;
+        let mut cache = KvCache::new(c.num_layers);
+        for (l, slot) in cache.layers.iter_mut().enumerate() {
+            let part = |i: usize| -> Result<Tensor> {
+                past.narrow(1, (2 * l + i) * kv, kv)?
+                    .reshape((n, c.num_kv_heads, c.head_dim))?
+                    .transpose(0, 1)?
+                    .unsqueeze(0)?
+                    .broadcast_as((b, c.num_kv_heads, n, c.head_dim))?
+                    .contiguous()
+            };
+            *slot = Some((part(0)?, part(1)?));
+        }
+        Ok(Some(cache))
     }
 
     /// cos and sin tables `[seq, head_dim / 2]` for absolute positions `offset..offset + seq`.
@@ -477,6 +667,9 @@ impl DecoderModel {
     /// absolute position of its first row, and how many virtual rows lead it.
     pub fn layer_input(&self, ids: &Tensor, offset: usize) -> Result<(Tensor, usize, usize)> {
         let x = self.embed(ids)?;
+        if let Some(p) = &self.prefix {
+            return Ok((x, offset + p.n_virtual(), 0));
+        }
         match &self.prompt {
             None => Ok((x, offset, 0)),
             Some(p) if offset == 0 => {
@@ -497,12 +690,27 @@ impl DecoderModel {
         &self,
         ids: &Tensor,
         offset: usize,
-        mut cache: Option<&mut KvCache>,
+        cache: Option<&mut KvCache>,
         ops: Ops,
     ) -> Result<Tensor> {
-        let t = ids.dim(1)?;
+        let (b, t) = ids.dims2()?;
         let (mut x, start, lead) = self.layer_input(ids, offset)?;
         let (cos, sin) = self.rope_tables(start, x.dim(1)?)?;
+        // prefixes enter as a KV cache filled before the first token
+        let mut own;
+        let mut cache = match cache {
+            Some(c) if self.prefix.is_some() && c.is_empty() => {
+                if let Some(p) = self.prefix_cache(b)? {
+                    *c = p;
+                }
+                Some(c)
+            }
+            None if self.prefix.is_some() => {
+                own = self.prefix_cache(b)?;
+                own.as_mut()
+            }
+            other => other,
+        };
         for l in 0..self.layers.len() {
             let slot = cache.as_deref_mut().map(|kv| &mut kv.layers[l]);
             x = self.layer_forward(l, &x, (&cos, &sin), start, slot, ops)?;

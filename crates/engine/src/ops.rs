@@ -215,25 +215,31 @@ struct FrozenMatmul {
 }
 
 /// Left and right operand layouts, the output shape and `(batch, m, n, k)` of one matmul.
-type MatmulPlan = (Layout, Layout, Shape, (usize, usize, usize, usize));
+pub(crate) type MatmulPlan = (Layout, Layout, Shape, (usize, usize, usize, usize));
+
+/// The storage-level plan for `x Wᵀ`: a contiguous input `[.., in]` seen as one `[m, in]`
+/// matrix, and a weight whose `[out, in]` layout is `w`.
+pub(crate) fn linear_plan(x: &Layout, w: &Layout) -> Result<MatmulPlan> {
+    let (out, inp) = w.shape().dims2()?;
+    let dims = x.shape().dims();
+    let k = *dims.last().unwrap_or(&0);
+    if k != inp {
+        candle_core::bail!("linear: input has {k} features, the weight {inp}");
+    }
+    let (start, _) = x
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("linear: input not contiguous".into()))?;
+    let m = x.shape().elem_count() / k.max(1);
+    let lhs = Layout::contiguous_with_offset((m, k), start);
+    let rhs = w.transpose(0, 1)?;
+    let mut out_dims = dims.to_vec();
+    *out_dims.last_mut().unwrap_or(&mut 0) = out;
+    Ok((lhs, rhs, Shape::from(out_dims), (1, m, out, k)))
+}
 
 impl FrozenMatmul {
     fn layouts(&self, x: &Layout) -> Result<MatmulPlan> {
-        let (out, inp) = self.w.dims2()?;
-        let dims = x.shape().dims();
-        let k = *dims.last().unwrap_or(&0);
-        if k != inp {
-            candle_core::bail!("frozen linear: input has {k} features, the weight {inp}");
-        }
-        let (start, _) = x
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("frozen linear: input not contiguous".into()))?;
-        let m = x.shape().elem_count() / k.max(1);
-        let lhs = Layout::contiguous_with_offset((m, k), start);
-        let rhs = self.w.layout().transpose(0, 1)?;
-        let mut out_dims = dims.to_vec();
-        *out_dims.last_mut().unwrap_or(&mut 0) = out;
-        Ok((lhs, rhs, Shape::from(out_dims), (1, m, out, k)))
+        linear_plan(x, self.w.layout())
     }
 }
 

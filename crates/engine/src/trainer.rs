@@ -253,8 +253,12 @@ pub fn forward_backward(
         return Ok(value);
     }
     let t = batch.input.dim(1)?;
-    let (x0, _, lead) = model.layer_input(&batch.input, 0)?;
-    let (cos, sin) = model.rope_tables(0, x0.dim(1)?)?;
+    let (x0, start, lead) = model.layer_input(&batch.input, 0)?;
+    let (cos, sin) = model.rope_tables(start, x0.dim(1)?)?;
+    // prefix tuning: each layer's prefix keys/values, still connected to their parameters,
+    // so every replayed layer sends its share of their gradient back
+    let prefix = model.prefix_cache(batch.input.dim(0)?)?;
+    let slot = |l: usize| prefix.as_ref().map(|c| c.layer(l));
     let mut x = x0.detach();
     let mut inputs = Vec::with_capacity(model.layers.len());
     let mut rng_at = Vec::with_capacity(model.layers.len());
@@ -262,7 +266,7 @@ pub fn forward_backward(
         inputs.push(x.clone());
         rng_at.push(model.mode.rng_state());
         x = model
-            .layer_forward(l, &x, (&cos, &sin), 0, None, ops)?
+            .layer_forward(l, &x, (&cos, &sin), start, slot(l).as_mut(), ops)?
             .detach();
     }
     let rng_after = model.mode.rng_state();
@@ -279,7 +283,14 @@ pub fn forward_backward(
     for l in (0..model.layers.len()).rev() {
         let input = Var::from_tensor(&inputs[l])?;
         model.mode.set_rng_state(rng_at[l]);
-        let out = model.layer_forward(l, input.as_tensor(), (&cos, &sin), 0, None, ops)?;
+        let out = model.layer_forward(
+            l,
+            input.as_tensor(),
+            (&cos, &sin),
+            start,
+            slot(l).as_mut(),
+            ops,
+        )?;
         let store = (out * &grad_out)?.sum_all()?.backward()?;
         add_grads(params, &store, acc)?;
         grad_out = match store.get(input.as_tensor()) {
@@ -395,7 +406,11 @@ pub fn find_checkpoint(run_dir: &Path) -> Option<PathBuf> {
 
 fn weights_file(method: MethodKind) -> &'static str {
     match method {
-        m if m.is_lora() || m == MethodKind::Ia3 || m == MethodKind::PromptTuning => {
+        m if m.is_lora()
+            || m == MethodKind::Ia3
+            || m == MethodKind::PromptTuning
+            || m == MethodKind::PTuningV2 =>
+        {
             "adapter_model.safetensors"
         }
         _ => "trainable.safetensors",
@@ -420,6 +435,25 @@ pub fn peft_adapter_config(
             "num_attention_heads": model.num_heads,
             "num_layers": model.num_layers,
             "prompt_tuning_init": "RANDOM",
+            "inference_mode": true,
+        }));
+    }
+    if cfg.method.is_prefix() {
+        // PEFT's GQA handling: token_dim and num_attention_heads describe the key/value
+        // heads. The saved prefixes are the MLP's output, so `inference_mode` loads them as is.
+        let kv = model.num_kv_heads * model.head_dim;
+        let projection = cfg.method == MethodKind::PrefixTuning;
+        return Some(serde_json::json!({
+            "peft_type": "PREFIX_TUNING",
+            "task_type": "CAUSAL_LM",
+            "base_model_name_or_path": base_model,
+            "num_virtual_tokens": cfg.prompt.n_virtual_tokens,
+            "token_dim": kv,
+            "num_transformer_submodules": 1,
+            "num_attention_heads": model.num_kv_heads,
+            "num_layers": model.num_layers,
+            "encoder_hidden_size": if cfg.prefix.encoder_hidden == 0 { kv } else { cfg.prefix.encoder_hidden },
+            "prefix_projection": projection,
             "inference_mode": true,
         }));
     }
@@ -578,6 +612,14 @@ impl Loop<'_> {
         write_dir_atomically(dir, |tmp| {
             let f = tmp.join(weights_file(self.cfg.method));
             candle_core::safetensors::save(&named(params)?, &f).map_err(io(&f))?;
+            if let (MethodKind::PrefixTuning, Some(prefix)) = (self.cfg.method, &self.model.prefix)
+            {
+                // the inference form PEFT saves: the MLP folded into the prefixes
+                let f = tmp.join("adapter_model.safetensors");
+                let past = prefix.past(&self.model.mode)?.detach();
+                let map = HashMap::from([("prompt_embeddings".to_string(), past)]);
+                candle_core::safetensors::save(&map, &f).map_err(io(&f))?;
+            }
             if with_optimizer {
                 let f = tmp.join("optimizer.safetensors");
                 candle_core::safetensors::save(&self.opt.state_tensors(), &f).map_err(io(&f))?;
@@ -912,7 +954,7 @@ pub fn train(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ops::tests::rand_vec;
     use whetstone_formats::{ModelConfig, Weights};
@@ -1048,6 +1090,9 @@ mod tests {
             MethodKind::Bitfit,
             MethodKind::PromptTuning,
             MethodKind::Adapter,
+            MethodKind::Qlora,
+            MethodKind::PrefixTuning,
+            MethodKind::PTuningV2,
         ] {
             method_gradient_check(method);
         }
@@ -1197,12 +1242,22 @@ mod tests {
             ) {
                 c.lr = Some(1e-1);
             }
+            if method == MethodKind::PrefixTuning {
+                c.lr = Some(3e-2);
+            }
+            if method == MethodKind::PTuningV2 {
+                c.lr = Some(1e-1);
+            }
             let (s, events) = run(&mut model, &c, tmp.path(), None, None);
             let first = s.first_eval_loss.unwrap();
             let best = s.best_eval_loss.unwrap();
             // (IA)3 and BitFit can only rescale / shift: a smaller but clear drop
             let bar = match method {
-                MethodKind::Ia3 | MethodKind::Bitfit | MethodKind::PromptTuning => 0.97,
+                MethodKind::Ia3
+                | MethodKind::Bitfit
+                | MethodKind::PromptTuning
+                | MethodKind::PrefixTuning
+                | MethodKind::PTuningV2 => 0.97,
                 _ => 0.9,
             };
             assert!(best < first * bar, "{method:?}: eval {first} -> {best}");
@@ -1224,8 +1279,14 @@ mod tests {
     }
 
     #[test]
-    fn resume_continues_with_identical_losses() {
-        let c = cfg(MethodKind::Lora);
+    fn every_method_resumes_with_identical_losses() {
+        for method in MethodKind::ALL {
+            resume_check(method);
+        }
+    }
+
+    fn resume_check(method: MethodKind) {
+        let c = cfg(method);
         let tmp = tempfile::tempdir().unwrap();
         let (_, whole) = run(
             &mut tiny_model(DType::F32, 8),
@@ -1245,7 +1306,7 @@ mod tests {
         assert_eq!(
             step_losses(&whole),
             step_losses(&again),
-            "same seed, same curve"
+            "{method:?}: same seed, same curve"
         );
 
         let dir = tmp.path().join("c");
@@ -1263,7 +1324,7 @@ mod tests {
         assert_eq!(s.steps_done, 6);
         let mut joined = step_losses(&first);
         joined.extend(step_losses(&rest));
-        assert_eq!(joined, step_losses(&whole));
+        assert_eq!(joined, step_losses(&whole), "{method:?}");
     }
 
     #[test]

@@ -184,9 +184,21 @@ impl ModelSource {
 
     /// Load (and for GGUF dequantize) the weights into `dtype` on `device`.
     pub fn load_weights(&self, device: &Device, dtype: DType) -> Result<Weights, FileError> {
+        self.load_weights_with(device, dtype, &mut weights::keep_all)
+    }
+
+    /// [`Self::load_weights`], passing each tensor through `hook` as it is read.
+    pub fn load_weights_with(
+        &self,
+        device: &Device,
+        dtype: DType,
+        hook: weights::TensorHook<'_>,
+    ) -> Result<Weights, FileError> {
         match &self.gguf {
-            Some(content) => weights::load_gguf(&self.path, content, &self.config, device, dtype),
-            None => weights::load_safetensors(&self.path, device, dtype),
+            Some(content) => {
+                weights::load_gguf(&self.path, content, &self.config, device, dtype, hook)
+            }
+            None => weights::load_safetensors(&self.path, device, dtype, hook),
         }
     }
 

@@ -119,17 +119,39 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>, FileError> {
     Ok(files)
 }
 
+/// Called with each tensor (HF name, converted to the compute dtype) as it is read: returns
+/// the tensor to keep, or `None` when the caller took it (e.g. to store it quantized, so the
+/// full-precision copy never outlives its own load).
+pub type TensorHook<'a> = &'a mut dyn FnMut(&str, Tensor) -> candle_core::Result<Option<Tensor>>;
+
+/// Keep every tensor as loaded.
+pub fn keep_all(_: &str, t: Tensor) -> candle_core::Result<Option<Tensor>> {
+    Ok(Some(t))
+}
+
 /// Load every tensor of an HF folder's safetensors files (f32, f16 or bf16 on disk).
-pub fn load_safetensors(dir: &Path, device: &Device, dtype: DType) -> Result<Weights, FileError> {
+pub fn load_safetensors(
+    dir: &Path,
+    device: &Device,
+    dtype: DType,
+    hook: TensorHook<'_>,
+) -> Result<Weights, FileError> {
     let mut tensors = HashMap::new();
     for file in safetensors_files(dir)? {
-        let map = candle_core::safetensors::load(&file, device).map_err(|e| {
+        let corrupt = |e: candle_core::Error| {
             FileError::new(
                 &file,
                 format!("cannot read safetensors (truncated or corrupt?): {e}"),
             )
-        })?;
-        for (name, t) in map {
+        };
+        // SAFETY: the mapping is only read, and each tensor is copied out of it as it is
+        // loaded (one at a time, so a hook can shrink it before the next is read).
+        let st =
+            unsafe { candle_core::safetensors::MmapedSafetensors::new(&file) }.map_err(corrupt)?;
+        let mut names: Vec<String> = st.tensors().into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        for name in names {
+            let t = st.load(&name, device).map_err(corrupt)?;
             match t.dtype() {
                 DType::F32 | DType::F16 | DType::BF16 | DType::F64 => {}
                 other => {
@@ -140,7 +162,11 @@ pub fn load_safetensors(dir: &Path, device: &Device, dtype: DType) -> Result<Wei
                 }
             }
             let t = t.to_dtype(dtype).at(&file)?;
-            tensors.insert(name, t);
+            if let Some(t) = hook(&name, t)
+                .map_err(|e| FileError::new(&file, format!("tensor `{name}`: {e}")))?
+            {
+                tensors.insert(name, t);
+            }
         }
     }
     Ok(Weights::from_map(dir, tensors))
@@ -238,6 +264,7 @@ pub fn load_gguf(
     cfg: &ModelConfig,
     device: &Device,
     dtype: DType,
+    hook: TensorHook<'_>,
 ) -> Result<Weights, FileError> {
     let mut file = std::fs::File::open(path).at(path)?;
     let mut tensors = HashMap::new();
@@ -276,7 +303,11 @@ pub fn load_gguf(
                     .map_err(|e| FileError::new(path, format!("tensor `{name}`: {e}")))?;
             }
         }
-        tensors.insert(hf, t);
+        if let Some(t) =
+            hook(&hf, t).map_err(|e| FileError::new(path, format!("tensor `{name}`: {e}")))?
+        {
+            tensors.insert(hf, t);
+        }
     }
     Ok(Weights::from_map(path, tensors))
 }

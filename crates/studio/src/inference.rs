@@ -37,14 +37,22 @@ pub struct Loaded {
     pub model: DecoderModel,
     pub device: Device,
     pub load_s: f64,
+    /// Resident memory of the process right after the model was built (0 where unknown).
+    pub rss_after_load_bytes: u64,
 }
 
 /// Open and build a model on the chosen device (`cpu`, `cuda[:N]`, `metal`) in f32, with
-/// a trained adapter or checkpoint folder applied if one is given.
-pub fn load(path: &Path, device: &str, adapter: Option<&Path>) -> Result<Loaded, InferenceError> {
+/// a trained adapter or checkpoint folder applied if one is given. With `nf4` the decoder
+/// linears are stored as NF4 while loading, the base a QLoRA run trains on.
+pub fn load(
+    path: &Path,
+    device: &str,
+    adapter: Option<&Path>,
+    nf4: bool,
+) -> Result<Loaded, InferenceError> {
     let device = whetstone_engine::candle_device(device).map_err(InferenceError::User)?;
     let started = Instant::now();
-    let (source, mut model) = whetstone_engine::load_model(path, &device, DType::F32)?;
+    let (source, mut model) = whetstone_engine::load_model_with(path, &device, DType::F32, nf4)?;
     if let Some(dir) = adapter {
         whetstone_engine::methods::load_adapter_dir(&mut model, dir)
             .map_err(InferenceError::User)?;
@@ -54,6 +62,7 @@ pub fn load(path: &Path, device: &str, adapter: Option<&Path>) -> Result<Loaded,
         model,
         device,
         load_s: started.elapsed().as_secs_f64(),
+        rss_after_load_bytes: whetstone_engine::trainer::rss_bytes(),
     })
 }
 
@@ -68,6 +77,7 @@ pub struct ScoreReport {
     /// One value per predicted position (`tokens - 1` values), in nats.
     pub token_nll: Vec<f32>,
     pub load_s: f64,
+    pub rss_after_load_bytes: u64,
     pub score_s: f64,
 }
 
@@ -99,6 +109,7 @@ pub fn score(
         perplexity: mean.exp(),
         token_nll,
         load_s: loaded.load_s,
+        rss_after_load_bytes: loaded.rss_after_load_bytes,
         score_s: started.elapsed().as_secs_f64(),
     })
 }

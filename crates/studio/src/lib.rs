@@ -10,6 +10,7 @@ pub mod doctor;
 pub mod history;
 pub mod hub;
 pub mod inference;
+pub mod methods;
 pub mod models;
 pub mod paths;
 pub mod report;
@@ -22,6 +23,13 @@ pub use whetstone_data::DatasetFormat;
 pub use whetstone_engine::{
     MethodKind, RunStatus, SamplingParams, Summary, TrainConfig, TrainEvent,
 };
+
+pub use whetstone_formats as formats;
+
+/// Resident bytes of `count` NF4 copies of a `[rows, cols]` matrix, measured (benchmarks).
+pub fn measure_nf4(rows: usize, cols: usize, count: usize) -> Result<(u64, u64), String> {
+    whetstone_engine::quant::measure_resident(rows, cols, count).map_err(|e| e.to_string())
+}
 
 /// The application version, shared by every crate in the workspace.
 pub const APP_VERSION: &str = env!("CARGO_PKG_VERSION");

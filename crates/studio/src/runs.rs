@@ -472,9 +472,13 @@ pub async fn execute(
         .name(format!("train-{}", run.id))
         .spawn(move || -> Result<Summary, RunError> {
             let device = whetstone_engine::candle_device(&cfg.device).map_err(RunError::User)?;
-            let (source, mut model) =
-                whetstone_engine::load_model(&model_path, &device, DType::F32)
-                    .map_err(|e| RunError::User(e.to_string()))?;
+            let (source, mut model) = whetstone_engine::load_model_with(
+                &model_path,
+                &device,
+                DType::F32,
+                cfg.method == whetstone_engine::MethodKind::Qlora,
+            )
+            .map_err(|e| RunError::User(e.to_string()))?;
             let data = dataset.load().map_err(RunError::from)?;
             let mut notes = vec![];
             let train_data = prepare_data(&source, &data, &display_path, &cfg, &mut notes)?;

@@ -1,0 +1,335 @@
+//! What a run will hold in memory, before it starts (`whetstone estimate`, the method table).
+//!
+//! Peak memory of a training step, in bytes (f32 compute):
+//!
+//! ```text
+//! peak = runtime + weights + trainable · (param + grad + accumulated grad + 2 AdamW moments)
+//!      + activations kept for the backward pass + the step's largest transient
+//! ```
+//!
+//! * **weights**: every base tensor at 4 bytes, except QLoRA's decoder linears at the NF4
+//!   size (4 bits + one byte per 64 + four bytes per 16384 values).
+//! * **trainable**: the exact parameter count of [`trainable_params`] (checked against what
+//!   `methods::apply` creates) times 20 bytes; Full and Freeze train base tensors in place, so
+//!   their weights are not counted twice.
+//! * **activations**: per decoder layer and token row, the tensors this implementation keeps
+//!   for the backward pass — norm outputs and residual sums (4·h), q/k/v projections, their
+//!   rotated and head-repeated copies and the attention output (6·q + 4·kv), scores and
+//!   probabilities (2·heads·keys), the MLP's gate, up, SiLU and product (4·i) and down (h),
+//!   plus what each method adds (LoRA's dropout mask, dropped input, low-rank and scaled
+//!   outputs; the scaled activations of (IA)3; the adapters' bottlenecks). Rows are assumed
+//!   full (`seq_len` tokens, as with packing); padded batches of shorter examples use less.
+//!   With gradient checkpointing only each layer's input is kept, plus one layer being
+//!   recomputed.
+//! * **transient**: the logits of the trained rows (vocab floats each; half the rows with
+//!   assistant-only masks, all with `train_on_prompt`) and one layer's gradients in flight.
+//! * **slack**: the counted layer tensors are scaled by factors measured on this
+//!   implementation (`LAYER_SLACK`, `LORA_SLACK`).
+//! * **runtime**: the process itself (code, tokenizer, data, allocator pools), a measured
+//!   constant.
+//!
+//! `bench/estimate_check.py` compares these numbers with measured peaks.
+
+use crate::config::{MethodKind, TrainConfig};
+use serde::Serialize;
+use whetstone_formats::ModelConfig;
+
+/// Bytes the process holds besides model, optimizer and activations (measured on Linux:
+/// binary, tokenizer, dataset, SQLite and the allocator's pools).
+pub const RUNTIME_BYTES: u64 = 180 << 20;
+
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
+#[ts(export)]
+pub struct Estimate {
+    pub method: MethodKind,
+    #[ts(type = "number")]
+    pub trainable_params: u64,
+    /// Parameters of the base model (what `trainable_percent` is relative to).
+    #[ts(type = "number")]
+    pub base_params: u64,
+    pub trainable_percent: f64,
+    #[ts(type = "number")]
+    pub weight_bytes: u64,
+    /// Trainable parameters with their gradients, accumulated gradients and AdamW moments.
+    #[ts(type = "number")]
+    pub optimizer_bytes: u64,
+    #[ts(type = "number")]
+    pub activation_bytes: u64,
+    #[ts(type = "number")]
+    pub runtime_bytes: u64,
+    #[ts(type = "number")]
+    pub total_bytes: u64,
+}
+
+/// `(in, out)` of each decoder linear, by HF module name.
+fn linear_dims(c: &ModelConfig) -> [(&'static str, usize, usize); 7] {
+    let (h, q, kv, i) = (
+        c.hidden_size,
+        c.num_heads * c.head_dim,
+        c.num_kv_heads * c.head_dim,
+        c.intermediate_size,
+    );
+    [
+        ("q_proj", h, q),
+        ("k_proj", h, kv),
+        ("v_proj", h, kv),
+        ("o_proj", q, h),
+        ("gate_proj", h, i),
+        ("up_proj", h, i),
+        ("down_proj", i, h),
+    ]
+}
+
+fn is_mlp(module: &str) -> bool {
+    matches!(module, "gate_proj" | "up_proj" | "down_proj")
+}
+
+fn has_bias(c: &ModelConfig, module: &str) -> bool {
+    match module {
+        "q_proj" | "k_proj" | "v_proj" => c.qkv_bias,
+        "o_proj" => c.o_bias,
+        _ => c.mlp_bias,
+    }
+}
+
+/// Parameters of one decoder layer.
+fn layer_params(c: &ModelConfig) -> u64 {
+    let lin: usize = linear_dims(c)
+        .iter()
+        .map(|&(m, i, o)| i * o + if has_bias(c, m) { o } else { 0 })
+        .sum();
+    (lin + 2 * c.hidden_size) as u64
+}
+
+/// All parameters of the base model.
+pub fn base_params(c: &ModelConfig) -> u64 {
+    let embed = (c.vocab_size * c.hidden_size) as u64;
+    let head = if c.tie_word_embeddings { 0 } else { embed };
+    embed + head + c.hidden_size as u64 + c.num_layers as u64 * layer_params(c)
+}
+
+/// Exactly the number of parameters `cfg`'s method trains on this model.
+pub fn trainable_params(c: &ModelConfig, cfg: &TrainConfig) -> u64 {
+    let layers = c.num_layers as u64;
+    let kv = (c.num_kv_heads * c.head_dim) as u64;
+    let targets = |list: &[String]| -> Vec<(&'static str, usize, usize)> {
+        linear_dims(c)
+            .into_iter()
+            .filter(|(m, _, _)| list.iter().any(|t| t == m))
+            .collect()
+    };
+    match cfg.method {
+        MethodKind::Full => base_params(c),
+        MethodKind::Freeze => {
+            let n = cfg.freeze.trainable_layers.min(c.num_layers) as u64;
+            let norm = if cfg.freeze.train_norm {
+                c.hidden_size
+            } else {
+                0
+            } as u64;
+            let head = if cfg.freeze.train_head && !c.tie_word_embeddings {
+                (c.vocab_size * c.hidden_size) as u64
+            } else {
+                0
+            };
+            n * layer_params(c) + norm + head
+        }
+        MethodKind::Lora | MethodKind::Qlora | MethodKind::LoraPlus | MethodKind::Dora => {
+            let r = cfg.lora.r;
+            let dora = cfg.method == MethodKind::Dora;
+            let per: usize = targets(&cfg.lora.targets)
+                .into_iter()
+                .map(|(_, i, o)| r * (i + o) + if dora { o } else { 0 })
+                .sum();
+            layers * per as u64
+        }
+        MethodKind::Ia3 => {
+            let per: usize = targets(&cfg.ia3.targets)
+                .into_iter()
+                .map(|(m, i, o)| if is_mlp(m) { i } else { o })
+                .sum();
+            layers * per as u64
+        }
+        MethodKind::Bitfit => {
+            let per: usize = linear_dims(c)
+                .iter()
+                .filter(|(m, _, _)| has_bias(c, m) || cfg.bitfit.add_biases)
+                .map(|&(_, _, o)| o)
+                .sum();
+            layers * per as u64
+        }
+        MethodKind::PromptTuning => (cfg.prompt.n_virtual_tokens * c.hidden_size) as u64,
+        MethodKind::PTuningV2 => cfg.prompt.n_virtual_tokens as u64 * layers * 2 * kv,
+        MethodKind::PrefixTuning => {
+            let hidden = match cfg.prefix.encoder_hidden {
+                0 => kv,
+                x => x as u64,
+            };
+            let width = layers * 2 * kv;
+            cfg.prompt.n_virtual_tokens as u64 * kv + kv * hidden + hidden + hidden * width + width
+        }
+        MethodKind::Adapter => {
+            let (bn, h) = (cfg.adapter.bottleneck as u64, c.hidden_size as u64);
+            layers * 2 * (2 * bn * h + bn + h)
+        }
+    }
+}
+
+/// Measured on this implementation (bench/estimate_check.py, SmolLM2-135M on the CPU): what
+/// a layer really holds over the tensors counted below — gradients in flight, candle's
+/// graph bookkeeping and allocator slack. LoRA's small per-module tensors carry the most
+/// (the low-rank matmuls' backward materialises transposed copies).
+const LAYER_SLACK: f64 = 1.3;
+const LORA_SLACK: f64 = 2.0;
+
+/// Floats kept per token row in one layer for the backward pass, for a key length of
+/// `keys` (the sequence, plus virtual tokens), with the measured slack applied.
+fn layer_floats_per_row(c: &ModelConfig, cfg: &TrainConfig, keys: usize) -> f64 {
+    let (h, q, kv, i) = (
+        c.hidden_size,
+        c.num_heads * c.head_dim,
+        c.num_kv_heads * c.head_dim,
+        c.intermediate_size,
+    );
+    let repeated = if c.num_kv_heads < c.num_heads {
+        2 * q
+    } else {
+        0
+    };
+    let base = 4 * h + (4 * q + 4 * kv + repeated) + 2 * c.num_heads * keys + q + h + 4 * i + h;
+    let lora: usize = match cfg.method {
+        m if m.is_lora() => linear_dims(c)
+            .iter()
+            .filter(|(name, _, _)| cfg.lora.targets.iter().any(|t| t == name))
+            .map(|&(_, inp, out)| {
+                let dropped = if cfg.lora.dropout > 0.0 { 2 * inp } else { 0 };
+                let dora = if m == MethodKind::Dora { 4 * out } else { 0 };
+                dropped + cfg.lora.r + 3 * out + dora
+            })
+            .sum(),
+        _ => 0,
+    };
+    let extra: usize = match cfg.method {
+        m if m.is_lora() => 0,
+        MethodKind::Ia3 => linear_dims(c)
+            .iter()
+            .filter(|(name, _, _)| cfg.ia3.targets.iter().any(|t| t == name))
+            .map(|&(name, inp, out)| if is_mlp(name) { inp } else { out })
+            .sum(),
+        MethodKind::Adapter => 2 * (2 * cfg.adapter.bottleneck + 2 * h),
+        MethodKind::Bitfit => 7 * h.max(i),
+        _ => 0,
+    };
+    LAYER_SLACK * (base + extra) as f64 + LORA_SLACK * lora as f64
+}
+
+/// Estimate a training run of `cfg` on a model of `c`.
+pub fn estimate(c: &ModelConfig, cfg: &TrainConfig) -> Estimate {
+    let trainable = trainable_params(c, cfg);
+    let base = base_params(c);
+    let layers = c.num_layers as u64;
+    let linear_params: u64 = layers
+        * linear_dims(c)
+            .iter()
+            .map(|&(_, i, o)| (i * o) as u64)
+            .sum::<u64>();
+    let weight_bytes = match cfg.method {
+        MethodKind::Qlora => {
+            let nf4 = linear_params / 2 + linear_params / 64 + 4 * linear_params / (64 * 256);
+            4 * (base - linear_params) + nf4
+        }
+        _ => 4 * base,
+    };
+    // Full/Freeze train base tensors in place: only gradients and moments come on top
+    let per_param = match cfg.method {
+        MethodKind::Full | MethodKind::Freeze => 16,
+        _ => 20,
+    };
+    let optimizer_bytes = per_param * trainable;
+    let virtual_tokens = match cfg.method {
+        MethodKind::PromptTuning | MethodKind::PrefixTuning | MethodKind::PTuningV2 => {
+            cfg.prompt.n_virtual_tokens
+        }
+        _ => 0,
+    };
+    let t = cfg.seq_len;
+    let rows = (cfg.batch_size
+        * (t + if cfg.method == MethodKind::PromptTuning {
+            virtual_tokens
+        } else {
+            0
+        })) as u64;
+    let per_layer = (4.0 * rows as f64 * layer_floats_per_row(c, cfg, t + virtual_tokens)) as u64;
+    let kept = if cfg.gradient_checkpointing {
+        layers * 4 * rows * c.hidden_size as u64 + per_layer
+    } else {
+        layers * per_layer
+    };
+    // logits of the trained rows (assistant-only masks: about half the tokens) and one
+    // layer's gradients in flight
+    let targets = if cfg.train_on_prompt { 1.0 } else { 0.5 };
+    let logits = 4.0 * targets * (cfg.batch_size * t * c.vocab_size) as f64;
+    let transient = logits as u64 + per_layer;
+    let activation_bytes = kept + transient;
+    let total_bytes = RUNTIME_BYTES + weight_bytes + optimizer_bytes + activation_bytes;
+    Estimate {
+        method: cfg.method,
+        trainable_params: trainable,
+        base_params: base,
+        trainable_percent: 100.0 * trainable as f64 / base as f64,
+        weight_bytes,
+        optimizer_bytes,
+        activation_bytes,
+        runtime_bytes: RUNTIME_BYTES,
+        total_bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LORA_TARGETS;
+    use crate::methods;
+    use crate::trainer::tests::tiny_model;
+    use candle_core::DType;
+
+    #[test]
+    fn linear_names_match_the_lora_targets() {
+        let c = tiny_model(DType::F32, 1).config;
+        let names: Vec<&str> = linear_dims(&c).iter().map(|x| x.0).collect();
+        assert_eq!(names, LORA_TARGETS);
+    }
+
+    #[test]
+    fn trainable_counts_equal_what_the_methods_create() {
+        for method in MethodKind::ALL {
+            for variant in 0..2 {
+                let mut model = tiny_model(DType::F32, 2);
+                let mut cfg = TrainConfig::for_method(method);
+                if variant == 1 {
+                    cfg.lora.r = 3;
+                    cfg.lora.targets = vec!["k_proj".into(), "down_proj".into()];
+                    cfg.ia3.targets = vec!["q_proj".into(), "up_proj".into()];
+                    cfg.prompt.n_virtual_tokens = 7;
+                    cfg.prefix.encoder_hidden = 10;
+                    cfg.adapter.bottleneck = 5;
+                    cfg.freeze.trainable_layers = 1;
+                    cfg.freeze.train_norm = false;
+                    cfg.bitfit.add_biases = true;
+                }
+                let params = methods::apply(&mut model, &cfg).unwrap();
+                let made: usize = params.iter().map(|p| p.var.elem_count()).sum();
+                assert_eq!(
+                    trainable_params(&model.config, &cfg),
+                    made as u64,
+                    "{method:?} variant {variant}"
+                );
+            }
+        }
+        let model = tiny_model(DType::F32, 2);
+        assert_eq!(
+            base_params(&model.config),
+            methods::count_params(&model) as u64
+        );
+    }
+}

@@ -1,0 +1,275 @@
+//! The method comparison table (METHODS.md) with live numbers for one model on one device.
+//!
+//! The descriptive columns are fixed; trainable parameters, memory and whether it fits are
+//! computed by `whetstone_engine::estimate` for the chosen model, run settings and device.
+
+use serde::Serialize;
+use whetstone_engine::estimate::{estimate, Estimate};
+use whetstone_engine::{detect_devices, DeviceInfo, DeviceKind, MethodKind, TrainConfig};
+use whetstone_formats::ModelConfig;
+
+/// One row of the table; field names are a stable contract (DESIGN.md §3).
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
+pub struct MethodRow {
+    pub id: MethodKind,
+    pub name: &'static str,
+    #[ts(type = "number")]
+    pub trainable_params: u64,
+    pub trainable_percent: f64,
+    #[ts(type = "number")]
+    pub est_memory_bytes: u64,
+    pub fits_device: bool,
+    pub changes_architecture: &'static str,
+    pub inference_latency: &'static str,
+    pub compute: &'static str,
+    pub use_case: &'static str,
+    pub difficulty: &'static str,
+    /// False where the method does not apply to this model as it is (BitFit without biases:
+    /// the numbers are then those of `bitfit.add_biases=true`).
+    pub applicable: bool,
+    pub recommended: bool,
+    pub notes: String,
+    pub estimate: Estimate,
+}
+
+/// `(name, changes architecture, inference latency, compute, use case, difficulty)`.
+fn columns(m: MethodKind) -> [&'static str; 6] {
+    match m {
+        MethodKind::Full => [
+            "Full fine-tuning",
+            "no",
+            "none",
+            "very high",
+            "plenty of hardware, maximum quality",
+            "medium",
+        ],
+        MethodKind::Freeze => [
+            "Freeze (last layers)",
+            "no",
+            "none",
+            "high",
+            "cheap partial update, small data",
+            "low",
+        ],
+        MethodKind::Lora => [
+            "LoRA",
+            "no (mergeable)",
+            "none after merge",
+            "low",
+            "the general default",
+            "low",
+        ],
+        MethodKind::Qlora => [
+            "QLoRA",
+            "no (mergeable)",
+            "none after merge",
+            "very low memory, slower step",
+            "one consumer GPU, big model",
+            "medium",
+        ],
+        MethodKind::Dora => [
+            "DoRA",
+            "no (mergeable)",
+            "none after merge",
+            "low-medium",
+            "better than LoRA at small r",
+            "medium",
+        ],
+        MethodKind::LoraPlus => [
+            "LoRA+",
+            "no",
+            "none",
+            "low",
+            "faster LoRA convergence",
+            "low",
+        ],
+        MethodKind::Ia3 => [
+            "(IA)3",
+            "no (mergeable)",
+            "none after merge",
+            "very low",
+            "fewest parameters",
+            "low",
+        ],
+        MethodKind::Bitfit => [
+            "BitFit",
+            "no",
+            "none",
+            "very low",
+            "quick baseline",
+            "very low",
+        ],
+        MethodKind::PromptTuning => [
+            "Prompt tuning",
+            "input only",
+            "a few extra tokens",
+            "very low",
+            "large models, many tasks",
+            "medium",
+        ],
+        MethodKind::PrefixTuning => [
+            "Prefix tuning",
+            "attention only",
+            "a few extra KV",
+            "low",
+            "generation tasks, many tasks",
+            "medium",
+        ],
+        MethodKind::PTuningV2 => [
+            "P-Tuning v2",
+            "attention only",
+            "a few extra KV",
+            "low",
+            "generation tasks, many tasks",
+            "medium",
+        ],
+        MethodKind::Adapter => [
+            "Adapter (Houlsby)",
+            "yes (serial layers)",
+            "small added",
+            "low",
+            "modular multi-task",
+            "medium",
+        ],
+    }
+}
+
+/// Memory the device can give a run: 90 % of it (the OS, the window and the driver keep the rest).
+pub fn usable_bytes(device: &DeviceInfo) -> Option<u64> {
+    device.memory_bytes.map(|b| b / 10 * 9)
+}
+
+/// The table for `model` on `device`, every method with `base` settings (`--set` values
+/// apply to every row; each row takes its own method's defaults for the rest).
+pub fn table(
+    model: &ModelConfig,
+    device: &DeviceInfo,
+    sets: &[String],
+) -> Result<Vec<MethodRow>, String> {
+    let usable = usable_bytes(device);
+    let has_bias = model.qkv_bias || model.o_bias || model.mlp_bias;
+    let mut rows = vec![];
+    for m in MethodKind::ALL {
+        let mut cfg = TrainConfig::for_method(m);
+        for s in sets {
+            cfg.set_pair(s).map_err(|e| format!("--set {s}: {e}"))?;
+        }
+        let mut notes = vec![];
+        let applicable = m != MethodKind::Bitfit || has_bias || cfg.bitfit.add_biases;
+        if m == MethodKind::Bitfit && !has_bias {
+            cfg.bitfit.add_biases = true;
+            notes.push(format!(
+                "this {} model has no biases: BitFit applies only with bitfit.add_biases=true (zero-initialised biases are added and trained)",
+                model.family.as_str()
+            ));
+        }
+        if m == MethodKind::Qlora && device.kind == DeviceKind::Cpu {
+            notes.push("on the CPU the base is dequantized per layer in f32: less memory, slower steps; paged optimizer states are a GPU feature and not used".into());
+        }
+        if m == MethodKind::PrefixTuning {
+            notes.push(
+                "the reparameterisation MLP trains; exports keep only the prefixes it produces"
+                    .into(),
+            );
+        }
+        let est = estimate(model, &cfg);
+        let [name, arch, latency, compute, use_case, difficulty] = columns(m);
+        rows.push(MethodRow {
+            id: m,
+            name,
+            trainable_params: est.trainable_params,
+            trainable_percent: est.trainable_percent,
+            est_memory_bytes: est.total_bytes,
+            fits_device: usable.is_none_or(|u| est.total_bytes <= u),
+            changes_architecture: arch,
+            inference_latency: latency,
+            compute,
+            use_case,
+            difficulty,
+            applicable,
+            recommended: false,
+            notes: notes.join("; "),
+            estimate: est,
+        });
+    }
+    let pick = recommend(&rows, device);
+    for r in &mut rows {
+        r.recommended = r.id == pick;
+    }
+    Ok(rows)
+}
+
+/// QLoRA on a GPU with little memory (under 16 GiB, or where LoRA would not fit), LoRA
+/// otherwise.
+fn recommend(rows: &[MethodRow], device: &DeviceInfo) -> MethodKind {
+    let fits = |m: MethodKind| rows.iter().any(|r| r.id == m && r.fits_device);
+    let small_gpu =
+        device.kind != DeviceKind::Cpu && device.memory_bytes.is_some_and(|b| b < 16 << 30);
+    if (small_gpu || !fits(MethodKind::Lora)) && fits(MethodKind::Qlora) {
+        MethodKind::Qlora
+    } else {
+        MethodKind::Lora
+    }
+}
+
+/// `want` (`cpu`, `cuda:N`, `metal`), else the first available GPU, else the CPU.
+pub fn pick_device(want: Option<&str>) -> Result<DeviceInfo, String> {
+    let devices = detect_devices();
+    let label = |d: &DeviceInfo| format!("{}:{}", d.kind.as_str(), d.ordinal);
+    let found = match want {
+        Some(w) => devices
+            .iter()
+            .find(|d| w == label(d) || (d.ordinal == 0 && w == d.kind.as_str())),
+        None => devices
+            .iter()
+            .find(|d| d.available && d.kind != DeviceKind::Cpu)
+            .or_else(|| devices.first()),
+    };
+    found.cloned().ok_or_else(|| {
+        let known: Vec<String> = devices.iter().map(label).collect();
+        format!(
+            "--device {}: no such device (this machine has {})",
+            want.unwrap_or(""),
+            known.join(", ")
+        )
+    })
+}
+
+/// `whetstone estimate --json`: the estimate and whether it fits the device.
+#[derive(Debug, Clone, Serialize)]
+pub struct EstimateReport {
+    #[serde(flatten)]
+    pub estimate: Estimate,
+    pub est_memory_bytes: u64,
+    pub fits_device: bool,
+    pub device: String,
+    pub device_name: String,
+    pub usable_bytes: Option<u64>,
+    pub config: TrainConfig,
+}
+
+/// Estimate `method` with `sets` on `model` (settings validated as a run would be).
+pub fn estimate_run(
+    model: &ModelConfig,
+    method: &str,
+    sets: &[String],
+    device: &DeviceInfo,
+) -> Result<EstimateReport, String> {
+    let mut cfg = TrainConfig::for_method(MethodKind::parse(method)?);
+    for s in sets {
+        cfg.set_pair(s).map_err(|e| format!("--set {s}: {e}"))?;
+    }
+    cfg.validate(model)?;
+    let e = estimate(model, &cfg);
+    let usable = usable_bytes(device);
+    Ok(EstimateReport {
+        est_memory_bytes: e.total_bytes,
+        fits_device: usable.is_none_or(|u| e.total_bytes <= u),
+        device: format!("{}:{}", device.kind.as_str(), device.ordinal),
+        device_name: device.name.clone(),
+        usable_bytes: usable,
+        config: cfg,
+        estimate: e,
+    })
+}
