@@ -29,7 +29,7 @@ def test_the_method_table_has_every_method_with_exact_counts(run, demo_model):
     assert by["full"]["trainable_params"] == 134_515_008
     assert abs(by["lora"]["trainable_percent"] - 100 * 921_600 / 134_515_008) < 1e-9
     # QLoRA defaults: r 16 on every linear; its weights are 4-bit
-    assert by["qlora"]["trainable_params"] == 30 * 16 * (3 * (576 + 576) + 2 * (576 + 192) + 3 * (576 + 1536))
+    assert by["qlora"]["trainable_params"] == 30 * 16 * (2 * (576 + 576) + 2 * (576 + 192) + 3 * (576 + 1536))
     assert by["qlora"]["estimate"]["weight_bytes"] < 0.4 * by["lora"]["estimate"]["weight_bytes"]
     assert by["dora"]["trainable_params"] == 921_600 + 30 * (576 + 192 + 192 + 576)
     assert by["ia3"]["trainable_params"] == 30 * (192 + 192 + 1536)

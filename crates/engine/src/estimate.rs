@@ -20,7 +20,7 @@
 //!   outputs; the scaled activations of (IA)3; the adapters' bottlenecks). Rows are assumed
 //!   full (`seq_len` tokens, as with packing); padded batches of shorter examples use less.
 //!   With gradient checkpointing only each layer's input is kept, plus one layer being
-//!   recomputed.
+//!   recomputed. Layers below the first trainable tensor keep nothing (Freeze).
 //! * **transient**: the logits of the trained rows (vocab floats each; half the rows with
 //!   assistant-only masks, all with `train_on_prompt`) and one layer's gradients in flight.
 //! * **slack**: the counted layer tensors are scaled by factors measured on this
@@ -260,10 +260,15 @@ pub fn estimate(c: &ModelConfig, cfg: &TrainConfig) -> Estimate {
             0
         })) as u64;
     let per_layer = (4.0 * rows as f64 * layer_floats_per_row(c, cfg, t + virtual_tokens)) as u64;
+    // layers below the first trainable tensor build no graph (Freeze trains only the last few)
+    let tracked = match cfg.method {
+        MethodKind::Freeze => (cfg.freeze.trainable_layers.min(c.num_layers) as u64).max(1),
+        _ => layers,
+    };
     let kept = if cfg.gradient_checkpointing {
-        layers * 4 * rows * c.hidden_size as u64 + per_layer
+        tracked * 4 * rows * c.hidden_size as u64 + per_layer
     } else {
-        layers * per_layer
+        tracked * per_layer
     };
     // logits of the trained rows (assistant-only masks: about half the tokens) and one
     // layer's gradients in flight
