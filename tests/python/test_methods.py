@@ -2,14 +2,10 @@
 estimator's bad-input errors, and a short run per method that lowers the eval loss, is
 killed after its first checkpoint, resumes, and whose checkpoint loads for scoring."""
 import json
-import os
-import signal
-import subprocess
-import time
 
 import pytest
 
-from test_train import events
+from test_train import events, kill_at_first_checkpoint
 
 IDS = ["full", "freeze", "lora", "qlora", "dora", "lora_plus", "ia3", "bitfit", "prompt_tuning",
        "prefix_tuning", "p_tuning_v2", "adapter"]
@@ -76,19 +72,8 @@ def test_every_method_trains_resumes_and_reloads_on_smollm2(run, home, whetstone
             "--set", "bitfit.add_biases=true", "--json"]
     if method in FAST_LR:
         args += ["--set", f"lr={FAST_LR[method]}"]
-    env = dict(os.environ, WHETSTONE_HOME=str(home))
-    p = subprocess.Popen([whetstone_bin, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    run_id, killed_at, deadline = None, None, time.time() + 300
-    for line in p.stdout:
-        e = json.loads(line)
-        run_id = e.get("run_id", run_id)
-        if e["event"] == "checkpoint" and not e["best"]:
-            killed_at = e["step"]
-            os.kill(p.pid, signal.SIGKILL)
-            break
-        assert time.time() < deadline, "no checkpoint within 5 minutes"
-    p.wait(timeout=30)
-    assert killed_at == 2, p.stderr.read()
+    _, run_id, killed_at = kill_at_first_checkpoint(whetstone_bin, home, args, 300)
+    assert killed_at == 2
     resumed = events(run("resume", run_id, "--json", timeout=600).stdout)
     assert resumed[0]["event"] == "started" and resumed[0]["resumed_from"] == 2
     assert [e["step"] for e in resumed if e["event"] == "step"] == [3, 4]

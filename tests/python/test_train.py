@@ -174,28 +174,35 @@ TRAIN_ARGS = ["--method", "lora", "--set", "max_steps=240", "--set", "save_every
               "--set", "lr=5e-3", "--set", "sample_tokens=0", "--json"]
 
 
+def kill_at_first_checkpoint(whetstone_bin, home, args, timeout_s):
+    """Run `whetstone <args>` (NDJSON events) and SIGKILL it at its first `last` checkpoint:
+    returns the events seen, the run id and the checkpoint's step."""
+    env = dict(os.environ, WHETSTONE_HOME=str(home))
+    p = subprocess.Popen([whetstone_bin, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen, run_id, ckpt_step = [], None, None
+    deadline = time.time() + timeout_s
+    for line in p.stdout:
+        e = json.loads(line)
+        seen.append(e)
+        run_id = e.get("run_id", run_id)
+        if e["event"] == "checkpoint" and not e["best"]:
+            ckpt_step = e["step"]
+            os.kill(p.pid, signal.SIGKILL)
+            break
+        assert time.time() < deadline, f"no checkpoint within {timeout_s} s"
+    p.wait(timeout=30)
+    assert p.returncode == -signal.SIGKILL, p.stderr.read()
+    return seen, run_id, ckpt_step
+
+
 def test_sigkill_then_resume_reproduces_the_uninterrupted_losses(run, home, whetstone_bin, tiny, text_data):
     whole = events(run("train", "--model", str(tiny), "--data", str(text_data), *TRAIN_ARGS).stdout)
     assert whole[-1]["event"] == "finished" and whole[-1]["status"] == "completed"
     reference = step_losses(whole)
     assert len(reference) == 240
 
-    env = dict(os.environ, WHETSTONE_HOME=str(home))
-    p = subprocess.Popen([whetstone_bin, "train", "--model", str(tiny), "--data", str(text_data), *TRAIN_ARGS],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    before, run_id, ckpt_step = [], None, None
-    deadline = time.time() + 120
-    for line in p.stdout:
-        e = json.loads(line)
-        before.append(e)
-        run_id = e.get("run_id", run_id)
-        if e["event"] == "checkpoint" and not e["best"]:
-            ckpt_step = e["step"]
-            os.kill(p.pid, signal.SIGKILL)
-            break
-        assert time.time() < deadline, "no checkpoint within 2 minutes"
-    p.wait(timeout=30)
-    assert p.returncode == -signal.SIGKILL
+    before, run_id, ckpt_step = kill_at_first_checkpoint(
+        whetstone_bin, home, ["train", "--model", str(tiny), "--data", str(text_data), *TRAIN_ARGS], 120)
     assert ckpt_step == 5 and run_id
 
     shown = json.loads(run("runs", "show", run_id, "--json").stdout)

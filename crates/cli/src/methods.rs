@@ -15,7 +15,7 @@ async fn model_path(model: Option<&str>) -> anyhow::Result<PathBuf> {
             let store = open_store().await?;
             Ok(whetstone_studio::models::resolve(&store, m)
                 .await
-                .map_err(|e| UserError(e.to_string()))?)
+                .map_err(crate::models::model_error)?)
         }
         None => {
             let dir = DataDir::locate().map_err(|e| UserError(e.to_string()))?;

@@ -446,6 +446,11 @@ pub fn load_params(
     Ok(())
 }
 
+/// `path: message`, the form every adapter-loading error takes.
+fn err(path: &std::path::Path, e: &dyn std::fmt::Display) -> String {
+    format!("{}: {e}", path.display())
+}
+
 /// Apply a trained adapter or checkpoint folder to `model` for inference: a PEFT LoRA dir
 /// (`adapter_config.json` + `adapter_model.safetensors`, ours or made by PEFT) or a
 /// Full/Freeze checkpoint (`trainable.safetensors` with HF tensor names).
@@ -453,7 +458,6 @@ pub fn load_adapter_dir(
     model: &mut DecoderModel,
     dir: &std::path::Path,
 ) -> std::result::Result<MethodKind, String> {
-    let err = |p: &std::path::Path, e: &dyn std::fmt::Display| format!("{}: {e}", p.display());
     let cfg_path = dir.join("adapter_config.json");
     if cfg_path.exists() {
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| err(&cfg_path, &e))?;
@@ -581,7 +585,6 @@ fn load_prefix(
     cfg_path: &std::path::Path,
     v: &serde_json::Value,
 ) -> std::result::Result<MethodKind, String> {
-    let err = |p: &std::path::Path, e: &dyn std::fmt::Display| format!("{}: {e}", p.display());
     let c = &model.config;
     let kv = c.num_kv_heads * c.head_dim;
     let field = |k: &str| v.get(k).and_then(|x| x.as_u64()).map(|x| x as usize);
@@ -637,7 +640,6 @@ fn load_ia3(
     cfg_path: &std::path::Path,
     v: &serde_json::Value,
 ) -> std::result::Result<MethodKind, String> {
-    let err = |p: &std::path::Path, e: &dyn std::fmt::Display| format!("{}: {e}", p.display());
     let mut c = TrainConfig::for_method(MethodKind::Ia3);
     c.ia3.targets = peft_targets(v.get("target_modules"), cfg_path)?;
     let ff = match v.get("feedforward_modules").filter(|x| !x.is_null()) {

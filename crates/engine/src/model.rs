@@ -5,7 +5,8 @@
 //! names from `whetstone_formats::Weights`; a missing, misshapen or unused tensor is an error.
 
 use crate::ops::{self, Ops};
-use crate::quant::{nf4_linear, Nf4Tensor};
+pub use crate::quant::BaseWeight;
+use crate::quant::Nf4Tensor;
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,48 +32,6 @@ pub struct Ia3Scale {
     /// `[out]` or `[in]`
     pub scale: Tensor,
     pub feedforward: bool,
-}
-
-/// A linear layer's weight: full precision, or NF4 (QLoRA's frozen base).
-#[derive(Debug, Clone)]
-pub enum BaseWeight {
-    /// `[out, in]`, as PyTorch stores it.
-    Dense(Tensor),
-    Nf4(Arc<Nf4Tensor>),
-}
-
-impl BaseWeight {
-    /// `(out, in)`.
-    pub fn dims2(&self) -> Result<(usize, usize)> {
-        match self {
-            BaseWeight::Dense(t) => t.dims2(),
-            BaseWeight::Nf4(q) => Ok(q.dims()),
-        }
-    }
-
-    pub fn elem_count(&self) -> usize {
-        match self {
-            BaseWeight::Dense(t) => t.elem_count(),
-            BaseWeight::Nf4(q) => q.elem_count(),
-        }
-    }
-
-    /// The weight as a (detached) full-precision tensor, dequantized if need be.
-    pub fn dense(&self) -> Result<Tensor> {
-        match self {
-            BaseWeight::Dense(t) => Ok(t.detach()),
-            BaseWeight::Nf4(q) => q.dequantize(),
-        }
-    }
-
-    /// `x Wᵀ`; while training, with the input gradient only unless `W` itself trains.
-    pub fn matmul_t(&self, x: &Tensor, training: bool) -> Result<Tensor> {
-        match self {
-            BaseWeight::Dense(w) if training => ops::frozen_linear(x, w),
-            BaseWeight::Dense(w) => ops::matmul_2d(&x.contiguous()?, &w.t()?),
-            BaseWeight::Nf4(q) => nf4_linear(x, q),
-        }
-    }
 }
 
 #[derive(Debug, Clone)]

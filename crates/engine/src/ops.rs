@@ -6,6 +6,7 @@
 //! backward candle implements; every one of them is checked against central finite
 //! differences in the tests below, and against the fused kernels in the forward pass.
 
+use crate::quant::BaseWeight;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor, D};
 
@@ -208,18 +209,18 @@ fn fused_training(x: &Tensor) -> bool {
 /// candle's matmul backward computes the gradient of both operands, so a frozen weight
 /// would cost a full extra matmul (and its memory) in every backward pass. This op's
 /// backward returns only the input gradient `g W`; the forward calls the backend's matmul
-/// on the storages directly, so nothing is copied.
+/// on the storages directly, so nothing is copied. An NF4 weight is dequantized on each
+/// call (forward and backward) and never kept.
 struct FrozenMatmul {
-    /// `[out, in]`
-    w: Tensor,
+    w: BaseWeight,
 }
 
 /// Left and right operand layouts, the output shape and `(batch, m, n, k)` of one matmul.
-pub(crate) type MatmulPlan = (Layout, Layout, Shape, (usize, usize, usize, usize));
+type MatmulPlan = (Layout, Layout, Shape, (usize, usize, usize, usize));
 
 /// The storage-level plan for `x Wᵀ`: a contiguous input `[.., in]` seen as one `[m, in]`
 /// matrix, and a weight whose `[out, in]` layout is `w`.
-pub(crate) fn linear_plan(x: &Layout, w: &Layout) -> Result<MatmulPlan> {
+fn linear_plan(x: &Layout, w: &Layout) -> Result<MatmulPlan> {
     let (out, inp) = w.shape().dims2()?;
     let dims = x.shape().dims();
     let k = *dims.last().unwrap_or(&0);
@@ -238,8 +239,17 @@ pub(crate) fn linear_plan(x: &Layout, w: &Layout) -> Result<MatmulPlan> {
 }
 
 impl FrozenMatmul {
-    fn layouts(&self, x: &Layout) -> Result<MatmulPlan> {
-        linear_plan(x, self.w.layout())
+    /// The weight as a tensor, the matmul plan for input layout `x`, and the weight's storage.
+    fn run<S>(
+        &self,
+        x: &Layout,
+        f: impl FnOnce(&Storage, MatmulPlan) -> Result<S>,
+    ) -> Result<(S, Shape)> {
+        let w = self.w.dense()?;
+        let plan = linear_plan(x, w.layout())?;
+        let shape = plan.2.clone();
+        let (storage, _) = w.storage_and_layout();
+        Ok((f(&storage, plan)?, shape))
     }
 }
 
@@ -249,12 +259,10 @@ impl CustomOp1 for FrozenMatmul {
     }
 
     fn cpu_fwd(&self, x: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (lhs, rhs, shape, bmnk) = self.layouts(l)?;
-        let (w, _) = self.w.storage_and_layout();
-        match &*w {
-            Storage::Cpu(w) => Ok((x.matmul(w, bmnk, &lhs, &rhs)?, shape)),
+        self.run(l, |w, (lhs, rhs, _, bmnk)| match w {
+            Storage::Cpu(w) => x.matmul(w, bmnk, &lhs, &rhs),
             _ => candle_core::bail!("frozen linear: weight and input on different devices"),
-        }
+        })
     }
 
     #[cfg(feature = "cuda")]
@@ -263,16 +271,14 @@ impl CustomOp1 for FrozenMatmul {
         x: &candle_core::CudaStorage,
         l: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let (lhs, rhs, shape, bmnk) = self.layouts(l)?;
-        let (w, _) = self.w.storage_and_layout();
-        match &*w {
-            Storage::Cuda(w) => Ok((x.matmul(w, bmnk, &lhs, &rhs)?, shape)),
+        self.run(l, |w, (lhs, rhs, _, bmnk)| match w {
+            Storage::Cuda(w) => x.matmul(w, bmnk, &lhs, &rhs),
             _ => candle_core::bail!("frozen linear: weight and input on different devices"),
-        }
+        })
     }
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(matmul_2d(grad, &self.w)?))
+        Ok(Some(matmul_2d(grad, &self.w.dense()?)?))
     }
 }
 
@@ -294,9 +300,25 @@ pub fn matmul_2d(x: &Tensor, m: &Tensor) -> Result<Tensor> {
 /// `x Wᵀ` with no gradient for `W` (see [`FrozenMatmul`]); a plain matmul where the
 /// backend has no custom-op path (Metal) or `W` itself trains.
 pub fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    frozen_weight_linear(x, &BaseWeight::Dense(w.clone()))
+}
+
+/// [`frozen_linear`] for a weight in any storage. Where the op cannot run (Metal, a dtype
+/// other than the weight's, a weight that trains) an NF4 weight is dequantized into the
+/// graph instead, which keeps it until the backward pass.
+pub fn frozen_weight_linear(x: &Tensor, w: &BaseWeight) -> Result<Tensor> {
     let supported = matches!(x.device(), candle_core::Device::Cpu) || x.device().is_cuda();
-    if w.is_variable() || !supported || !w.is_contiguous() || x.dtype() != w.dtype() {
-        return matmul_2d(&x.contiguous()?, &w.t()?);
+    let direct = supported
+        && match w {
+            BaseWeight::Dense(t) => !t.is_variable() && t.is_contiguous() && x.dtype() == t.dtype(),
+            BaseWeight::Nf4(_) => x.dtype() == DType::F32,
+        };
+    if !direct {
+        let t = match w {
+            BaseWeight::Dense(t) => t.clone(),
+            BaseWeight::Nf4(q) => q.dequantize()?.to_dtype(x.dtype())?,
+        };
+        return matmul_2d(&x.contiguous()?, &t.t()?);
     }
     x.contiguous()?
         .apply_op1_arc(std::sync::Arc::new(Box::new(FrozenMatmul { w: w.clone() })))

@@ -13,12 +13,13 @@
 //! 8-bit code for the maxima; a linear one is used here, same size).
 //!
 //! Dequantization `ŵ = level[code] · â_b` runs per layer inside forward and backward
-//! ([`nf4_linear`]), so at most one layer's f32 weight exists at a time. On the CPU it is a
+//! (the frozen-weight matmul of [`crate::ops`] asks [`BaseWeight::dense`] for the weight on
+//! each call), so at most one layer's f32 weight exists at a time. On the CPU it is a
 //! table lookup over threads; on other devices it is built from candle kernels
 //! ([`Nf4Tensor::dequantize_generic`]), which the tests check against the CPU path.
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Storage, Tensor};
+use crate::ops;
+use candle_core::{DType, Device, Result, Storage, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -228,63 +229,46 @@ pub fn measure_resident(rows: usize, cols: usize, count: usize) -> Result<(u64, 
     Ok((after.saturating_sub(before), (rows * cols * count) as u64))
 }
 
-/// `x Ŵᵀ` for an NF4 weight, with only the input gradient (the base never trains). Neither
-/// direction keeps the dequantized weight: the backward dequantizes again.
-struct Nf4Matmul {
-    w: Arc<Nf4Tensor>,
+/// A linear layer's weight: full precision, or NF4 (QLoRA's frozen base).
+#[derive(Debug, Clone)]
+pub enum BaseWeight {
+    /// `[out, in]`, as PyTorch stores it.
+    Dense(Tensor),
+    Nf4(Arc<Nf4Tensor>),
 }
 
-impl Nf4Matmul {
-    fn plan(&self, l: &Layout) -> Result<crate::ops::MatmulPlan> {
-        crate::ops::linear_plan(l, &Layout::contiguous(self.w.dims()))
-    }
-}
-
-impl CustomOp1 for Nf4Matmul {
-    fn name(&self) -> &'static str {
-        "nf4-linear"
-    }
-
-    fn cpu_fwd(&self, x: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (lhs, rhs, shape, bmnk) = self.plan(l)?;
-        let w = self.w.dequantize()?;
-        let (ws, _) = w.storage_and_layout();
-        match &*ws {
-            Storage::Cpu(ws) => Ok((x.matmul(ws, bmnk, &lhs, &rhs)?, shape)),
-            _ => candle_core::bail!("nf4 linear: weight and input on different devices"),
+impl BaseWeight {
+    /// `(out, in)`.
+    pub fn dims2(&self) -> Result<(usize, usize)> {
+        match self {
+            BaseWeight::Dense(t) => t.dims2(),
+            BaseWeight::Nf4(q) => Ok(q.dims()),
         }
     }
 
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        x: &candle_core::CudaStorage,
-        l: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let (lhs, rhs, shape, bmnk) = self.plan(l)?;
-        let w = self.w.dequantize()?;
-        let (ws, _) = w.storage_and_layout();
-        match &*ws {
-            Storage::Cuda(ws) => Ok((x.matmul(ws, bmnk, &lhs, &rhs)?, shape)),
-            _ => candle_core::bail!("nf4 linear: weight and input on different devices"),
+    pub fn elem_count(&self) -> usize {
+        match self {
+            BaseWeight::Dense(t) => t.elem_count(),
+            BaseWeight::Nf4(q) => q.elem_count(),
         }
     }
 
-    fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(crate::ops::matmul_2d(grad, &self.w.dequantize()?)?))
+    /// The weight as a (detached) full-precision tensor, dequantized if need be.
+    pub fn dense(&self) -> Result<Tensor> {
+        match self {
+            BaseWeight::Dense(t) => Ok(t.detach()),
+            BaseWeight::Nf4(q) => q.dequantize(),
+        }
     }
-}
 
-/// `x Ŵᵀ` for an NF4 weight (f32 input). Where no custom-op path exists (Metal) the weight
-/// is dequantized into the graph instead, which keeps it until the backward pass.
-pub fn nf4_linear(x: &Tensor, w: &Arc<Nf4Tensor>) -> Result<Tensor> {
-    let supported = matches!(x.device(), Device::Cpu) || x.device().is_cuda();
-    if !supported || x.dtype() != DType::F32 {
-        let dense = w.dequantize()?.to_dtype(x.dtype())?;
-        return crate::ops::matmul_2d(&x.contiguous()?, &dense.t()?);
+    /// `x Wᵀ`; while training, with the input gradient only unless `W` itself trains.
+    pub fn matmul_t(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        match self {
+            BaseWeight::Dense(w) if training => ops::frozen_linear(x, w),
+            BaseWeight::Dense(w) => ops::matmul_2d(&x.contiguous()?, &w.t()?),
+            BaseWeight::Nf4(_) => ops::frozen_weight_linear(x, self),
+        }
     }
-    x.contiguous()?
-        .apply_op1_arc(Arc::new(Box::new(Nf4Matmul { w: w.clone() })))
 }
 
 #[cfg(test)]
@@ -379,7 +363,7 @@ mod tests {
     }
 
     #[test]
-    fn nf4_linear_is_the_dequantized_matmul_with_the_input_gradient() {
+    fn the_nf4_linear_is_the_dequantized_matmul_with_the_input_gradient() {
         let w = Tensor::from_vec(normal(24 * 40, 3), (24, 40), &Device::Cpu).unwrap();
         let q = Arc::new(Nf4Tensor::quantize(&w).unwrap());
         let dense = q.dequantize().unwrap();
@@ -387,7 +371,7 @@ mod tests {
             &Tensor::from_vec(normal(3 * 5 * 40, 4), (3, 5, 40), &Device::Cpu).unwrap(),
         )
         .unwrap();
-        let y = nf4_linear(x.as_tensor(), &q).unwrap();
+        let y = ops::frozen_weight_linear(x.as_tensor(), &BaseWeight::Nf4(q.clone())).unwrap();
         let want = x.as_tensor().broadcast_matmul(&dense.t().unwrap()).unwrap();
         let diff = |a: &Tensor, b: &Tensor| {
             (a - b)
