@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use whetstone_studio::inference::{self, InferenceError, Loaded};
 use whetstone_studio::models;
-use whetstone_studio::SamplingParams;
+use whetstone_studio::{Generation, SamplingParams};
 
 fn inference_error(e: InferenceError) -> anyhow::Error {
     match e {
@@ -67,7 +67,8 @@ pub async fn score(
 
 pub struct ChatArgs {
     pub model: String,
-    pub adapter: Option<String>,
+    /// Run ids or folders; `base` for none. Empty: the base alone.
+    pub adapters: Vec<String>,
     pub prompt: String,
     pub system: Option<String>,
     pub raw: bool,
@@ -76,40 +77,83 @@ pub struct ChatArgs {
     pub params: SamplingParams,
 }
 
+fn print_stats(g: &Generation) {
+    let reason = serde_json::to_value(g.finish_reason).unwrap_or_default();
+    eprintln!(
+        "— {} tokens at {:.1} tokens/s (prompt {} tokens in {:.2}s, stopped: {})",
+        g.token_ids.len(),
+        g.tokens_per_s,
+        g.prompt_tokens,
+        g.prefill_s,
+        reason.as_str().unwrap_or("?")
+    );
+}
+
+/// One answer per adapter from one loaded base. With a single adapter (or none) the answer
+/// streams and `--json` prints one object, as before; with several, each answer is labelled
+/// and `--json` prints `{"answers": [...]}` with the time each adapter switch took.
 pub async fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
-    let loaded = load(&a.model, a.adapter.as_deref(), &a.device, false).await?;
+    let loaded = load(&a.model, None, &a.device, false).await?;
+    let store = open_store().await?;
+    let mut adapters: Vec<(String, Option<PathBuf>)> = vec![];
+    for r in &a.adapters {
+        let dir = if r == "base" {
+            None
+        } else {
+            Some(
+                whetstone_studio::runs::adapter_dir(&store, r)
+                    .await
+                    .map_err(crate::train::run_error)?,
+            )
+        };
+        adapters.push((r.clone(), dir));
+    }
+    store.close().await;
+    if adapters.is_empty() {
+        adapters.push(("base".into(), None));
+    }
     let json = a.json;
-    let result = tokio::task::spawn_blocking(move || -> Result<_, InferenceError> {
-        let ids = inference::chat_prompt(&loaded.source, &a.prompt, a.system.as_deref(), a.raw)?;
-        let mut out = std::io::stdout().lock();
-        let g = inference::chat(&loaded, &ids, &a.params, |piece| {
-            if !json {
-                let _ = out.write_all(piece.as_bytes());
-                let _ = out.flush();
+    let several = adapters.len() > 1;
+    let answers =
+        tokio::task::spawn_blocking(move || -> Result<Vec<serde_json::Value>, InferenceError> {
+            let ids =
+                inference::chat_prompt(&loaded.source, &a.prompt, a.system.as_deref(), a.raw)?;
+            let mut answers = vec![];
+            for (name, dir) in &adapters {
+                let (model, switch_s) = inference::with_adapter(&loaded, dir.as_deref())?;
+                if several && !json {
+                    println!("── {name} (adapter applied in {:.1} ms)", switch_s * 1e3);
+                }
+                let mut out = std::io::stdout().lock();
+                let g = inference::chat(&loaded, &model, &ids, &a.params, |piece| {
+                    if !json {
+                        let _ = out.write_all(piece.as_bytes());
+                        let _ = out.flush();
+                    }
+                })?;
+                drop(out);
+                if !json {
+                    println!();
+                    print_stats(&g);
+                }
+                let mut v = serde_json::to_value(&g)
+                    .map_err(|e| InferenceError::Internal(e.to_string()))?;
+                v["adapter"] = serde_json::json!(name);
+                v["prompt_ids"] = serde_json::json!(ids);
+                v["load_s"] = serde_json::json!(loaded.load_s);
+                v["switch_s"] = serde_json::json!(switch_s);
+                answers.push(v);
             }
-        })?;
-        Ok((ids, g, loaded.load_s))
-    })
-    .await?
-    .map_err(inference_error)?;
-    let (prompt_ids, g, load_s) = result;
+            Ok(answers)
+        })
+        .await?
+        .map_err(inference_error)?;
     if json {
-        let mut v = serde_json::to_value(&g)?;
-        v["prompt_ids"] = serde_json::json!(prompt_ids);
-        v["load_s"] = serde_json::json!(load_s);
-        println!("{v}");
-    } else {
-        println!();
-        eprintln!(
-            "— {} tokens at {:.1} tokens/s (prompt {} tokens in {:.2}s, stopped: {})",
-            g.token_ids.len(),
-            g.tokens_per_s,
-            g.prompt_tokens,
-            g.prefill_s,
-            serde_json::to_value(g.finish_reason)?
-                .as_str()
-                .unwrap_or("?")
-        );
+        if several {
+            println!("{}", serde_json::json!({ "answers": answers }));
+        } else {
+            println!("{}", answers[0]);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

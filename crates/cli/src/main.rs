@@ -4,6 +4,7 @@
 
 mod datasets;
 mod doctor;
+mod export;
 mod infer;
 mod methods;
 mod models;
@@ -123,6 +124,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Export a run's adapter: a PEFT folder, a merged HF model, GGUF (llama.cpp adapter or
+    /// merged model) or an Ollama folder. Written to a staging folder and renamed into place.
+    Export {
+        run: String,
+        /// peft, merged, gguf or ollama.
+        #[arg(long)]
+        format: String,
+        /// Destination folder (default: <data dir>/exports/<run>-<format>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// best or last (default: best, else last).
+        #[arg(long)]
+        checkpoint: Option<String>,
+        /// Storage type: merged f32|f16|bf16 (default: the base's), GGUF f32|f16|q8_0
+        /// (default: f32 adapters, f16 models).
+        #[arg(long)]
+        dtype: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Train the demo model on the sample data with LoRA and show what changed.
     Demo {
         #[arg(long, default_value_t = 20)]
@@ -155,9 +176,10 @@ enum Command {
         /// A registered model id, an HF model folder or a .gguf file.
         #[arg(long)]
         model: String,
-        /// A trained adapter: a run id or an adapter / checkpoint folder.
+        /// A trained adapter: a run id or an adapter / checkpoint folder. Repeat it to answer
+        /// once per adapter on one loaded base (`base` = no adapter), side by side.
         #[arg(long)]
-        adapter: Option<String>,
+        adapter: Vec<String>,
         prompt: String,
         #[arg(long, default_value_t = 256)]
         max_tokens: usize,
@@ -394,6 +416,14 @@ fn main() -> ExitCode {
             },
             Command::Resume { run, json } => train::resume(&run, json).await,
             Command::Demo { steps, json } => train::demo(steps, json).await,
+            Command::Export {
+                run,
+                format,
+                out,
+                checkpoint,
+                dtype,
+                json,
+            } => export::run(run, &format, out, checkpoint, dtype, json).await,
             Command::Score {
                 model,
                 adapter,
@@ -420,7 +450,7 @@ fn main() -> ExitCode {
             } => {
                 infer::chat(infer::ChatArgs {
                     model,
-                    adapter,
+                    adapters: adapter,
                     prompt,
                     system,
                     raw,

@@ -292,7 +292,7 @@ fn generate_demo(loaded: &whetstone_studio::inference::Loaded) -> anyhow::Result
         seed: 0,
         stop_strings: vec![],
     };
-    let g = whetstone_studio::inference::chat(loaded, &ids, &params, |_| {})
+    let g = whetstone_studio::inference::chat(loaded, &loaded.model, &ids, &params, |_| {})
         .map_err(|e| anyhow::anyhow!(e.to_string()))?;
     Ok(g.text.trim().to_string())
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod device;
 pub mod estimate;
 pub mod generate;
+pub mod merge;
 pub mod methods;
 pub mod model;
 pub mod ops;

@@ -490,30 +490,7 @@ pub fn load_adapter_dir(
                 ))
             }
         }
-        let dora = field("use_dora").and_then(|x| x.as_bool()) == Some(true);
-        let mut c = TrainConfig::for_method(if dora {
-            MethodKind::Dora
-        } else {
-            MethodKind::Lora
-        });
-        c.lora.r = field("r")
-            .and_then(|x| x.as_u64())
-            .ok_or_else(|| err(&cfg_path, &"field `r`: missing or not a number"))?
-            as usize;
-        c.lora.alpha = field("lora_alpha")
-            .and_then(|x| x.as_f64())
-            .ok_or_else(|| err(&cfg_path, &"field `lora_alpha`: missing or not a number"))?;
-        c.lora.rslora = field("use_rslora")
-            .and_then(|x| x.as_bool())
-            .unwrap_or(false);
-        c.lora.dropout = 0.0;
-        c.lora.targets = peft_targets(field("target_modules"), &cfg_path)?;
-        let params = apply(model, &c).map_err(|e| err(dir, &e))?;
-        let wf = dir.join("adapter_model.safetensors");
-        let tensors =
-            candle_core::safetensors::load(&wf, &model.device).map_err(|e| err(&wf, &e))?;
-        load_params(&params, &tensors).map_err(|e| err(&wf, &e))?;
-        return Ok(c.method);
+        return load_lora(model, dir, &cfg_path, &v);
     }
     let wf = dir.join("trainable.safetensors");
     if !wf.exists() {
@@ -575,6 +552,140 @@ pub fn load_adapter_dir(
         ));
     }
     Ok(MethodKind::Full)
+}
+
+/// A PEFT LoRA / DoRA folder, ours or made elsewhere: each module's rank comes from its
+/// `lora_A` shape, its alpha from `alpha_pattern` (else `lora_alpha`); tensor names are
+/// accepted with or without PEFT's `base_model.model.` prefix.
+fn load_lora(
+    model: &mut DecoderModel,
+    dir: &std::path::Path,
+    cfg_path: &std::path::Path,
+    v: &serde_json::Value,
+) -> std::result::Result<MethodKind, String> {
+    let field = |k: &str| v.get(k).filter(|x| !x.is_null());
+    let alpha = field("lora_alpha")
+        .and_then(|x| x.as_f64())
+        .ok_or_else(|| err(cfg_path, &"field `lora_alpha`: missing or not a number"))?;
+    let rslora = field("use_rslora")
+        .and_then(|x| x.as_bool())
+        .unwrap_or(false);
+    let dora = field("use_dora").and_then(|x| x.as_bool()) == Some(true);
+    let targets = peft_targets(field("target_modules"), cfg_path)?;
+    let only_layers: Option<Vec<u64>> = field("layers_to_transform").map(|x| match x {
+        serde_json::Value::Array(a) => a.iter().filter_map(|n| n.as_u64()).collect(),
+        n => n.as_u64().into_iter().collect(),
+    });
+    // PEFT matches a pattern key against the end of the module's dotted name
+    let pattern = |key: &str, module: &str| -> Option<f64> {
+        let map = field(key)?.as_object()?;
+        map.iter()
+            .filter(|(k, _)| module == k.as_str() || module.ends_with(&format!(".{k}")))
+            .max_by_key(|(k, _)| k.len())
+            .and_then(|(_, x)| x.as_f64())
+    };
+    let wf = dir.join("adapter_model.safetensors");
+    let raw = candle_core::safetensors::load(&wf, &model.device).map_err(|e| err(&wf, &e))?;
+    let mut tensors: std::collections::HashMap<String, Tensor> = raw
+        .into_iter()
+        .map(|(k, t)| {
+            let k = k
+                .strip_prefix("base_model.model.")
+                .unwrap_or(&k)
+                .to_string();
+            (k.replace(".default.", "."), t)
+        })
+        .collect();
+    let (dtype, mut loaded) = (model.dtype, 0usize);
+    for (l, layer) in model.layers.iter_mut().enumerate() {
+        if only_layers
+            .as_ref()
+            .is_some_and(|ls| !ls.contains(&(l as u64)))
+        {
+            continue;
+        }
+        for (name, lin) in linears_mut(layer) {
+            let short = name.rsplit('.').next().unwrap_or(name);
+            if !targets.iter().any(|t| t == short) {
+                continue;
+            }
+            let module = format!("model.layers.{l}.{name}");
+            let take = |tensors: &mut std::collections::HashMap<String, Tensor>, suffix: &str| {
+                tensors
+                    .remove(&format!("{module}.{suffix}"))
+                    .ok_or_else(|| err(&wf, &format!("no tensor `{module}.{suffix}`")))
+            };
+            let a = take(&mut tensors, "lora_A.weight")?;
+            let b = take(&mut tensors, "lora_B.weight")?;
+            let (out, inp) = lin.weight.dims2().map_err(|e| err(&wf, &e))?;
+            let r = a.dim(0).map_err(|e| err(&wf, &e))?;
+            if a.dims() != [r, inp] || b.dims() != [out, r] {
+                return Err(err(
+                    &wf,
+                    &format!(
+                        "`{module}`: lora_A {:?} / lora_B {:?} do not fit a [{out}, {inp}] weight",
+                        a.dims(),
+                        b.dims()
+                    ),
+                ));
+            }
+            let expected_r =
+                pattern("rank_pattern", &module).or_else(|| field("r").and_then(|x| x.as_f64()));
+            if let Some(want) = expected_r.filter(|&w| w as usize != r) {
+                return Err(err(
+                    &wf,
+                    &format!("`{module}` has rank {r}, adapter_config.json says {want}"),
+                ));
+            }
+            let alpha = pattern("alpha_pattern", &module).unwrap_or(alpha);
+            let scale = if rslora {
+                alpha / (r as f64).sqrt()
+            } else {
+                alpha / r as f64
+            };
+            let magnitude = if dora {
+                let m = tensors
+                    .remove(&format!("{module}.lora_magnitude_vector"))
+                    .or_else(|| tensors.remove(&format!("{module}.lora_magnitude_vector.weight")))
+                    .ok_or_else(|| {
+                        err(&wf, &format!("no tensor `{module}.lora_magnitude_vector`"))
+                    })?;
+                Some(
+                    m.flatten_all()
+                        .and_then(|m| m.to_dtype(dtype))
+                        .map_err(|e| err(&wf, &e))?,
+                )
+            } else {
+                None
+            };
+            let conv = |t: Tensor| t.to_dtype(dtype).map_err(|e| err(&wf, &e));
+            lin.lora = Some(LoraWeights {
+                a: conv(a)?,
+                b: conv(b)?,
+                scale,
+                dropout: 0.0,
+                magnitude,
+            });
+            loaded += 1;
+        }
+    }
+    if let Some(extra) = tensors.keys().min() {
+        return Err(err(
+            &wf,
+            &format!(
+                "{} tensor(s) match no targeted module of this model, e.g. `{extra}`",
+                tensors.len()
+            ),
+        ));
+    }
+    if loaded == 0 {
+        return Err(err(&wf, &"no LoRA matrices for this model's modules"));
+    }
+    Ok(if dora {
+        MethodKind::Dora
+    } else {
+        MethodKind::Lora
+    })
 }
 
 /// A PEFT prefix-tuning folder: `prompt_embeddings` `[n_virtual, layers · 2 · kv]` (PEFT

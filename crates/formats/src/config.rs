@@ -7,7 +7,7 @@
 use crate::error::FileError;
 use candle_core::quantized::gguf_file;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -151,6 +151,91 @@ impl ModelConfig {
             }
         }
         Ok(())
+    }
+
+    /// An HF `config.json` for this architecture (a merged-model export), with the biases
+    /// the exported weights carry (`qkv`, `o`, `mlp`), which may exceed the base's (BitFit
+    /// with added biases). Fails when the architecture cannot describe them.
+    pub fn to_hf_json(
+        &self,
+        torch_dtype: &str,
+        biases: (bool, bool, bool),
+    ) -> Result<Value, String> {
+        let (qkv, o, mlp) = biases;
+        let (arch, model_type, attention_bias, mlp_bias) = match self.family {
+            Family::Llama => {
+                if qkv != o {
+                    return Err("Llama's `attention_bias` gives q, k, v and o biases together; this model has them on only some".into());
+                }
+                ("LlamaForCausalLM", "llama", qkv, mlp)
+            }
+            Family::Qwen2 => {
+                if !qkv || o || mlp {
+                    return Err("Qwen2 has biases on q, k and v only; these weights have them elsewhere too".into());
+                }
+                ("Qwen2ForCausalLM", "qwen2", true, false)
+            }
+            Family::Mistral => {
+                if qkv || o || mlp {
+                    return Err("Mistral has no biases; these weights have some".into());
+                }
+                ("MistralForCausalLM", "mistral", false, false)
+            }
+        };
+        let rope_scaling = match &self.rope_scaling {
+            None => Value::Null,
+            Some(RopeScaling::Linear { factor }) => json!({"rope_type": "linear", "factor": factor}),
+            Some(RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            }) => json!({
+                "rope_type": "llama3",
+                "factor": factor,
+                "low_freq_factor": low_freq_factor,
+                "high_freq_factor": high_freq_factor,
+                "original_max_position_embeddings": original_max_position_embeddings,
+            }),
+            Some(RopeScaling::Factors { .. }) => {
+                return Err("the rope scaling is stored as per-frequency factors (llama.cpp's rope_freqs), which an HF config cannot state".into())
+            }
+        };
+        let eos = match self.eos_token_ids.as_slice() {
+            [] => Value::Null,
+            [one] => json!(one),
+            many => json!(many),
+        };
+        let mut v = json!({
+            "architectures": [arch],
+            "model_type": model_type,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "hidden_act": "silu",
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "rope_scaling": rope_scaling,
+            "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": eos,
+            "torch_dtype": torch_dtype,
+            "use_cache": true,
+        });
+        if self.family == Family::Llama {
+            v["attention_bias"] = json!(attention_bias);
+            v["mlp_bias"] = json!(mlp_bias);
+        }
+        if self.family != Family::Llama {
+            v["sliding_window"] = Value::Null;
+            v["use_sliding_window"] = json!(false);
+        }
+        Ok(v)
     }
 
     /// Read an HF `config.json`.

@@ -12,6 +12,11 @@ pub struct HashError {
     pub source: std::io::Error,
 }
 
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// Lower-case hex SHA-256 of the file at `path`.
 pub fn sha256_file(path: &Path) -> Result<String, HashError> {
     let err = |source| HashError {

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod error;
 pub mod gguf;
+pub mod gguf_out;
 pub mod hash;
 pub mod source;
 pub mod tokenizer;

@@ -182,6 +182,11 @@ impl ModelSource {
         })
     }
 
+    /// The GGUF header, metadata and tensor table (GGUF sources only).
+    pub fn gguf_content(&self) -> Option<&gguf_file::Content> {
+        self.gguf.as_ref()
+    }
+
     /// Load (and for GGUF dequantize) the weights into `dtype` on `device`.
     pub fn load_weights(&self, device: &Device, dtype: DType) -> Result<Weights, FileError> {
         self.load_weights_with(device, dtype, &mut weights::keep_all)

@@ -172,31 +172,62 @@ pub fn load_safetensors(
     Ok(Weights::from_map(dir, tensors))
 }
 
-/// The HF name of a GGUF tensor (llama.cpp's naming), or None when it has no HF counterpart.
-pub fn hf_name(gguf_name: &str) -> Option<String> {
-    match gguf_name {
-        "token_embd.weight" => return Some("model.embed_tokens.weight".into()),
-        "output_norm.weight" => return Some("model.norm.weight".into()),
-        "output.weight" => return Some("lm_head.weight".into()),
-        _ => {}
+/// Write tensors as safetensors with the `{"format": "pt"}` header metadata PyTorch-side
+/// tools write (transformers refuses model files without it).
+pub fn save_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), FileError> {
+    let md = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let views: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    safetensors::serialize_to_file(views, Some(md), path)
+        .map_err(|e| FileError::new(path, format!("cannot write: {e}")))
+}
+
+/// Whole-model tensors: (GGUF name, HF name).
+const GLOBAL_NAMES: [(&str, &str); 3] = [
+    ("token_embd.weight", "model.embed_tokens.weight"),
+    ("output_norm.weight", "model.norm.weight"),
+    ("output.weight", "lm_head.weight"),
+];
+
+/// Per-layer modules: (llama.cpp's `blk.N.<name>`, HF's `model.layers.N.<name>`).
+pub const LAYER_NAMES: [(&str, &str); 9] = [
+    ("attn_q", "self_attn.q_proj"),
+    ("attn_k", "self_attn.k_proj"),
+    ("attn_v", "self_attn.v_proj"),
+    ("attn_output", "self_attn.o_proj"),
+    ("ffn_gate", "mlp.gate_proj"),
+    ("ffn_up", "mlp.up_proj"),
+    ("ffn_down", "mlp.down_proj"),
+    ("attn_norm", "input_layernorm"),
+    ("ffn_norm", "post_attention_layernorm"),
+];
+
+/// Translate a tensor name between the two namings; `to_hf` picks the direction.
+fn translate(name: &str, to_hf: bool) -> Option<String> {
+    let from = |p: &(&'static str, &'static str)| if to_hf { p.0 } else { p.1 };
+    let to = |p: &(&'static str, &'static str)| if to_hf { p.1 } else { p.0 };
+    if let Some(g) = GLOBAL_NAMES.iter().find(|p| from(p) == name) {
+        return Some(to(g).to_string());
     }
-    let rest = gguf_name.strip_prefix("blk.")?;
-    let (layer, rest) = rest.split_once('.')?;
+    let (prefix, out_prefix) = if to_hf {
+        ("blk.", "model.layers.")
+    } else {
+        ("model.layers.", "blk.")
+    };
+    let (layer, rest) = name.strip_prefix(prefix)?.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
     let (module, kind) = rest.rsplit_once('.')?;
-    let hf = match module {
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        "attn_norm" => "input_layernorm",
-        "ffn_norm" => "post_attention_layernorm",
-        _ => return None,
-    };
-    Some(format!("model.layers.{layer}.{hf}.{kind}"))
+    let m = LAYER_NAMES.iter().find(|p| from(p) == module)?;
+    Some(format!("{out_prefix}{layer}.{}.{kind}", to(m)))
+}
+
+/// The HF name of a GGUF tensor (llama.cpp's naming), or None when it has no HF counterpart.
+pub fn hf_name(gguf_name: &str) -> Option<String> {
+    translate(gguf_name, true)
+}
+
+/// The GGUF name of an HF tensor, or None when llama.cpp has no counterpart.
+pub fn gguf_name(hf_name: &str) -> Option<String> {
+    translate(hf_name, false)
 }
 
 /// Undo llama.cpp's interleaving of the rotary halves in Q and K rows

@@ -66,6 +66,22 @@ pub fn load(
     })
 }
 
+/// The loaded base with an adapter applied (or none), without reloading or touching the
+/// base: the copy shares the base's tensors and only adds or replaces the adapter's, so
+/// switching adapters on one loaded base costs the adapter's load alone.
+pub fn with_adapter(
+    loaded: &Loaded,
+    adapter: Option<&Path>,
+) -> Result<(DecoderModel, f64), InferenceError> {
+    let started = Instant::now();
+    let mut model = loaded.model.clone();
+    if let Some(dir) = adapter {
+        whetstone_engine::methods::load_adapter_dir(&mut model, dir)
+            .map_err(InferenceError::User)?;
+    }
+    Ok((model, started.elapsed().as_secs_f64()))
+}
+
 /// `score --json`: field names are a contract (DESIGN.md §3).
 #[derive(Debug, Clone, Serialize)]
 pub struct ScoreReport {
@@ -152,14 +168,16 @@ pub fn chat_prompt(
         .map_err(|e| InferenceError::User(format!("cannot tokenize the prompt: {e}")))
 }
 
+/// Answer with `model` (the loaded base, or [`with_adapter`]'s copy of it).
 pub fn chat(
     loaded: &Loaded,
+    model: &DecoderModel,
     prompt_ids: &[u32],
     params: &SamplingParams,
     on_text: impl FnMut(&str),
 ) -> Result<Generation, InferenceError> {
     Ok(generate(
-        &loaded.model,
+        model,
         &loaded.source.tokenizer,
         prompt_ids,
         params,

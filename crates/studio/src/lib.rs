@@ -7,6 +7,7 @@
 pub mod datasets;
 pub mod demo_model;
 pub mod doctor;
+pub mod export;
 pub mod history;
 pub mod hub;
 pub mod inference;
@@ -21,7 +22,7 @@ pub use doctor::{doctor, DoctorReport};
 pub use paths::DataDir;
 pub use whetstone_data::DatasetFormat;
 pub use whetstone_engine::{
-    MethodKind, RunStatus, SamplingParams, Summary, TrainConfig, TrainEvent,
+    Generation, MethodKind, RunStatus, SamplingParams, Summary, TrainConfig, TrainEvent,
 };
 
 pub use whetstone_formats as formats;

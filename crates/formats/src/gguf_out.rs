@@ -1,0 +1,190 @@
+//! Writing GGUF files llama.cpp (and so Ollama) loads: LoRA adapters and merged models.
+//!
+//! Facts this module keeps (FORMATS.md): an adapter says `general.type = "adapter"`,
+//! `adapter.type = "lora"` and `adapter.lora.alpha` as a float32; its tensors are the base
+//! tensor's name plus `.lora_a` (`[r, in]` in PyTorch order) and `.lora_b` (`[out, r]`);
+//! llama.cpp scales by `alpha / r` only, so rsLoRA's `alpha / √r` is written as
+//! `alpha·√r`. For the `llama` architecture the converter interleaves the rotary halves of
+//! the Q and K rows, so `lora_b` of `q_proj`/`k_proj` (and merged Q/K weights) get the same
+//! row permutation; Qwen2 (NeoX rope) needs none.
+
+use crate::config::{Family, ModelConfig};
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use std::path::Path;
+
+pub use gguf_file::Value as GgufValue;
+
+/// llama.cpp's architecture string for a family (Mistral converts as `llama`).
+pub fn gguf_architecture(family: Family) -> &'static str {
+    match family {
+        Family::Llama | Family::Mistral => "llama",
+        Family::Qwen2 => "qwen2",
+    }
+}
+
+/// Whether llama.cpp's converter permuted this architecture's Q and K rows.
+pub fn permutes_qk(family: Family) -> bool {
+    gguf_architecture(family) == "llama"
+}
+
+pub use crate::weights::gguf_name;
+
+/// Interleave the rotary halves of each head's rows, as llama.cpp's converter does to Q and
+/// K (the inverse of [`crate::weights::unpermute_qk`]).
+pub fn permute_qk(w: &Tensor, n_head: usize) -> candle_core::Result<Tensor> {
+    let dims = w.dims().to_vec();
+    let rest: usize = dims[1..].iter().product();
+    let half = dims[0] / n_head / 2;
+    w.reshape((n_head, 2, half, rest))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape(dims)
+}
+
+/// The head count whose permutation an HF tensor needs in a `llama` GGUF, if any.
+pub fn qk_heads(hf: &str, cfg: &ModelConfig) -> Option<usize> {
+    if !permutes_qk(cfg.family) {
+        return None;
+    }
+    if hf.contains(".self_attn.q_proj.") {
+        Some(cfg.num_heads)
+    } else if hf.contains(".self_attn.k_proj.") {
+        Some(cfg.num_kv_heads)
+    } else {
+        None
+    }
+}
+
+/// A tensor in the requested storage type; 1-D tensors (norms, biases) and shapes whose rows
+/// do not split into blocks stay f32, as llama.cpp's converter keeps them.
+pub fn to_qtensor(t: &Tensor, dtype: GgmlDType) -> candle_core::Result<QTensor> {
+    let t = t
+        .to_device(&Device::Cpu)?
+        .to_dtype(candle_core::DType::F32)?;
+    let cols = *t.dims().last().unwrap_or(&1);
+    let dtype = if t.rank() < 2 || !cols.is_multiple_of(dtype.block_size()) {
+        GgmlDType::F32
+    } else {
+        dtype
+    };
+    QTensor::quantize(&t, dtype)
+}
+
+/// Metadata of a LoRA adapter for `cfg`'s architecture. `alpha` is what llama.cpp divides
+/// by `r` (already adjusted for rsLoRA by the caller).
+pub fn adapter_metadata(cfg: &ModelConfig, alpha: f32, name: &str) -> Vec<(String, GgufValue)> {
+    vec![
+        (
+            "general.architecture".into(),
+            GgufValue::String(gguf_architecture(cfg.family).into()),
+        ),
+        ("general.type".into(), GgufValue::String("adapter".into())),
+        ("general.name".into(), GgufValue::String(name.into())),
+        ("adapter.type".into(), GgufValue::String("lora".into())),
+        ("adapter.lora.alpha".into(), GgufValue::F32(alpha)),
+    ]
+}
+
+/// Write a GGUF file (version 2, 32-byte alignment) with metadata sorted by key.
+pub fn write(
+    path: &Path,
+    metadata: &[(String, GgufValue)],
+    tensors: &[(String, QTensor)],
+) -> Result<(), String> {
+    let mut md: Vec<(&str, &GgufValue)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    md.sort_by_key(|(k, _)| *k);
+    let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let file = std::fs::File::create(path)
+        .map_err(|e| format!("{}: cannot create: {e}", path.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    gguf_file::write(&mut w, &md, &ts).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file = w
+        .into_inner()
+        .map_err(|e| format!("{}: {}", path.display(), e.error()))?;
+    file.sync_all()
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The `general.file_type` llama.cpp records for a model mostly stored as `dtype`.
+pub fn file_type(dtype: GgmlDType) -> u32 {
+    match dtype {
+        GgmlDType::F32 => 0,
+        GgmlDType::F16 => 1,
+        GgmlDType::Q8_0 => 7,
+        GgmlDType::BF16 => 32,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::{hf_name, unpermute_qk};
+
+    #[test]
+    fn names_round_trip() {
+        for hf in [
+            "model.embed_tokens.weight",
+            "model.norm.weight",
+            "lm_head.weight",
+            "model.layers.3.self_attn.q_proj.weight",
+            "model.layers.0.self_attn.k_proj.bias",
+            "model.layers.12.mlp.down_proj.weight",
+            "model.layers.1.post_attention_layernorm.weight",
+        ] {
+            let g = gguf_name(hf).unwrap();
+            assert_eq!(hf_name(&g).as_deref(), Some(hf), "{g}");
+        }
+        assert_eq!(
+            gguf_name("model.layers.2.self_attn.o_proj.weight").unwrap(),
+            "blk.2.attn_output.weight"
+        );
+    }
+
+    #[test]
+    fn permutation_is_undone_by_the_importer() {
+        let w = Tensor::arange(0f32, 8.0 * 12.0, &Device::Cpu)
+            .unwrap()
+            .reshape((8, 12))
+            .unwrap();
+        let p = permute_qk(&w, 2).unwrap();
+        assert_ne!(p.to_vec2::<f32>().unwrap(), w.to_vec2::<f32>().unwrap());
+        let back = unpermute_qk(&p, 2).unwrap();
+        assert_eq!(back.to_vec2::<f32>().unwrap(), w.to_vec2::<f32>().unwrap());
+        // rows of one head: [0 1 2 3] (halves [0 1] and [2 3]) become [0 2 1 3]
+        let rows: Vec<f32> = p
+            .to_vec2::<f32>()
+            .unwrap()
+            .iter()
+            .map(|r| r[0] / 12.0)
+            .collect();
+        assert_eq!(rows, [0., 2., 1., 3., 4., 6., 5., 7.]);
+    }
+
+    #[test]
+    fn written_files_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.gguf");
+        let t = Tensor::ones((4, 64), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let tensors = vec![
+            (
+                "x.lora_a".to_string(),
+                to_qtensor(&t, GgmlDType::F32).unwrap(),
+            ),
+            ("y".to_string(), to_qtensor(&t, GgmlDType::Q8_0).unwrap()),
+        ];
+        let md = vec![("adapter.lora.alpha".to_string(), GgufValue::F32(16.0))];
+        write(&f, &md, &tensors).unwrap();
+        let mut r = std::fs::File::open(&f).unwrap();
+        let c = gguf_file::Content::read(&mut r).unwrap();
+        assert_eq!(c.metadata["adapter.lora.alpha"].to_f32().unwrap(), 16.0);
+        assert_eq!(c.tensor_infos["y"].ggml_dtype, GgmlDType::Q8_0);
+        let back = c
+            .tensor(&mut r, "y", &Device::Cpu)
+            .unwrap()
+            .dequantize(&Device::Cpu)
+            .unwrap();
+        assert_eq!(back.dims(), [4, 64]);
+    }
+}
