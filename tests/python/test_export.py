@@ -259,6 +259,37 @@ def test_merged_gguf_and_hf_folder_from_a_gguf_base_score_like_the_adapter(smol_
     assert d < 1e-3, f"merged HF folder in transformers: {d}"
 
 
+def llama_cpp_nll(model, ids, lora=None):
+    """Per-token NLL from llama.cpp itself (f32 KV cache, so an f32 model computes exactly)."""
+    from llama_cpp import Llama
+    llm = Llama(model_path=str(model), lora_path=str(lora) if lora else None, logits_all=True, n_ctx=256,
+                n_threads=2, type_k=0, type_v=0, verbose=False)
+    llm.eval(ids)
+    logits = np.array(llm.scores[:len(ids)], dtype=np.float64)
+    top = logits.max(axis=1, keepdims=True)
+    logp = logits - top - np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
+    return [-logp[i, ids[i + 1]] for i in range(len(ids) - 1)]
+
+
+def test_llama_cpp_loads_the_exports_and_computes_the_same_nll(smol_runs, tmp_path):
+    """An f32 merged model (the (IA)3 run) as the base, the LoRA run's GGUF adapter on top: llama.cpp
+    and Whetstone must agree per token, with and without the adapter."""
+    home, env, go, runs = smol_runs
+    go("export", runs["ia3"], "--format", "gguf", "--dtype", "f32", "--out", str(tmp_path / "base"))
+    go("export", runs["lora"], "--format", "gguf", "--out", str(tmp_path / "lora"))
+    base, adapter = tmp_path / "base" / "model.gguf", tmp_path / "lora" / "adapter.gguf"
+    text = tmp_path / "t.txt"
+    text.write_text(tm.TEXT)
+    plain = json.loads(go("score", "--model", str(base), "--text-file", str(text), "--json"))
+    tuned = json.loads(go("score", "--model", str(base), "--adapter", runs["lora"], "--text-file", str(text),
+                          "--json"))
+    assert max_diff(plain["token_nll"], tuned["token_nll"]) > 0.05, "the adapter changed nothing"
+    d = max_diff(plain["token_nll"], llama_cpp_nll(base, plain["token_ids"]))
+    assert d < 1e-3, f"merged f32 GGUF in llama.cpp: {d}"
+    d = max_diff(tuned["token_nll"], llama_cpp_nll(base, tuned["token_ids"], adapter))
+    assert d < 1e-3, f"GGUF adapter in llama.cpp: {d}"
+
+
 def test_a_killed_export_leaves_no_partial_folder(smol_runs, whetstone_bin, tmp_path):
     home, env, go, runs = smol_runs
     dest = tmp_path / "exports" / "merged"

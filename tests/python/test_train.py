@@ -393,3 +393,7 @@ def test_demo_lowers_eval_loss_and_learns_the_format(run, home, demo_model):
     before, after = summary["eval_loss_before"], summary["eval_loss_after"]
     assert after < 0.7 * before, (before, after)
     assert json.loads(summary["generation_after"]) == {"name": "Ingrid Solberg", "age": 29, "city": "Bergen"}
+    exported = Path(summary["peft_export"])
+    assert exported.parent == (home / "exports").resolve()
+    assert json.loads((exported / "adapter_config.json").read_text())["peft_type"] == "LORA"
+    assert json.loads((exported / "manifest.json").read_text())["run_id"] == summary["run_id"]

@@ -356,6 +356,20 @@ pub async fn demo(steps: u64, json: bool) -> anyhow::Result<ExitCode> {
     let adapter = runs::adapter_dir(&store, &run.id)
         .await
         .map_err(run_error)?;
+    let exported = whetstone_studio::export::export(
+        &store,
+        &dir,
+        whetstone_studio::export::ExportRequest {
+            run: run.id.clone(),
+            format: whetstone_studio::export::ExportFormat::Peft,
+            out: None,
+            checkpoint: None,
+            dtype: None,
+        },
+        |_| {},
+    )
+    .await
+    .map_err(run_error)?;
     store.close().await;
     let after = tokio::task::spawn_blocking(move || {
         let loaded = whetstone_studio::inference::load(&model_path, "cpu", Some(&adapter), false)
@@ -374,6 +388,7 @@ pub async fn demo(steps: u64, json: bool) -> anyhow::Result<ExitCode> {
                 "generation_before": before,
                 "generation_after": after,
                 "prompt": DEMO_PROMPT,
+                "peft_export": exported.path,
             })
         );
     } else {
@@ -390,6 +405,10 @@ pub async fn demo(steps: u64, json: bool) -> anyhow::Result<ExitCode> {
         println!(
             "run {} is kept: `whetstone chat --model {} --adapter {} \"...\"`",
             run.id, model.id, run.id
+        );
+        println!(
+            "PEFT adapter exported to {} (`whetstone export {} --format gguf|ollama|merged` for the others)",
+            exported.path, run.id
         );
     }
     Ok(ExitCode::SUCCESS)
