@@ -80,11 +80,13 @@ def test_peft_and_merged_exports_load_in_transformers_with_the_same_nll(run, tmp
     peft_model = PeftModel.from_pretrained(tm.load_reference(tiny), peft_dir)
     peft_model.eval()
     d = max_diff(ours["token_nll"], tm.token_nll(peft_model, ours["token_ids"]))
+    print(f"{method}: PEFT export in PeftModel vs whetstone {d:.2e}")
     assert d < 1e-3, f"PEFT export: {d}"
 
     merged = check_manifest(export(run, run_id, "merged", "--dtype", "f32", "--out", str(tmp_path / "merged")), method)
     ref = tm.load_reference(merged)
     d = max_diff(ours["token_nll"], tm.token_nll(ref, ours["token_ids"]))
+    print(f"{method}: merged folder in transformers vs whetstone {d:.2e}")
     assert d < 1e-3, f"merged folder in transformers: {d}"
     d = max_diff(ours["token_nll"], score(run, merged, text)["token_nll"])
     assert d < 1e-4, f"merged folder in whetstone: {d}"
@@ -286,8 +288,37 @@ def test_llama_cpp_loads_the_exports_and_computes_the_same_nll(smol_runs, tmp_pa
     assert max_diff(plain["token_nll"], tuned["token_nll"]) > 0.05, "the adapter changed nothing"
     d = max_diff(plain["token_nll"], llama_cpp_nll(base, plain["token_ids"]))
     assert d < 1e-3, f"merged f32 GGUF in llama.cpp: {d}"
-    d = max_diff(tuned["token_nll"], llama_cpp_nll(base, tuned["token_ids"], adapter))
-    assert d < 1e-3, f"GGUF adapter in llama.cpp: {d}"
+    d2 = max_diff(tuned["token_nll"], llama_cpp_nll(base, tuned["token_ids"], adapter))
+    print(f"llama.cpp vs whetstone: f32 merged model {d:.2e}, with the GGUF LoRA adapter {d2:.2e}")
+    assert d2 < 1e-3, f"GGUF adapter in llama.cpp: {d2}"
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_a_gguf_model_from_an_hf_folder_loads_in_llama_cpp(run, tmp_path, text_data, family):
+    """No GGUF base: metadata from config.json, the tokenizer from tokenizer.json. llama.cpp's own
+    tokenizer must give transformers' ids, and its NLL must match (Llama: Q/K permuted; Qwen2: biases)."""
+    model = tm.make_model(tmp_path / family, family, seed=5)
+    run_id = train(run, model, text_data, "dora", "max_steps=3", "lr=1e-2", "lora.targets=all-linear")
+    text = tmp_path / "t.txt"
+    text.write_text(tm.TEXT)
+    ours = score(run, model, text, run_id)
+    report = export(run, run_id, "gguf", "--dtype", "f32", "--out", str(tmp_path / "gguf"))
+    assert report["kind"] == "gguf_model"
+    gguf_file = check_manifest(report, "dora") / "model.gguf"
+    again = score(run, gguf_file, text)
+    assert again["token_ids"] == ours["token_ids"]
+    assert max_diff(again["token_nll"], ours["token_nll"]) < 1e-4
+    from llama_cpp import Llama
+    llm = Llama(model_path=str(gguf_file), vocab_only=True, verbose=False)
+    assert llm.tokenize(tm.TEXT.encode(), add_bos=False, special=False) == ours["token_ids"]
+    d = max_diff(ours["token_nll"], llama_cpp_nll(gguf_file, ours["token_ids"]))
+    print(f"{family} GGUF from an HF folder: llama.cpp vs whetstone max per-token NLL difference {d:.2e}")
+    assert d < 1e-3, f"{family} GGUF from an HF folder in llama.cpp: {d}"
+    # Ollama gets the same merged GGUF (f16) rather than a folder it would have to convert
+    report = export(run, run_id, "ollama", "--out", str(tmp_path / "ollama"))
+    assert report["kind"] == "ollama_model"
+    modelfile = (check_manifest(report, "dora") / "Modelfile").read_text().splitlines()
+    assert "FROM ./model.gguf" in modelfile and not any(line.startswith("ADAPTER") for line in modelfile)
 
 
 def test_a_killed_export_leaves_no_partial_folder(smol_runs, whetstone_bin, tmp_path):

@@ -86,6 +86,43 @@ pub fn adapter_metadata(cfg: &ModelConfig, alpha: f32, name: &str) -> Vec<(Strin
     ]
 }
 
+/// The architecture metadata llama.cpp reads for `cfg` (a GGUF written from an HF folder).
+/// Llama 3 rope scaling travels as a `rope_freqs.weight` tensor the caller adds.
+pub fn model_metadata(cfg: &ModelConfig, name: &str, file_type: u32) -> Vec<(String, GgufValue)> {
+    let arch = gguf_architecture(cfg.family);
+    let k = |key: &str| format!("{arch}.{key}");
+    let u = |v: usize| GgufValue::U32(v as u32);
+    let mut md = vec![
+        (
+            "general.architecture".to_string(),
+            GgufValue::String(arch.into()),
+        ),
+        ("general.name".into(), GgufValue::String(name.into())),
+        ("general.file_type".into(), GgufValue::U32(file_type)),
+        ("general.quantization_version".into(), GgufValue::U32(2)),
+        (k("context_length"), u(cfg.max_position_embeddings)),
+        (k("embedding_length"), u(cfg.hidden_size)),
+        (k("feed_forward_length"), u(cfg.intermediate_size)),
+        (k("block_count"), u(cfg.num_layers)),
+        (k("attention.head_count"), u(cfg.num_heads)),
+        (k("attention.head_count_kv"), u(cfg.num_kv_heads)),
+        (
+            k("attention.layer_norm_rms_epsilon"),
+            GgufValue::F32(cfg.rms_norm_eps as f32),
+        ),
+        (k("rope.freq_base"), GgufValue::F32(cfg.rope_theta as f32)),
+        (k("rope.dimension_count"), u(cfg.head_dim)),
+        (k("attention.key_length"), u(cfg.head_dim)),
+        (k("attention.value_length"), u(cfg.head_dim)),
+        (k("vocab_size"), u(cfg.vocab_size)),
+    ];
+    if let Some(crate::config::RopeScaling::Linear { factor }) = &cfg.rope_scaling {
+        md.push((k("rope.scaling.type"), GgufValue::String("linear".into())));
+        md.push((k("rope.scaling.factor"), GgufValue::F32(*factor as f32)));
+    }
+    md
+}
+
 /// Write a GGUF file (version 2, 32-byte alignment) with metadata sorted by key.
 pub fn write(
     path: &Path,

@@ -17,6 +17,7 @@ use std::str::FromStr;
 /// GGUF token types (llama.cpp `llama_token_type`).
 const TOKEN_CONTROL: i32 = 3;
 const TOKEN_USER_DEFINED: i32 = 4;
+const TOKEN_UNUSED: i32 = 5;
 
 /// A model's tokenizer plus the special ids generation needs.
 pub struct ModelTokenizer {
@@ -298,6 +299,154 @@ pub fn tokenizer_from_gguf(
     tok.eos_token = name_of(eos_id);
     tok.eos_ids = eos_id.into_iter().collect();
     Ok(tok)
+}
+
+/// `trim_offsets` only changes character offsets, never ids: leave it out of comparisons.
+fn without_offsets(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| k.as_str() != "trim_offsets")
+                .map(|(k, v)| (k.clone(), without_offsets(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(without_offsets).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The `tokenizer.ggml.*` metadata llama.cpp needs to rebuild this tokenizer, for a GGUF
+/// written from an HF folder. Byte-level BPE tokenizers (GPT-2, Llama 3, Qwen2, SmolLM
+/// split rules) are described exactly; the token list is padded to `vocab_size` rows as
+/// llama.cpp's converter pads it. Anything else is refused with the reason.
+pub fn gguf_tokenizer_metadata(
+    tok: &ModelTokenizer,
+    vocab_size: usize,
+    chat_template: Option<&str>,
+    source: &Path,
+) -> Result<Vec<(String, GValue)>, FileError> {
+    let doc = &tok.json;
+    let model = &doc["model"];
+    if model["type"] != "BPE" || model["byte_fallback"] == true {
+        return Err(FileError::new(
+            source,
+            "only byte-level BPE tokenizers (GPT-2, Llama 3, Qwen2, SmolLM style) can be written to GGUF here; \
+             for a SentencePiece tokenizer, convert the merged export with llama.cpp's convert_hf_to_gguf.py",
+        ));
+    }
+    match &doc["normalizer"] {
+        Value::Null => {}
+        n if n["type"] == "NFC" => {}
+        other => {
+            return Err(FileError::new(
+                source,
+                format!("tokenizer.json: normalizer {other} has no llama.cpp equivalent"),
+            ))
+        }
+    }
+    let pre_doc = without_offsets(&doc["pre_tokenizer"]);
+    let pre = ["gpt-2", "smollm", "llama-bpe", "qwen2"]
+        .into_iter()
+        .find(|name| {
+            gpt2_pre_tokenizer(source, name)
+                .map(|v| without_offsets(&v) == pre_doc)
+                .unwrap_or(false)
+        })
+        .ok_or_else(|| {
+            FileError::new(
+                source,
+                "tokenizer.json: the pre-tokenizer's split rules are not one llama.cpp names here (gpt-2, smollm, llama-bpe, qwen2)",
+            )
+        })?;
+    let vocab = model["vocab"].as_object().ok_or_else(|| {
+        FileError::new(
+            source,
+            "tokenizer.json: field `model.vocab` is not an object",
+        )
+    })?;
+    let added = doc["added_tokens"].as_array().cloned().unwrap_or_default();
+    let max_id = vocab
+        .values()
+        .filter_map(Value::as_u64)
+        .chain(added.iter().filter_map(|a| a["id"].as_u64()))
+        .max()
+        .unwrap_or(0) as usize;
+    let n = vocab_size.max(max_id + 1);
+    let mut tokens: Vec<Option<String>> = vec![None; n];
+    let mut types = vec![1i32; n];
+    for (t, id) in vocab {
+        if let Some(id) = id.as_u64() {
+            tokens[id as usize] = Some(t.clone());
+        }
+    }
+    for a in &added {
+        if let (Some(id), Some(content)) = (a["id"].as_u64(), a["content"].as_str()) {
+            tokens[id as usize] = Some(content.to_string());
+            types[id as usize] = if a["special"] == true {
+                TOKEN_CONTROL
+            } else {
+                TOKEN_USER_DEFINED
+            };
+        }
+    }
+    let tokens: Vec<GValue> = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            GValue::String(t.unwrap_or_else(|| {
+                types[i] = TOKEN_UNUSED;
+                format!("[PAD{i}]")
+            }))
+        })
+        .collect();
+    let merges: Vec<GValue> = model["merges"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|x| match x {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Array(p) => Some(
+                        p.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    ),
+                    _ => None,
+                })
+                .map(GValue::String)
+                .collect()
+        })
+        .unwrap_or_default();
+    let id_of = |name: &Option<String>| name.as_deref().and_then(|n| tok.token_to_id(n));
+    let add_bos = doc["post_processor"]["type"] == "TemplateProcessing"
+        && doc["post_processor"]["single"]
+            .as_array()
+            .and_then(|a| a.first())
+            .is_some_and(|f| f.get("SpecialToken").is_some());
+    let mut md = vec![
+        (
+            "tokenizer.ggml.model".to_string(),
+            GValue::String("gpt2".into()),
+        ),
+        ("tokenizer.ggml.pre".into(), GValue::String(pre.into())),
+        ("tokenizer.ggml.tokens".into(), GValue::Array(tokens)),
+        (
+            "tokenizer.ggml.token_type".into(),
+            GValue::Array(types.into_iter().map(GValue::I32).collect()),
+        ),
+        ("tokenizer.ggml.merges".into(), GValue::Array(merges)),
+        ("tokenizer.ggml.add_bos_token".into(), GValue::Bool(add_bos)),
+    ];
+    if let Some(id) = id_of(&tok.bos_token) {
+        md.push(("tokenizer.ggml.bos_token_id".into(), GValue::U32(id)));
+    }
+    if let Some(id) = id_of(&tok.eos_token).or(tok.eos_ids.first().copied()) {
+        md.push(("tokenizer.ggml.eos_token_id".into(), GValue::U32(id)));
+    }
+    if let Some(t) = chat_template {
+        md.push(("tokenizer.chat_template".into(), GValue::String(t.into())));
+    }
+    Ok(md)
 }
 
 /// SentencePiece BPE keeps scores, not merges: a merge `(a, b)` exists when `a`, `b` and

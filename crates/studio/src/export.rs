@@ -6,8 +6,9 @@
 //! - `merged`: an HF model folder (config, tokenizer files, safetensors, generation config)
 //!   with the adapter folded into the weights (`whetstone_engine::merge`).
 //! - `gguf`: a LoRA adapter llama.cpp loads (LoRA-family runs), or for the methods it cannot
-//!   describe a whole merged model in f16 / q8_0 / f32 (GGUF bases: metadata and tokenizer
-//!   copied from the base file).
+//!   describe a whole merged model in f16 / q8_0 / f32 (from a GGUF base: its metadata and
+//!   tokenizer copied; from an HF folder: written from the config and a byte-level BPE
+//!   `tokenizer.json`).
 //! - `ollama`: a `Modelfile` with `FROM` the base, `ADAPTER` the GGUF adapter (or `FROM` a
 //!   merged model), the chat template in Ollama's syntax and the stop words.
 //!
@@ -494,12 +495,13 @@ fn run_export(
                     let dtype = gguf_dtype(job.dtype.as_deref(), GgmlDType::F32)?;
                     gguf_adapter(job, &source, &stage.join("adapter.gguf"), dtype)?;
                     absolute(&model_path).display().to_string()
-                } else if source.kind == SourceKind::Gguf {
+                } else if source.kind == SourceKind::Gguf || gguf_tokenizer_ok(&source) {
                     let dtype = gguf_dtype(job.dtype.as_deref(), GgmlDType::F16)?;
                     gguf_model(job, &source, &stage.join("model.gguf"), dtype, progress)?;
                     "./model.gguf".into()
                 } else {
-                    // Ollama converts Llama / Mistral / Qwen2 safetensors folders itself
+                    // a tokenizer GGUF cannot describe: Ollama converts Llama / Mistral / Qwen2
+                    // safetensors folders itself
                     let sub = stage.join("model");
                     std::fs::create_dir(&sub).map_err(internal)?;
                     let dtype = merged_dtype(job.dtype.as_deref(), &source)?;
@@ -523,6 +525,17 @@ fn run_export(
             Ok((kind.into(), files, Some(next)))
         }
     }
+}
+
+/// Whether an HF folder's tokenizer can be written into a GGUF model.
+fn gguf_tokenizer_ok(source: &ModelSource) -> bool {
+    whetstone_formats::tokenizer::gguf_tokenizer_metadata(
+        &source.tokenizer,
+        source.config.vocab_size,
+        None,
+        &source.path,
+    )
+    .is_ok()
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -868,8 +881,9 @@ fn tensor_order(name: &str) -> (usize, String) {
     (layer, name.to_string())
 }
 
-/// The whole merged model as GGUF, with the base GGUF's metadata (tokenizer, chat template,
-/// hyperparameters) and tensor layout.
+/// The whole merged model as GGUF. From a GGUF base: its metadata (tokenizer, chat template,
+/// hyperparameters) and tensor order. From an HF folder: metadata written from the config and
+/// `tokenizer.json` (byte-level BPE tokenizers), Llama 3 rope scaling as `rope_freqs.weight`.
 fn gguf_model(
     job: &Job,
     source: &ModelSource,
@@ -877,69 +891,100 @@ fn gguf_model(
     dtype: GgmlDType,
     progress: &dyn Fn(&str),
 ) -> Result<(), RunError> {
-    let Some(content) = source.gguf_content() else {
-        return Err(user(format!(
-            "{}: a GGUF model file is made from a GGUF base (its tokenizer and metadata are copied); \
-             for an HF folder, export --format merged and convert it with llama.cpp's convert_hf_to_gguf.py",
-            source.path.display()
-        )));
+    let cfg = &source.config;
+    // refuse a tokenizer llama.cpp cannot be told about before the slow part
+    let tokenizer_md = match source.gguf_content() {
+        Some(_) => vec![],
+        None => whetstone_formats::tokenizer::gguf_tokenizer_metadata(
+            &source.tokenizer,
+            cfg.vocab_size,
+            source.chat_template.as_deref(),
+            &source.path.join("tokenizer.json"),
+        )
+        .map_err(|e| user(e.to_string()))?,
     };
     let (_model, tensors) = merged_tensors(job, &source.path, DType::F32, progress)?;
     progress("quantizing and writing model.gguf");
-    let mut by_name: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
-    let mut infos: Vec<(&String, u64)> = content
-        .tensor_infos
-        .iter()
-        .map(|(n, i)| (n, i.offset))
-        .collect();
-    infos.sort_by_key(|(_, off)| *off);
-    let mut file = std::fs::File::open(&source.path).map_err(internal)?;
-    let mut out_tensors = vec![];
     // llama.cpp's layout: Q/K rows interleaved for the `llama` architecture
     let convert = |hf: &str, t: Tensor| -> Result<candle_core::quantized::QTensor, RunError> {
-        let t = match gguf_out::qk_heads(hf, &source.config) {
+        let t = match gguf_out::qk_heads(hf, cfg) {
             Some(h) => gguf_out::permute_qk(&t, h).map_err(internal)?,
             None => t,
         };
         gguf_out::to_qtensor(&t, dtype).map_err(internal)
     };
-    for (gname, _) in infos {
-        match whetstone_formats::weights::hf_name(gname) {
-            Some(hf) if by_name.contains_key(&hf) => {
-                let t = by_name.remove(&hf).expect("checked");
-                out_tensors.push((gname.clone(), convert(&hf, t)?));
+    let f32_tensor = |t: &Tensor| gguf_out::to_qtensor(t, GgmlDType::F32).map_err(internal);
+    let mut by_name: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
+    let mut out_tensors = vec![];
+    let md = match source.gguf_content() {
+        Some(content) => {
+            let mut infos: Vec<(&String, u64)> = content
+                .tensor_infos
+                .iter()
+                .map(|(n, i)| (n, i.offset))
+                .collect();
+            infos.sort_by_key(|(_, off)| *off);
+            let mut file = std::fs::File::open(&source.path).map_err(internal)?;
+            for (gname, _) in infos {
+                match whetstone_formats::weights::hf_name(gname) {
+                    Some(hf) if by_name.contains_key(&hf) => {
+                        let t = by_name.remove(&hf).expect("checked");
+                        out_tensors.push((gname.clone(), convert(&hf, t)?));
+                    }
+                    // tensors with no HF counterpart (rope_freqs) are copied as they are
+                    _ => {
+                        let q = content
+                            .tensor(&mut file, gname, &Device::Cpu)
+                            .map_err(|e| user(format!("{}: {e}", source.path.display())))?;
+                        let t = q.dequantize(&Device::Cpu).map_err(internal)?;
+                        out_tensors.push((gname.clone(), f32_tensor(&t)?));
+                    }
+                }
             }
-            // tensors with no HF counterpart (rope_freqs) are copied as they are
-            _ => {
-                let q = content
-                    .tensor(&mut file, gname, &Device::Cpu)
-                    .map_err(|e| user(format!("{}: {e}", source.path.display())))?;
-                let t = q.dequantize(&Device::Cpu).map_err(internal)?;
-                out_tensors.push((
-                    gname.clone(),
-                    gguf_out::to_qtensor(&t, GgmlDType::F32).map_err(internal)?,
+            let mut md: Vec<(String, GgufValue)> = content
+                .metadata
+                .iter()
+                .filter(|(k, _)| k.as_str() != "general.file_type")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            md.push((
+                "general.file_type".into(),
+                GgufValue::U32(gguf_out::file_type(dtype)),
+            ));
+            md
+        }
+        None => {
+            if let Some(whetstone_formats::RopeScaling::Llama3 { .. }) = &cfg.rope_scaling {
+                // llama.cpp divides each rotary frequency by its factor
+                let scaled = whetstone_engine::model::rope_inv_freq(cfg);
+                let plain =
+                    whetstone_engine::model::rope_inv_freq(&whetstone_formats::ModelConfig {
+                        rope_scaling: None,
+                        ..cfg.clone()
+                    });
+                let factors: Vec<f32> = plain.iter().zip(&scaled).map(|(p, s)| p / s).collect();
+                let n = factors.len();
+                let t = Tensor::from_vec(factors, n, &Device::Cpu).map_err(internal)?;
+                out_tensors.push(("rope_freqs.weight".into(), f32_tensor(&t)?));
+            } else if let Some(whetstone_formats::RopeScaling::Factors { .. }) = &cfg.rope_scaling {
+                return Err(internal(
+                    "per-frequency rope factors come only from GGUF bases",
                 ));
             }
+            let mut md = gguf_out::model_metadata(cfg, &source.name, gguf_out::file_type(dtype));
+            md.extend(tokenizer_md);
+            md
         }
-    }
-    // tensors the base file lacks: biases BitFit added, an untied head
-    let mut extra: Vec<(String, Tensor)> = by_name.into_iter().collect();
-    extra.sort_by_key(|a| tensor_order(&a.0));
-    for (hf, t) in extra {
+    };
+    // every tensor not placed yet, in model order: all of them for an HF base; biases BitFit
+    // added or an untied head for a GGUF base
+    let mut rest: Vec<(String, Tensor)> = by_name.into_iter().collect();
+    rest.sort_by_key(|a| tensor_order(&a.0));
+    for (hf, t) in rest {
         let g =
             gguf_out::gguf_name(&hf).ok_or_else(|| internal(format!("`{hf}` has no GGUF name")))?;
         out_tensors.push((g, convert(&hf, t)?));
     }
-    let mut md: Vec<(String, GgufValue)> = content
-        .metadata
-        .iter()
-        .filter(|(k, _)| k.as_str() != "general.file_type")
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    md.push((
-        "general.file_type".into(),
-        GgufValue::U32(gguf_out::file_type(dtype)),
-    ));
     gguf_out::write(out, &md, &out_tensors).map_err(user)
 }
 
