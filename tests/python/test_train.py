@@ -397,3 +397,43 @@ def test_demo_lowers_eval_loss_and_learns_the_format(run, home, demo_model):
     assert exported.parent == (home / "exports").resolve()
     assert json.loads((exported / "adapter_config.json").read_text())["peft_type"] == "LORA"
     assert json.loads((exported / "manifest.json").read_text())["run_id"] == summary["run_id"]
+
+
+def test_another_client_pauses_a_run_then_resume_continues_it_exactly(run, run_json, home, whetstone_bin, tiny,
+                                                                       text_data):
+    args = ["train", "--model", str(tiny), "--data", str(text_data), *TRAIN_ARGS]
+    reference = step_losses(events(run(*args).stdout))
+    env = dict(os.environ, WHETSTONE_HOME=str(home))
+    p = subprocess.Popen([whetstone_bin, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen, run_id, asked = [], None, None
+    deadline = time.time() + 120
+    for line in p.stdout:
+        e = json.loads(line)
+        seen.append(e)
+        run_id = e.get("run_id", run_id)
+        if e["event"] == "step" and asked is None:
+            asked = run_json("runs", "pause", run_id)
+        assert time.time() < deadline, "the run did not stop"
+    p.wait(timeout=60)
+    assert p.returncode == 0, p.stderr.read()
+    assert asked["status"] == "running"
+    shown = run_json("runs", "show", run_id)
+    print(f"paused at step {shown['steps_done']} of 240")
+    assert shown["status"] == "paused" and 0 < shown["steps_done"] < 240, shown
+    r = run("runs", "pause", run_id, check=False)
+    assert r.returncode == 0  # a paused run can be asked again; it stays paused
+    resumed = events(run("resume", run_id, "--json").stdout)
+    stop = resumed[0]["resumed_from"]
+    joined = [s for s in step_losses(seen) if s[0] <= stop] + step_losses(resumed)
+    assert joined == reference, "losses after pause + resume differ from the uninterrupted run"
+    assert run_json("runs", "show", run_id)["status"] == "completed"
+    r = run("runs", "stop", run_id, check=False)
+    assert r.returncode == 1 and "is completed: there is nothing to stop" in r.stderr
+
+    run("runs", "tag", run_id, "paused-once", "tiny")
+    run("runs", "untag", run_id, "tiny")
+    v = run_json("runs", "note", run_id, "  paused after one step  ")
+    assert v["tags"] == ["paused-once"] and v["notes"] == "paused after one step"
+    assert [x["tags"] for x in run_json("runs", "list") if x["id"] == run_id] == [["paused-once"]]
+    r = run("runs", "tag", run_id, "a,b", check=False)
+    assert r.returncode == 1 and "without commas" in r.stderr

@@ -259,6 +259,41 @@ enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Ask the process training a run to checkpoint and pause it (`whetstone resume` continues).
+    Pause {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the process training a run to checkpoint and stop it.
+    Stop {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add tags to a run.
+    Tag {
+        id: String,
+        #[arg(required = true)]
+        tags: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove tags from a run.
+    Untag {
+        id: String,
+        #[arg(required = true)]
+        tags: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a run's notes ("" clears them).
+    Note {
+        id: String,
+        text: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a run's history and its folder (checkpoints included).
     Delete {
         id: String,
@@ -412,6 +447,15 @@ fn main() -> ExitCode {
                 RunsCommand::Show { id, json } => runs::show(&id, json).await,
                 RunsCommand::Compare { ids, json } => runs::compare(&ids, json).await,
                 RunsCommand::Delete { id, json } => runs::delete(&id, json).await,
+                RunsCommand::Pause { id, json } => {
+                    runs::control(&id, whetstone_studio::history::Control::Pause, json).await
+                }
+                RunsCommand::Stop { id, json } => {
+                    runs::control(&id, whetstone_studio::history::Control::Stop, json).await
+                }
+                RunsCommand::Tag { id, tags, json } => runs::tag(&id, &tags, true, json).await,
+                RunsCommand::Untag { id, tags, json } => runs::tag(&id, &tags, false, json).await,
+                RunsCommand::Note { id, text, json } => runs::note(&id, &text, json).await,
                 RunsCommand::Report { ids, out, json } => runs::report(&ids, &out, json).await,
             },
             Command::Resume { run, json } => train::resume(&run, json).await,

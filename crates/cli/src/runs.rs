@@ -77,21 +77,70 @@ fn print_view(r: &RunView) {
     if let Some(e) = &r.error {
         println!("error: {e}");
     }
-    if r.status == "interrupted" || r.status == "cancelled" {
+    if !r.tags.is_empty() {
+        println!("tags: {}", r.tags.join(", "));
+    }
+    if let Some(n) = &r.notes {
+        println!("notes: {n}");
+    }
+    if matches!(r.status.as_str(), "interrupted" | "cancelled" | "paused") {
         println!("continue with: whetstone resume {}", r.id);
     }
+}
+
+/// Print a view as JSON, or call `text` with it.
+fn emit(r: &RunView, json: bool, text: impl FnOnce(&RunView)) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string(r)?);
+    } else {
+        text(r);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn control(id: &str, what: history::Control, json: bool) -> anyhow::Result<ExitCode> {
+    let store = open_store().await?;
+    let r = history::request(&store, id, what)
+        .await
+        .map_err(run_error)?;
+    store.close().await;
+    emit(&r, json, |r| {
+        if r.status == "running" {
+            println!(
+                "asked the process training {} to checkpoint and stop after this step",
+                r.id
+            );
+        } else {
+            println!("{} is now {}", r.id, r.status);
+        }
+    })
+}
+
+pub async fn tag(id: &str, tags: &[String], add: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let store = open_store().await?;
+    let r = history::tag(&store, id, tags, add)
+        .await
+        .map_err(run_error)?;
+    store.close().await;
+    emit(&r, json, |r| {
+        println!("{} tags: {}", r.id, r.tags.join(", "))
+    })
+}
+
+pub async fn note(id: &str, text: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let store = open_store().await?;
+    let r = history::note(&store, id, text).await.map_err(run_error)?;
+    store.close().await;
+    emit(&r, json, |r| {
+        println!("{} notes: {}", r.id, r.notes.as_deref().unwrap_or("-"))
+    })
 }
 
 pub async fn show(id: &str, json: bool) -> anyhow::Result<ExitCode> {
     let store = open_store().await?;
     let r = history::show(&store, id).await.map_err(run_error)?;
     store.close().await;
-    if json {
-        println!("{}", serde_json::to_string(&r)?);
-    } else {
-        print_view(&r);
-    }
-    Ok(ExitCode::SUCCESS)
+    emit(&r, json, print_view)
 }
 
 pub async fn compare(ids: &[String], json: bool) -> anyhow::Result<ExitCode> {
@@ -122,12 +171,7 @@ pub async fn delete(id: &str, json: bool) -> anyhow::Result<ExitCode> {
     let store = open_store().await?;
     let r = history::delete(&store, id).await.map_err(run_error)?;
     store.close().await;
-    if json {
-        println!("{}", serde_json::to_string(&r)?);
-    } else {
-        println!("deleted {} and {}", r.id, r.run_dir);
-    }
-    Ok(ExitCode::SUCCESS)
+    emit(&r, json, |r| println!("deleted {} and {}", r.id, r.run_dir))
 }
 
 pub async fn report(ids: &[String], out: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {

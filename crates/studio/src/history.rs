@@ -31,6 +31,8 @@ pub struct RunView {
     pub adapter_bytes: Option<u64>,
     pub run_dir: String,
     pub error: Option<String>,
+    pub tags: Vec<String>,
+    pub notes: Option<String>,
 }
 
 fn dir_size(dir: &Path) -> Option<u64> {
@@ -82,6 +84,8 @@ impl RunView {
             adapter_bytes,
             run_dir: r.run_dir.clone(),
             error: r.error.clone(),
+            tags: vec![],
+            notes: r.notes.clone(),
         }
     }
 }
@@ -155,12 +159,108 @@ pub async fn recover_interrupted(store: &Store) -> Result<Vec<String>, RunError>
     Ok(out)
 }
 
+/// A view with its tags.
+async fn view(store: &Store, r: &RunRecord) -> Result<RunView, RunError> {
+    let mut v = RunView::from_record(r);
+    v.tags = sqlx::query_scalar("SELECT tag FROM run_tags WHERE run_id = ? ORDER BY tag")
+        .bind(&r.id)
+        .fetch_all(store.pool())
+        .await?;
+    Ok(v)
+}
+
 pub async fn list(store: &Store) -> Result<Vec<RunView>, RunError> {
     let rows: Vec<RunRecord> =
         sqlx::query_as("SELECT * FROM runs ORDER BY CAST(substr(id, 5) AS INTEGER)")
             .fetch_all(store.pool())
             .await?;
-    Ok(rows.iter().map(RunView::from_record).collect())
+    let mut out = vec![];
+    for r in &rows {
+        out.push(view(store, r).await?);
+    }
+    Ok(out)
+}
+
+/// What another client can ask of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Checkpoint and stop; the run shows as `paused` and `resume` continues it.
+    Pause,
+    /// Checkpoint and stop; the run shows as `cancelled` (`resume` still continues it).
+    Stop,
+}
+
+/// Ask for a pause or stop. A run training in a live process is told through the database
+/// (it acts within a step); a queued or interrupted run changes status at once.
+pub async fn request(store: &Store, id: &str, what: Control) -> Result<RunView, RunError> {
+    let r = require(store, id).await?;
+    let word = match what {
+        Control::Pause => "pause",
+        Control::Stop => "stop",
+    };
+    match r.status.as_str() {
+        "running" if r.pid.is_some_and(pid_alive) => {
+            sqlx::query("UPDATE runs SET control = ? WHERE id = ? AND status = 'running'")
+                .bind(word)
+                .bind(id)
+                .execute(store.pool())
+                .await?;
+        }
+        "queued" | "interrupted" | "paused" | "running" => {
+            let status = if what == Control::Pause {
+                "paused"
+            } else {
+                "cancelled"
+            };
+            sqlx::query("UPDATE runs SET status = ?, control = NULL, pid = NULL WHERE id = ?")
+                .bind(status)
+                .bind(id)
+                .execute(store.pool())
+                .await?;
+        }
+        other => {
+            return Err(RunError::User(format!(
+                "run {id} is {other}: there is nothing to {word}"
+            )))
+        }
+    }
+    view(store, &require(store, id).await?).await
+}
+
+/// Add (`add = true`) or remove tags. Tags are trimmed, non-empty, without commas.
+pub async fn tag(store: &Store, id: &str, tags: &[String], add: bool) -> Result<RunView, RunError> {
+    let r = require(store, id).await?;
+    for t in tags {
+        let t = t.trim();
+        if t.is_empty() || t.contains(',') || t.len() > 64 {
+            return Err(RunError::User(format!(
+                "tag `{t}`: tags are 1 to 64 characters without commas"
+            )));
+        }
+        let q = if add {
+            "INSERT OR IGNORE INTO run_tags (run_id, tag) VALUES (?, ?)"
+        } else {
+            "DELETE FROM run_tags WHERE run_id = ? AND tag = ?"
+        };
+        sqlx::query(q)
+            .bind(id)
+            .bind(t)
+            .execute(store.pool())
+            .await?;
+    }
+    view(store, &r).await
+}
+
+/// Set a run's free-text notes (empty text clears them).
+pub async fn note(store: &Store, id: &str, text: &str) -> Result<RunView, RunError> {
+    require(store, id).await?;
+    let text = text.trim();
+    sqlx::query("UPDATE runs SET notes = ? WHERE id = ?")
+        .bind((!text.is_empty()).then_some(text))
+        .bind(id)
+        .execute(store.pool())
+        .await?;
+    view(store, &require(store, id).await?).await
 }
 
 /// The run `id`, or the user error naming it.
@@ -171,7 +271,7 @@ async fn require(store: &Store, id: &str) -> Result<RunRecord, RunError> {
 }
 
 pub async fn show(store: &Store, id: &str) -> Result<RunView, RunError> {
-    Ok(RunView::from_record(&require(store, id).await?))
+    view(store, &require(store, id).await?).await
 }
 
 /// `(step, value)` pairs of one curve: `kind` is `train` or `eval`.

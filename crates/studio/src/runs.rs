@@ -74,6 +74,9 @@ pub struct RunRecord {
     pub error: Option<String>,
     pub created_at: String,
     pub finished_at: Option<String>,
+    /// A pause or stop another client asked for, not yet acted on.
+    pub control: Option<String>,
+    pub notes: Option<String>,
 }
 
 impl RunRecord {
@@ -457,7 +460,7 @@ pub async fn execute(
             .fetch_one(store.pool())
             .await?;
     }
-    sqlx::query("UPDATE runs SET status = 'running', pid = ?, error = NULL, finished_at = NULL WHERE id = ?")
+    sqlx::query("UPDATE runs SET status = 'running', pid = ?, error = NULL, finished_at = NULL, control = NULL WHERE id = ?")
         .bind(std::process::id() as i64)
         .bind(&run.id)
         .execute(store.pool())
@@ -511,8 +514,21 @@ pub async fn execute(
 
     let mut batch = vec![];
     let mut last_flush = Instant::now();
+    let mut last_poll = Instant::now();
+    let mut requested: Option<String> = None;
     loop {
-        let got = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await;
+        if requested.is_none() && last_poll.elapsed() >= Duration::from_millis(300) {
+            // a pause or stop asked for by another client: stop after this step, with a checkpoint
+            last_poll = Instant::now();
+            requested = sqlx::query_scalar("SELECT control FROM runs WHERE id = ?")
+                .bind(&run.id)
+                .fetch_one(store.pool())
+                .await?;
+            if requested.is_some() {
+                opts.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let got = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await;
         match got {
             Ok(Some(e)) => {
                 // Metrics up to a checkpoint are durable before anyone hears of it, so a
@@ -537,6 +553,16 @@ pub async fn execute(
         }
     }
     flush(store, &run.id, &mut seq, &mut batch).await?;
+    if requested.as_deref() == Some("pause") {
+        sqlx::query("UPDATE runs SET status = 'paused' WHERE id = ? AND status = 'cancelled'")
+            .bind(&run.id)
+            .execute(store.pool())
+            .await?;
+    }
+    sqlx::query("UPDATE runs SET control = NULL WHERE id = ?")
+        .bind(&run.id)
+        .execute(store.pool())
+        .await?;
     let result = tokio::task::spawn_blocking(move || worker.join())
         .await
         .map_err(|e| RunError::Internal(e.to_string()))?
