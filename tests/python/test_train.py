@@ -437,3 +437,32 @@ def test_another_client_pauses_a_run_then_resume_continues_it_exactly(run, run_j
     assert [x["tags"] for x in run_json("runs", "list") if x["id"] == run_id] == [["paused-once"]]
     r = run("runs", "tag", run_id, "a,b", check=False)
     assert r.returncode == 1 and "without commas" in r.stderr
+
+
+def test_queued_runs_train_one_at_a_time_and_ctrl_c_stops_the_queue(run, run_json, home, whetstone_bin, tiny,
+                                                                    text_data):
+    out = events(run("train", "--model", str(tiny), "--data", str(text_data), "--method", "lora,ia3",
+                     "--set", "max_steps=3", "--set", "sample_tokens=0", "--json").stdout)
+    assert [(e["run_id"], e["position"]) for e in out if e["event"] == "queued"] == [("run-1", 0), ("run-2", 1)]
+    order = [e["run_id"] for e in out if e["event"] != "queued"]
+    assert order == sorted(order), "the second run started before the first finished"
+    assert [e["run_id"] for e in out if e["event"] == "finished"] == ["run-1", "run-2"]
+
+    env = dict(os.environ, WHETSTONE_HOME=str(home))
+    args = ["train", "--model", str(tiny), "--data", str(text_data), "--method", "lora,ia3", *TRAIN_ARGS[2:]]
+    p = subprocess.Popen([whetstone_bin, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, sent = time.time() + 120, False
+    for line in p.stdout:
+        e = json.loads(line)
+        if e["event"] == "step" and not sent:
+            p.send_signal(signal.SIGINT)
+            sent = True
+        assert time.time() < deadline
+    p.wait(timeout=60)
+    runs = {r["id"]: r for r in run_json("runs", "list")}
+    assert runs["run-3"]["status"] == "cancelled" and 0 < runs["run-3"]["steps_done"] < 240
+    assert runs["run-4"]["status"] == "cancelled" and runs["run-4"]["steps_done"] == 0
+    # a run stopped while waiting starts from the beginning when resumed
+    resumed = events(run("resume", "run-4", "--json").stdout)
+    assert resumed[0]["event"] == "started" and resumed[0].get("resumed_from") is None
+    assert resumed[-1]["status"] == "completed"

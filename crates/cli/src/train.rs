@@ -97,19 +97,20 @@ pub async fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let mut code = ExitCode::SUCCESS;
     let queued = runs_made.len();
-    for (i, run) in runs_made.iter().enumerate() {
-        if queued > 1 && !a.json {
-            eprintln!("== {} of {queued}: {}", i + 1, run.method);
-        }
-        let dump = if i == 0 {
-            a.dump_first_grads.clone()
-        } else {
-            None
-        };
-        code = execute(&store, run, false, a.json, dump).await?.0;
-    }
+    let code = if queued == 1 {
+        execute(
+            &store,
+            &runs_made[0],
+            false,
+            a.json,
+            a.dump_first_grads.clone(),
+        )
+        .await?
+        .0
+    } else {
+        execute_queued(&store, &runs_made, a.json).await?
+    };
     store.close().await;
     if queued > 1 && !a.json {
         let ids: Vec<String> = runs_made.iter().map(|r| r.id.clone()).collect();
@@ -129,6 +130,157 @@ pub async fn resume(id: &str, json: bool) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
+/// How a run's events reach the terminal: a progress bar with lines for evals, samples and
+/// checkpoints, or NDJSON with `json`.
+struct Printer {
+    id: String,
+    json: bool,
+    bar: ProgressBar,
+    finished: Option<(RunStatus, Summary)>,
+}
+
+impl Printer {
+    fn new(run: &RunRecord, json: bool) -> Self {
+        if !json {
+            eprintln!(
+                "run {} · {} on {} · data {}",
+                run.id,
+                run.method,
+                run.model_id.as_deref().unwrap_or(&run.model_path),
+                run.dataset_id
+            );
+        }
+        Self {
+            id: run.id.clone(),
+            json,
+            bar: ProgressBar::hidden(),
+            finished: None,
+        }
+    }
+
+    fn on_event(&mut self, e: &TrainEvent) {
+        let bar = &self.bar;
+        if self.json {
+            println!("{}", runs::event_json(&self.id, e));
+            if let TrainEvent::Finished {
+                status, summary, ..
+            } = e
+            {
+                self.finished = Some((*status, summary.clone()));
+            }
+            return;
+        }
+        match e {
+            TrainEvent::Started {
+                total_steps,
+                train_records,
+                eval_records,
+                trainable_params,
+                total_params,
+                resumed_from,
+                ..
+            } => {
+                eprintln!(
+                    "{} train / {} eval rows · {} trainable of {} parameters ({:.3}%){}",
+                    train_records,
+                    eval_records,
+                    trainable_params,
+                    total_params,
+                    100.0 * *trainable_params as f64 / *total_params as f64,
+                    resumed_from
+                        .map(|s| format!(" · resuming after step {s}"))
+                        .unwrap_or_default()
+                );
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                bar.set_length(*total_steps);
+                bar.set_position(resumed_from.unwrap_or(0));
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{bar:30.cyan/blue} step {pos}/{len} · {msg} · {elapsed_precise} ETA {eta_precise}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                bar.reset_eta();
+            }
+            TrainEvent::Step {
+                step,
+                loss,
+                tokens_per_s,
+                ..
+            } => {
+                bar.set_position(*step);
+                bar.set_message(format!("loss {loss:.4} · {tokens_per_s:.0} tokens/s"));
+            }
+            TrainEvent::Eval {
+                step,
+                eval_loss,
+                perplexity,
+            } => bar.println(format!(
+                "step {step}: eval loss {eval_loss:.4} · perplexity {perplexity:.2}"
+            )),
+            TrainEvent::Sample { step, text, .. } => {
+                bar.println(format!("step {step}: sample: {}", text.trim()))
+            }
+            TrainEvent::Checkpoint { step, path, best } => {
+                if !best {
+                    bar.println(format!("step {step}: checkpoint {path}"))
+                }
+            }
+            TrainEvent::Log { level, message, .. } => bar.println(format!("{level}: {message}")),
+            TrainEvent::Finished {
+                status, summary, ..
+            } => {
+                bar.finish_and_clear();
+                self.finished = Some((*status, summary.clone()));
+            }
+        }
+    }
+
+    /// The closing lines; a diverged run is an error (exit 1).
+    fn finish(self, summary: Summary) -> anyhow::Result<(ExitCode, Summary)> {
+        self.bar.finish_and_clear();
+        let status = self
+            .finished
+            .as_ref()
+            .map(|f| f.0)
+            .unwrap_or(RunStatus::Completed);
+        if !self.json {
+            let s = &summary;
+            eprintln!(
+                "{} after {} of {} steps in {:.1}s · {:.0} tokens/s · peak memory {:.0} MiB",
+                status.as_str(),
+                s.steps_done,
+                s.total_steps,
+                s.elapsed_s,
+                s.tokens_per_s,
+                s.peak_mem_bytes as f64 / (1u64 << 20) as f64
+            );
+            if let (Some(a), Some(b)) = (s.first_eval_loss, s.last_eval_loss) {
+                eprintln!(
+                    "eval loss {a:.4} → {b:.4} (best {:.4} at step {})",
+                    s.best_eval_loss.unwrap_or(b),
+                    s.best_step.unwrap_or(0)
+                );
+            }
+            if status == RunStatus::Cancelled {
+                eprintln!("continue with: whetstone resume {}", self.id);
+            }
+        }
+        match status {
+            RunStatus::Diverged => Err(UserError(format!(
+                "run {}: {}",
+                self.id,
+                summary
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| "the loss diverged".into())
+            ))
+            .into()),
+            _ => Ok((ExitCode::SUCCESS, summary)),
+        }
+    }
+}
+
 /// Execute a run with a progress bar (or NDJSON with `json`); Ctrl-C stops it after the
 /// current step with a checkpoint, so `whetstone resume` can continue it.
 pub async fn execute(
@@ -146,18 +298,7 @@ pub async fn execute(
             eprintln!("\nstopping after this step (a checkpoint is saved; continue with `whetstone resume`)…");
         }
     });
-    let bar = ProgressBar::hidden();
-    let id = run.id.clone();
-    if !json {
-        eprintln!(
-            "run {} · {} on {} · data {}",
-            run.id,
-            run.method,
-            run.model_id.as_deref().unwrap_or(&run.model_path),
-            run.dataset_id
-        );
-    }
-    let mut finished: Option<(RunStatus, Summary)> = None;
+    let mut printer = Printer::new(run, json);
     let result = runs::execute(
         store,
         run,
@@ -166,113 +307,98 @@ pub async fn execute(
             cancel,
             dump_first_grads,
         },
-        |e| {
-            if json {
-                println!("{}", runs::event_json(&id, e));
-                return;
-            }
-            match e {
-                TrainEvent::Started {
-                    total_steps,
-                    train_records,
-                    eval_records,
-                    trainable_params,
-                    total_params,
-                    resumed_from,
-                    ..
-                } => {
-                    eprintln!(
-                        "{} train / {} eval rows · {} trainable of {} parameters ({:.3}%){}",
-                        train_records,
-                        eval_records,
-                        trainable_params,
-                        total_params,
-                        100.0 * *trainable_params as f64 / *total_params as f64,
-                        resumed_from.map(|s| format!(" · resuming after step {s}")).unwrap_or_default()
-                    );
-                    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-                    bar.set_length(*total_steps);
-                    bar.set_position(resumed_from.unwrap_or(0));
-                    bar.set_style(
-                        ProgressStyle::with_template(
-                            "{bar:30.cyan/blue} step {pos}/{len} · {msg} · {elapsed_precise} ETA {eta_precise}",
-                        )
-                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                    );
-                    bar.reset_eta();
-                }
-                TrainEvent::Step {
-                    step,
-                    loss,
-                    tokens_per_s,
-                    ..
-                } => {
-                    bar.set_position(*step);
-                    bar.set_message(format!("loss {loss:.4} · {tokens_per_s:.0} tokens/s"));
-                }
-                TrainEvent::Eval {
-                    step,
-                    eval_loss,
-                    perplexity,
-                } => bar.println(format!(
-                    "step {step}: eval loss {eval_loss:.4} · perplexity {perplexity:.2}"
-                )),
-                TrainEvent::Sample { step, text, .. } => {
-                    bar.println(format!("step {step}: sample: {}", text.trim()))
-                }
-                TrainEvent::Checkpoint { step, path, best } => {
-                    if !best {
-                        bar.println(format!("step {step}: checkpoint {path}"))
-                    }
-                }
-                TrainEvent::Log { level, message, .. } => bar.println(format!("{level}: {message}")),
-                TrainEvent::Finished { status, summary, .. } => {
-                    bar.finish_and_clear();
-                    finished = Some((*status, summary.clone()));
-                }
-            }
-        },
+        |e| printer.on_event(e),
     )
     .await;
-    bar.finish_and_clear();
     let summary = result.map_err(run_error)?;
-    let status = finished
-        .as_ref()
-        .map(|f| f.0)
-        .unwrap_or(RunStatus::Completed);
-    if !json {
-        let s = &summary;
-        eprintln!(
-            "{} after {} of {} steps in {:.1}s · {:.0} tokens/s · peak memory {:.0} MiB",
-            status.as_str(),
-            s.steps_done,
-            s.total_steps,
-            s.elapsed_s,
-            s.tokens_per_s,
-            s.peak_mem_bytes as f64 / (1u64 << 20) as f64
-        );
-        if let (Some(a), Some(b)) = (s.first_eval_loss, s.last_eval_loss) {
-            eprintln!(
-                "eval loss {a:.4} → {b:.4} (best {:.4} at step {})",
-                s.best_eval_loss.unwrap_or(b),
-                s.best_step.unwrap_or(0)
-            );
+    printer.finish(summary)
+}
+
+/// Several runs through the studio's queue: one at a time on their device, each run's
+/// events printed as they come (NDJSON adds `queued` lines with each run's place). Ctrl-C
+/// stops the one training and drops the ones waiting.
+async fn execute_queued(store: &Store, made: &[RunRecord], json: bool) -> anyhow::Result<ExitCode> {
+    use whetstone_studio::queue::{QueueUpdate, RunQueue};
+    let queue = RunQueue::new(store.clone());
+    let mut updates = queue.subscribe();
+    for r in made {
+        queue.submit(&r.id, false).await.map_err(run_error)?;
+    }
+    let q = queue.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\nstopping after this step; the runs still waiting are cancelled…");
+            q.stop_all().await;
         }
-        if status == RunStatus::Cancelled {
-            eprintln!("continue with: whetstone resume {}", run.id);
+    });
+    let mut printers: std::collections::HashMap<String, Printer> = std::collections::HashMap::new();
+    let (mut ended, mut failed) = (0, None);
+    let total = made.len();
+    while ended < total {
+        let update = match updates.recv().await {
+            Ok(u) => u,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(_) => break,
+        };
+        match update {
+            QueueUpdate::Queued {
+                run_id,
+                device,
+                position,
+            } => {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"event": "queued", "run_id": run_id, "device": device, "position": position})
+                    );
+                }
+            }
+            QueueUpdate::Events { run_id, events } => {
+                let printer = printers.entry(run_id.clone()).or_insert_with(|| {
+                    let run = made
+                        .iter()
+                        .find(|r| r.id == run_id)
+                        .expect("submitted here");
+                    if !json {
+                        let i = made.iter().position(|r| r.id == run_id).unwrap_or(0);
+                        eprintln!("== {} of {total}: {}", i + 1, run.method);
+                    }
+                    Printer::new(run, json)
+                });
+                for e in &events {
+                    printer.on_event(e);
+                }
+            }
+            QueueUpdate::Ended {
+                run_id,
+                status,
+                error,
+            } => {
+                ended += 1;
+                let summary = printers
+                    .get(&run_id)
+                    .and_then(|p| p.finished.as_ref().map(|f| f.1.clone()));
+                match (printers.remove(&run_id), summary, error) {
+                    (_, _, Some(e)) => {
+                        eprintln!("run {run_id} {status}: {e}");
+                        failed = Some(e);
+                    }
+                    (Some(p), Some(s), None) => {
+                        if let Err(e) = p.finish(s) {
+                            eprintln!("error: {e}");
+                            failed = Some(e.to_string());
+                        }
+                    }
+                    _ if !json => eprintln!("run {run_id}: {status}"),
+                    _ => {}
+                }
+            }
         }
     }
-    match status {
-        RunStatus::Diverged => Err(UserError(format!(
-            "run {}: {}",
-            run.id,
-            summary
-                .message
-                .clone()
-                .unwrap_or_else(|| "the loss diverged".into())
-        ))
-        .into()),
-        _ => Ok((ExitCode::SUCCESS, summary)),
+    match failed {
+        Some(e) if total == 1 => Err(UserError(e).into()),
+        Some(_) => Ok(ExitCode::from(1)),
+        None => Ok(ExitCode::SUCCESS),
     }
 }
 

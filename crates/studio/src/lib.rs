@@ -14,6 +14,7 @@ pub mod inference;
 pub mod methods;
 pub mod models;
 pub mod paths;
+pub mod queue;
 pub mod report;
 pub mod runs;
 pub mod store;

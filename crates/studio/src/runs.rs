@@ -418,12 +418,17 @@ pub async fn execute(
         if run.status == "completed" {
             return Err(RunError::User(format!("run {} already completed", run.id)));
         }
-        Some(find_checkpoint(&run_dir).ok_or_else(|| {
-            RunError::User(format!(
-                "run {} has no checkpoint to resume from (it stopped before its first save); start a new run",
-                run.id
-            ))
-        })?)
+        match find_checkpoint(&run_dir) {
+            Some(c) => Some(c),
+            // stopped while waiting in a queue: it starts from the beginning
+            None if run.steps_done == 0 => None,
+            None => {
+                return Err(RunError::User(format!(
+                    "run {} has no checkpoint to resume from (it stopped before its first save); start a new run",
+                    run.id
+                )))
+            }
+        }
     } else {
         None
     };
