@@ -167,7 +167,10 @@ def test_bad_exports_are_one_line_errors(run, tiny, text_data):
     for args, needle in [(["run-999", "--format", "peft"], "no run `run-999`"),
                          ([full, "--format", "zip"], "not one of peft"),
                          ([full, "--format", "merged", "--dtype", "int4"], "--dtype"),
-                         ([full, "--format", "merged", "--checkpoint", "step-3"], "--checkpoint")]:
+                         ([full, "--format", "merged", "--checkpoint", "step-3"], "--checkpoint"),
+                         # the Ollama folder of an HF base with a BPE tokenizer holds a GGUF: no bf16
+                         ([full, "--format", "ollama", "--dtype", "bf16"], "for a GGUF file"),
+                         ([full, "--format", "merged", "--out", str(tiny)], "not an earlier Whetstone export")]:
         r = run("export", *args, check=False)
         assert r.returncode == 1 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 

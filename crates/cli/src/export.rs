@@ -25,8 +25,10 @@ pub async fn run(
         checkpoint,
         dtype,
     };
+    // stages are for a person watching; scripts read the JSON or the one-line error
+    let chatty = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let report = export::export(&store, &dir, req, move |stage| {
-        if !json {
+        if chatty {
             eprintln!("  {stage}…");
         }
     })

@@ -564,9 +564,13 @@ fn load_lora(
     v: &serde_json::Value,
 ) -> std::result::Result<MethodKind, String> {
     let field = |k: &str| v.get(k).filter(|x| !x.is_null());
-    let alpha = field("lora_alpha")
-        .and_then(|x| x.as_f64())
-        .ok_or_else(|| err(cfg_path, &"field `lora_alpha`: missing or not a number"))?;
+    // PEFT's default when the field is absent
+    let alpha = match field("lora_alpha") {
+        None => 8.0,
+        Some(x) => x
+            .as_f64()
+            .ok_or_else(|| err(cfg_path, &"field `lora_alpha`: not a number"))?,
+    };
     let rslora = field("use_rslora")
         .and_then(|x| x.as_bool())
         .unwrap_or(false);

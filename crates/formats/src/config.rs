@@ -195,7 +195,7 @@ impl ModelConfig {
                 "factor": factor,
                 "low_freq_factor": low_freq_factor,
                 "high_freq_factor": high_freq_factor,
-                "original_max_position_embeddings": original_max_position_embeddings,
+                "original_max_position_embeddings": *original_max_position_embeddings as u64,
             }),
             Some(RopeScaling::Factors { .. }) => {
                 return Err("the rope scaling is stored as per-frequency factors (llama.cpp's rope_freqs), which an HF config cannot state".into())

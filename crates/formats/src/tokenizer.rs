@@ -371,7 +371,13 @@ pub fn gguf_tokenizer_metadata(
         .chain(added.iter().filter_map(|a| a["id"].as_u64()))
         .max()
         .unwrap_or(0) as usize;
-    let n = vocab_size.max(max_id + 1);
+    if max_id >= vocab_size {
+        return Err(FileError::new(
+            source,
+            format!("the tokenizer has ids up to {max_id} but the model has {vocab_size} embedding rows"),
+        ));
+    }
+    let n = vocab_size;
     let mut tokens: Vec<Option<String>> = vec![None; n];
     let mut types = vec![1i32; n];
     for (t, id) in vocab {
@@ -418,11 +424,22 @@ pub fn gguf_tokenizer_metadata(
         })
         .unwrap_or_default();
     let id_of = |name: &Option<String>| name.as_deref().and_then(|n| tok.token_to_id(n));
-    let add_bos = doc["post_processor"]["type"] == "TemplateProcessing"
-        && doc["post_processor"]["single"]
+    // a BOS comes from a TemplateProcessing step, alone or inside a Sequence (Llama 3)
+    let post = &doc["post_processor"];
+    let steps: Vec<&Value> = match post["type"].as_str() {
+        Some("Sequence") => post["processors"]
             .as_array()
-            .and_then(|a| a.first())
-            .is_some_and(|f| f.get("SpecialToken").is_some());
+            .map(|a| a.iter().collect())
+            .unwrap_or_default(),
+        _ => vec![post],
+    };
+    let add_bos = steps.iter().any(|p| {
+        p["type"] == "TemplateProcessing"
+            && p["single"]
+                .as_array()
+                .and_then(|a| a.first())
+                .is_some_and(|f| f.get("SpecialToken").is_some())
+    });
     let mut md = vec![
         (
             "tokenizer.ggml.model".to_string(),

@@ -224,6 +224,12 @@ fn write_export(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    if dest.exists() && !replaceable(dest) {
+        return Err(user(format!(
+            "{}: exists and is not an earlier Whetstone export (no manifest.json of ours); choose another --out",
+            dest.display()
+        )));
+    }
     std::fs::create_dir_all(parent)
         .map_err(|e| user(format!("{}: cannot create: {e}", parent.display())))?;
     sweep_stale(parent);
@@ -252,7 +258,11 @@ fn write_export(
             ));
             std::fs::rename(dest, &old)
                 .map_err(|e| user(format!("{}: cannot replace: {e}", dest.display())))?;
-            std::fs::rename(&stage, dest).map_err(|e| user(format!("{}: {e}", dest.display())))?;
+            if let Err(e) = std::fs::rename(&stage, dest) {
+                // put the earlier export back rather than lose both
+                let _ = std::fs::rename(&old, dest);
+                return Err(user(format!("{}: {e}", dest.display())));
+            }
             let _ = std::fs::remove_dir_all(&old);
         } else {
             std::fs::rename(&stage, dest).map_err(|e| user(format!("{}: {e}", dest.display())))?;
@@ -263,6 +273,21 @@ fn write_export(
         let _ = std::fs::remove_dir_all(&stage);
     }
     result
+}
+
+/// An export may replace an empty folder or an earlier export (its manifest says so), never
+/// anything else a user pointed `--out` at.
+fn replaceable(dest: &Path) -> bool {
+    if !dest.is_dir() {
+        return false;
+    }
+    if std::fs::read_dir(dest).is_ok_and(|mut d| d.next().is_none()) {
+        return true;
+    }
+    std::fs::read_to_string(dest.join("manifest.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .is_some_and(|m| m.get("whetstone_version").is_some() && m.get("run_id").is_some())
 }
 
 /// Every file in `dir` (recursively) with its size and sha256, sorted by name.
@@ -310,7 +335,9 @@ fn base_identity(path: &Path, kind: SourceKind) -> Result<Value, RunError> {
         SourceKind::Gguf => sha256_file(path).map_err(internal)?,
         SourceKind::HfFolder => {
             use std::fmt::Write;
-            let files = whetstone_formats::weights::safetensors_files(path).map_err(internal)?;
+            let mut files =
+                whetstone_formats::weights::safetensors_files(path).map_err(internal)?;
+            files.sort();
             let mut all = String::new();
             for f in &files {
                 let _ = writeln!(
@@ -425,9 +452,19 @@ fn run_export(
     let model_path = PathBuf::from(&job.run.model_path);
     progress("reading the base model");
     let source = ModelSource::open(&model_path).map_err(|e| user(e.to_string()))?;
+    let method = job.cfg.method;
+    // what an Ollama folder will hold decides which storage types it takes: check before work
+    let ollama_adapter = has_gguf_adapter_form(method) && source.kind == SourceKind::Gguf;
+    let ollama_gguf = source.kind == SourceKind::Gguf || gguf_tokenizer_ok(&source);
+    if format == ExportFormat::Ollama {
+        match job.dtype.as_deref() {
+            Some(c) if ollama_gguf => gguf_dtype(Some(c), GgmlDType::F32).map(|_| ())?,
+            Some(c) => parse_merged_dtype(c).map(|_| ())?,
+            None => {}
+        }
+    }
     progress("hashing the base model");
     let base = base_identity(&model_path, source.kind)?;
-    let method = job.cfg.method;
     let manifest = |kind: &str| {
         json!({
             "whetstone_version": APP_VERSION,
@@ -438,6 +475,7 @@ fn run_export(
             "base_model": base,
             "dataset": job.dataset,
             "checkpoint": job.checkpoint.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "dtype": job.dtype,
             "config": serde_json::from_str::<Value>(&job.run.config).unwrap_or(Value::Null),
         })
     };
@@ -483,7 +521,7 @@ fn run_export(
                 "ollama create {name} -f {}",
                 dest_abs.join("Modelfile").display()
             );
-            let adapter = has_gguf_adapter_form(method) && source.kind == SourceKind::Gguf;
+            let adapter = ollama_adapter;
             let kind = if adapter {
                 "ollama_adapter"
             } else {
@@ -495,7 +533,7 @@ fn run_export(
                     let dtype = gguf_dtype(job.dtype.as_deref(), GgmlDType::F32)?;
                     gguf_adapter(job, &source, &stage.join("adapter.gguf"), dtype)?;
                     absolute(&model_path).display().to_string()
-                } else if source.kind == SourceKind::Gguf || gguf_tokenizer_ok(&source) {
+                } else if ollama_gguf {
                     let dtype = gguf_dtype(job.dtype.as_deref(), GgmlDType::F16)?;
                     gguf_model(job, &source, &stage.join("model.gguf"), dtype, progress)?;
                     "./model.gguf".into()
@@ -569,6 +607,7 @@ fn merged_dtype(choice: Option<&str>, source: &ModelSource) -> Result<DType, Run
             .and_then(|t| serde_json::from_str::<Value>(&t).ok())
             .and_then(|v| {
                 v.get("torch_dtype")
+                    .or_else(|| v.get("dtype"))
                     .and_then(Value::as_str)
                     .map(String::from)
             })
@@ -749,6 +788,10 @@ fn merged_folder(
             .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
         {
             let mut merged = orig;
+            if merged.contains_key("dtype") {
+                // newer transformers name the storage type `dtype`
+                merged.insert("dtype".into(), json!(torch_dtype_name(dtype)));
+            }
             for (k, v) in config.as_object().cloned().unwrap_or_default() {
                 if !v.is_null() || !merged.contains_key(&k) {
                     merged.insert(k, v);
@@ -903,7 +946,10 @@ fn gguf_model(
         )
         .map_err(|e| user(e.to_string()))?,
     };
-    let (_model, tensors) = merged_tensors(job, &source.path, DType::F32, progress)?;
+    let (model, tensors) = merged_tensors(job, &source.path, DType::F32, progress)?;
+    // biases BitFit added must be ones the architecture's loader asks for
+    cfg.to_hf_json("float32", merge::bias_layout(&model))
+        .map_err(|e| user(format!("the merged model cannot be written as GGUF: {e}")))?;
     progress("quantizing and writing model.gguf");
     // llama.cpp's layout: Q/K rows interleaved for the `llama` architecture
     let convert = |hf: &str, t: Tensor| -> Result<candle_core::quantized::QTensor, RunError> {
@@ -944,7 +990,8 @@ fn gguf_model(
             let mut md: Vec<(String, GgufValue)> = content
                 .metadata
                 .iter()
-                .filter(|(k, _)| k.as_str() != "general.file_type")
+                // candle's writer always aligns to 32 bytes; the base's own value would lie
+                .filter(|(k, _)| !matches!(k.as_str(), "general.file_type" | "general.alignment"))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             md.push((
@@ -1002,7 +1049,7 @@ fn ollama_template(jinja: &str) -> Option<(&'static str, &'static [&'static str]
         ))
     } else if jinja.contains("[INST]") {
         Some((
-            "[INST] {{ if .System }}{{ .System }}\n\n{{ end }}{{ .Prompt }} [/INST]{{ .Response }}",
+            "[INST] {{ if .System }}{{ .System }}\n\n{{ end }}{{ .Prompt }} [/INST]{{ .Response }}</s>",
             &["[INST]", "[/INST]"],
         ))
     } else {
@@ -1078,7 +1125,8 @@ mod tests {
         assert!(left.is_empty(), "{left:?}");
         // a complete export replaces an earlier one and lists its files
         for round in 0..2 {
-            let files = write_export(&dest, json!({"round": round}), |stage| {
+            let manifest = json!({"whetstone_version": "x", "run_id": "run-1", "round": round});
+            let files = write_export(&dest, manifest, |stage| {
                 std::fs::write(stage.join("a.txt"), format!("{round}")).map_err(internal)
             })
             .unwrap();
@@ -1090,6 +1138,13 @@ mod tests {
             assert_eq!(m["files"][0]["name"], "a.txt");
         }
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+        // a folder that is not an export of ours is never replaced
+        let mine = tmp.path().join("documents");
+        std::fs::create_dir(&mine).unwrap();
+        std::fs::write(mine.join("thesis.txt"), b"keep me").unwrap();
+        let e = write_export(&mine, json!({}), |_| Ok(())).unwrap_err();
+        assert!(e.to_string().contains("not an earlier Whetstone export"), "{e}");
+        assert_eq!(std::fs::read(mine.join("thesis.txt")).unwrap(), b"keep me");
     }
 
     #[test]
