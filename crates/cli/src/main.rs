@@ -45,6 +45,11 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// The Hugging Face hub: what a model would download, and the token for gated models.
+    Hub {
+        #[command(subcommand)]
+        command: HubCommand,
+    },
     /// Register, list and inspect datasets (alpaca, chat, ShareGPT, text, CSV/TSV).
     Datasets {
         #[command(subcommand)]
@@ -230,6 +235,20 @@ enum ModelsCommand {
 }
 
 #[derive(Subcommand)]
+enum HubCommand {
+    /// Size, licence, gating and the files `models add hf:owner/name` would fetch.
+    Info {
+        reference: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Store a hub token (read from stdin) in the OS keychain, for gated models.
+    Login,
+    /// Remove the stored hub token.
+    Logout,
+}
+
+#[derive(Subcommand)]
 enum RunsCommand {
     /// Every run, oldest first.
     List {
@@ -370,6 +389,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Doctor { json } => doctor::run(json).await,
+            Command::Hub { command } => match command {
+                HubCommand::Info { reference, json } => models::hub_info(&reference, json).await,
+                HubCommand::Login => models::hub_login(),
+                HubCommand::Logout => models::hub_logout(),
+            },
             Command::Models { command } => match command {
                 ModelsCommand::Add { reference, json } => models::add(&reference, json).await,
                 ModelsCommand::List { json } => models::list(json).await,

@@ -50,15 +50,20 @@ fn download_bar(p: DownloadProgress) {
     }
     let frac = p.bytes_done as f64 / p.bytes_total as f64;
     let filled = (frac * 30.0).round() as usize;
+    let eta = p
+        .eta_s
+        .map(|s| format!(", {}:{:02} left", (s as u64) / 60, (s as u64) % 60))
+        .unwrap_or_default();
     eprint!(
-        "\rdownloading [{}{}] {:>5.1}% {:.1}/{:.1} MiB, {}/{} files",
+        "\rdownloading [{}{}] {:>5.1}% {:.1}/{:.1} MiB, {}/{} files, {:.1} MiB/s{eta}   ",
         "#".repeat(filled.min(30)),
         " ".repeat(30 - filled.min(30)),
         frac * 100.0,
         p.bytes_done as f64 / (1u64 << 20) as f64,
         p.bytes_total as f64 / (1u64 << 20) as f64,
         p.files_done,
-        p.files_total
+        p.files_total,
+        p.bytes_per_s / (1u64 << 20) as f64
     );
 }
 
@@ -66,6 +71,20 @@ pub async fn add(reference: &str, json: bool) -> anyhow::Result<ExitCode> {
     let dir = DataDir::locate().map_err(|e| UserError(e.to_string()))?;
     let store = open_store().await?;
     let hub = reference.starts_with("hf:");
+    if hub && !json {
+        // what is about to happen, before it does
+        let info = whetstone_studio::hub::model_info(reference, None)
+            .await
+            .map_err(UserError)?;
+        eprintln!(
+            "{}: {} files, {:.1} MiB, licence {}{}",
+            info.repo,
+            info.files.len(),
+            info.total_bytes as f64 / (1u64 << 20) as f64,
+            info.license.as_deref().unwrap_or("not stated"),
+            if info.gated { ", gated" } else { "" }
+        );
+    }
     let m = models::add(&store, &dir.models(), reference, move |p| {
         if hub && !json {
             download_bar(p)
@@ -116,5 +135,56 @@ pub async fn list(json: bool) -> anyhow::Result<ExitCode> {
             m.path
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn hub_info(reference: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let info = whetstone_studio::hub::model_info(reference, None)
+        .await
+        .map_err(UserError)?;
+    if json {
+        println!("{}", serde_json::to_string(&info)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} · licence {} · {} · {:.1} MiB in {} files",
+        info.repo,
+        info.license.as_deref().unwrap_or("not stated"),
+        if info.gated {
+            "gated (needs a token)"
+        } else {
+            "open"
+        },
+        info.total_bytes as f64 / (1u64 << 20) as f64,
+        info.files.len()
+    );
+    for f in &info.files {
+        println!("  {:<40} {:>12} bytes", f.path, f.size);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Read a token from stdin (so it never appears in the shell history or a process list).
+pub fn hub_login() -> anyhow::Result<ExitCode> {
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprintln!("paste your hub token and press Enter:");
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    whetstone_studio::hub::token::store(&line).map_err(UserError)?;
+    println!("token stored in the OS keychain");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn hub_logout() -> anyhow::Result<ExitCode> {
+    let removed = whetstone_studio::hub::token::remove().map_err(UserError)?;
+    println!(
+        "{}",
+        if removed {
+            "token removed"
+        } else {
+            "no token was stored"
+        }
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -1143,7 +1143,10 @@ mod tests {
         std::fs::create_dir(&mine).unwrap();
         std::fs::write(mine.join("thesis.txt"), b"keep me").unwrap();
         let e = write_export(&mine, json!({}), |_| Ok(())).unwrap_err();
-        assert!(e.to_string().contains("not an earlier Whetstone export"), "{e}");
+        assert!(
+            e.to_string().contains("not an earlier Whetstone export"),
+            "{e}"
+        );
         assert_eq!(std::fs::read(mine.join("thesis.txt")).unwrap(), b"keep me");
     }
 
