@@ -142,7 +142,7 @@ def test_models_add_from_the_hub_downloads_only_what_it_needs(run, tmp_path, hom
     assert m["source"] == "hub" and m["reference"] == "hf:tiny-org/tiny-llama" and m["id"] == "tiny-llama"
     local = Path(m["path"])
     assert local.is_relative_to(home / "models")
-    got = sorted(p.name for p in local.iterdir() if p.is_file())
+    got = sorted(p.name for p in local.iterdir() if p.is_file() and not p.name.startswith("."))
     want = sorted(p.name for p in repo.iterdir() if p.suffix in (".json", ".safetensors"))
     assert got == want
     for name in want:
@@ -283,3 +283,23 @@ def test_the_hub_token_lives_in_the_os_keychain_only(tmp_path, home, hub, keycha
     hub.gated["tiny-org/gated-2"] = token
     p = go("models", "add", "hf:tiny-org/gated-2")
     assert p.returncode == 1 and "is gated" in p.stderr
+
+
+def test_a_downloaded_model_is_used_offline(run, tmp_path, home, hub, monkeypatch):
+    repo = big_model(tmp_path)
+    hub.repos["tiny-org/tiny-llama"] = repo
+    first = json.loads(run("models", "add", "hf:tiny-org/tiny-llama", "--json").stdout)
+    run("runs", "list")
+    # the hub goes away: the complete copy serves, with or without HF_HUB_OFFLINE
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    again = json.loads(run("models", "add", "hf:tiny-org/tiny-llama", "--json").stdout)
+    assert again["id"] == first["id"] and again["path"] == first["path"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert json.loads(run("models", "add", "hf:tiny-org/tiny-llama", "--json").stdout)["id"] == first["id"]
+    p = run("models", "add", "hf:tiny-org/never-downloaded", check=False)
+    assert p.returncode == 1 and "HF_HUB_OFFLINE" in p.stderr
+    # a copy with a file missing is not complete, so it does not serve offline
+    (Path(first["path"]) / "tokenizer.json").unlink()
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    p = run("models", "add", "hf:tiny-org/tiny-llama", check=False)
+    assert p.returncode == 1

@@ -73,17 +73,17 @@ pub async fn add(reference: &str, json: bool) -> anyhow::Result<ExitCode> {
     let hub = reference.starts_with("hf:");
     if hub && !json {
         // what is about to happen, before it does
-        let info = whetstone_studio::hub::model_info(reference, None)
-            .await
-            .map_err(UserError)?;
-        eprintln!(
-            "{}: {} files, {:.1} MiB, licence {}{}",
-            info.repo,
-            info.files.len(),
-            info.total_bytes as f64 / (1u64 << 20) as f64,
-            info.license.as_deref().unwrap_or("not stated"),
-            if info.gated { ", gated" } else { "" }
-        );
+        // (an unreachable hub is the download's business: it may have a complete copy)
+        if let Ok(info) = whetstone_studio::hub::model_info(reference, None).await {
+            eprintln!(
+                "{}: {} files, {:.1} MiB, licence {}{}",
+                info.repo,
+                info.files.len(),
+                info.total_bytes as f64 / (1u64 << 20) as f64,
+                info.license.as_deref().unwrap_or("not stated"),
+                if info.gated { ", gated" } else { "" }
+            );
+        }
     }
     let m = models::add(&store, &dir.models(), reference, move |p| {
         if hub && !json {

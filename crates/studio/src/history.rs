@@ -33,6 +33,7 @@ pub struct RunView {
     pub error: Option<String>,
     pub tags: Vec<String>,
     pub notes: Option<String>,
+    pub dataset_sha256: Option<String>,
 }
 
 fn dir_size(dir: &Path) -> Option<u64> {
@@ -86,6 +87,7 @@ impl RunView {
             error: r.error.clone(),
             tags: vec![],
             notes: r.notes.clone(),
+            dataset_sha256: r.dataset_sha256.clone(),
         }
     }
 }

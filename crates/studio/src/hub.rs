@@ -306,14 +306,29 @@ pub async fn download_model(
     endpoint: Option<&str>,
     report: impl Fn(DownloadProgress) + Send + Sync + 'static,
 ) -> Result<PathBuf, String> {
-    let info = model_info(reference, endpoint).await?;
+    let (owner, name) = parse_repo_id(reference)?;
+    let dest = models_dir.join("hub").join(format!("{owner}--{name}"));
+    let offline =
+        std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes"));
+    let info = match (offline, complete_copy(&dest)) {
+        (true, Some(_)) => return Ok(dest),
+        (true, None) => {
+            return Err(format!(
+                "{reference}: HF_HUB_OFFLINE is set and the model has not been downloaded before"
+            ))
+        }
+        (false, cached) => match model_info(reference, endpoint).await {
+            Ok(info) => info,
+            // the hub cannot be reached: a complete earlier download serves
+            Err(_) if cached.is_some() => return Ok(dest),
+            Err(e) => return Err(e),
+        },
+    };
     if info.gated && token::get().is_none() {
         return Err(format!(
             "{reference} is gated: accept its terms on the hub, then give Whetstone your token (`whetstone hub login`, or HF_TOKEN)"
         ));
     }
-    let (owner, name) = parse_repo_id(reference)?;
-    let dest = models_dir.join("hub").join(format!("{owner}--{name}"));
     std::fs::create_dir_all(&dest)
         .map_err(|e| format!("{}: cannot create: {e}", dest.display()))?;
     let present = |f: &HubFile| {
@@ -434,7 +449,38 @@ pub async fn download_model(
         p.files_done += 1;
         report(p);
     }
+    let marker = serde_json::to_string_pretty(&info).map_err(|e| e.to_string())?;
+    crate::paths::write_atomically(&dest.join(COMPLETE_MARKER), marker.as_bytes())?;
     Ok(dest)
+}
+
+/// Written last into a download folder: the file list it was checked against.
+const COMPLETE_MARKER: &str = ".whetstone-download.json";
+
+/// The file list of a finished download whose files are all still there at their sizes.
+fn complete_copy(dest: &Path) -> Option<Vec<HubFile>> {
+    #[derive(serde::Deserialize)]
+    struct Marker {
+        files: Vec<MarkerFile>,
+    }
+    #[derive(serde::Deserialize)]
+    struct MarkerFile {
+        path: String,
+        size: u64,
+    }
+    let text = std::fs::read_to_string(dest.join(COMPLETE_MARKER)).ok()?;
+    let m: Marker = serde_json::from_str(&text).ok()?;
+    m.files
+        .into_iter()
+        .map(|f| {
+            let len = std::fs::metadata(dest.join(&f.path)).ok()?.len();
+            (len == f.size).then_some(HubFile {
+                path: f.path,
+                size: f.size,
+                sha256: None,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -77,6 +77,8 @@ pub struct RunRecord {
     /// A pause or stop another client asked for, not yet acted on.
     pub control: Option<String>,
     pub notes: Option<String>,
+    /// sha256 of the dataset file the run was made with.
+    pub dataset_sha256: Option<String>,
 }
 
 impl RunRecord {
@@ -131,14 +133,15 @@ pub async fn create(store: &Store, dir: &DataDir, req: NewRun) -> Result<RunReco
         let id = format!("run-{n}");
         let run_dir = dir.runs().join(&id);
         let inserted = sqlx::query(
-            "INSERT OR IGNORE INTO runs (id, status, method, model_id, model_path, dataset_id, config, run_dir)
-             VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO runs (id, status, method, model_id, model_path, dataset_id, dataset_sha256, config, run_dir)
+             VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&id)
         .bind(req.config.method.as_str())
         .bind(&model_id)
         .bind(model_path.to_string_lossy())
         .bind(&dataset.id)
+        .bind(&dataset.sha256)
         .bind(&config)
         .bind(run_dir.to_string_lossy())
         .execute(store.pool())
