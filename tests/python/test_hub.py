@@ -303,3 +303,13 @@ def test_a_downloaded_model_is_used_offline(run, tmp_path, home, hub, monkeypatc
     monkeypatch.delenv("HF_HUB_OFFLINE")
     p = run("models", "add", "hf:tiny-org/tiny-llama", check=False)
     assert p.returncode == 1
+
+
+def test_the_curated_list_matches_the_real_demo_model(run, demo_model):
+    listed = json.loads(run("models", "curated", "--device", "cpu", "--json").stdout)
+    assert len(listed) >= 6 and [m["parameters"] for m in listed] == sorted(m["parameters"] for m in listed)
+    smol = next(m for m in listed if m["reference"] == "hf:HuggingFaceTB/SmolLM2-135M-Instruct")
+    real = json.loads(run("models", "add", str(demo_model), "--json").stdout)
+    assert smol["parameters"] == real["parameter_count"]
+    assert all(m["qlora_bytes"] < m["lora_bytes"] and m["license"] for m in listed)
+    assert [m["gated"] for m in listed if "Llama-3.2" in m["reference"]] == [True]

@@ -232,6 +232,14 @@ enum ModelsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Small instruction models that fine-tune on consumer hardware, with their memory needs.
+    Curated {
+        /// cpu, cuda, cuda:N or metal (default: the best one found).
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -397,6 +405,7 @@ fn main() -> ExitCode {
             Command::Models { command } => match command {
                 ModelsCommand::Add { reference, json } => models::add(&reference, json).await,
                 ModelsCommand::List { json } => models::list(json).await,
+                ModelsCommand::Curated { device, json } => models::curated(device.as_deref(), json),
             },
             Command::Datasets { command } => match command {
                 DatasetsCommand::Add {

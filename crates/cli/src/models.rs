@@ -188,3 +188,34 @@ pub fn hub_logout() -> anyhow::Result<ExitCode> {
     );
     Ok(ExitCode::SUCCESS)
 }
+
+pub fn curated(device: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+    let dev = whetstone_studio::methods::pick_device(device).map_err(UserError)?;
+    let list = whetstone_studio::curated::curated(&dev);
+    if json {
+        println!("{}", serde_json::to_string(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let gib = |b: u64| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64);
+    let fit = |ok: bool| if ok { "" } else { " (too big here)" };
+    println!(
+        "memory for one 512-token sequence per step with gradient checkpointing, on {}",
+        dev.name
+    );
+    for m in &list {
+        println!(
+            "{:<40} {:>6} params · download {:>8} · LoRA {}{} · QLoRA {}{} · {}{}",
+            m.reference,
+            human_params(Some(m.parameters as i64)),
+            gib(m.download_bytes),
+            gib(m.lora_bytes),
+            fit(m.lora_fits),
+            gib(m.qlora_bytes),
+            fit(m.qlora_fits),
+            m.license,
+            if m.gated { ", gated" } else { "" }
+        );
+        println!("{:<40} {}", "", m.note);
+    }
+    Ok(ExitCode::SUCCESS)
+}

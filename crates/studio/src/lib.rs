@@ -4,6 +4,7 @@
 //! no logic of their own. It owns the data directory, the SQLite store and, later, the run
 //! queue, the model hub and reports.
 
+pub mod curated;
 pub mod datasets;
 pub mod demo_model;
 pub mod doctor;
