@@ -466,3 +466,46 @@ def test_queued_runs_train_one_at_a_time_and_ctrl_c_stops_the_queue(run, run_jso
     resumed = events(run("resume", "run-4", "--json").stdout)
     assert resumed[0]["event"] == "started" and resumed[0].get("resumed_from") is None
     assert resumed[-1]["status"] == "completed"
+
+
+def test_a_full_or_read_only_disk_is_a_clear_error_and_loses_nothing(tmp_path, whetstone_bin, tiny, text_data):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root (CI runs as root)")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True, timeout=30)
+    try:
+        home = mnt / "home"
+        env = dict(os.environ, WHETSTONE_HOME=str(home))
+
+        def go(*args):
+            return subprocess.run([whetstone_bin, *args], env=env, capture_output=True, text=True, timeout=300)
+
+        assert go("datasets", "add", str(text_data)).returncode == 0
+        st = os.statvfs(mnt)
+        (mnt / "filler").write_bytes(b"\0" * (st.f_bavail * st.f_frsize - 400_000))
+        p = go("train", "--model", str(tiny), "--data", "corpus", "--method", "full", "--set", "max_steps=4",
+               "--set", "save_every=1", "--set", "sample_tokens=0")
+        assert p.returncode == 1, p.stderr
+        assert "No space left on device" in p.stderr and str(home / "runs") in p.stderr
+        last = p.stderr.strip().splitlines()[-1]  # after the run's own header lines, one error line
+        assert last.startswith("error: ") and "No space left on device" in last, p.stderr
+        db = sqlite3.connect(home / "whetstone.db")
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        status, error = db.execute("SELECT status, error FROM runs").fetchone()
+        db.close()
+        assert status == "failed" and "No space left on device" in error
+        assert not [q for q in home.rglob("*") if q.name.endswith((".tmp", ".old"))]
+        # with room again the same command works
+        (mnt / "filler").unlink()
+        p = go("train", "--model", str(tiny), "--data", "corpus", "--method", "full", "--set", "max_steps=4",
+               "--set", "save_every=1", "--set", "sample_tokens=0")
+        assert p.returncode == 0, p.stderr
+        # a read-only data directory: every command says so in one line, nothing changes
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True, timeout=30)
+        for args in (["runs", "list"], ["train", "--model", str(tiny), "--data", "corpus"]):
+            p = go(*args)
+            assert p.returncode == 1 and "Read-only file system" in p.stderr and str(home) in p.stderr, p.stderr
+            assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    finally:
+        subprocess.run(["umount", str(mnt)], timeout=30)

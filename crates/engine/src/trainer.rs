@@ -381,7 +381,11 @@ fn write_dir_atomically(
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    fill(&tmp)?;
+    if let Err(e) = fill(&tmp) {
+        // a full disk or a vanished folder: leave no half-written checkpoint behind
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
     if dir.exists() {
         if old.exists() {
             std::fs::remove_dir_all(&old).map_err(io(&old))?;
