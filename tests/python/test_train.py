@@ -509,3 +509,20 @@ def test_a_full_or_read_only_disk_is_a_clear_error_and_loses_nothing(tmp_path, w
             assert len(p.stderr.strip().splitlines()) == 1, p.stderr
     finally:
         subprocess.run(["umount", str(mnt)], timeout=30)
+
+
+def test_models_register_in_place_unless_a_copy_is_asked_for(run_json, home, tmp_path, tiny):
+    in_place = run_json("models", "add", str(tiny))
+    assert Path(in_place["path"]) == tiny.resolve()
+    other = tmp_path / "elsewhere"
+    import shutil
+    shutil.copytree(tiny, other)
+    copied = run_json("models", "add", str(other), "--copy")
+    path = Path(copied["path"])
+    assert path.parent == (home / "models" / "local").resolve() and copied["id"] != in_place["id"]
+    assert sorted(p.name for p in path.iterdir()) == sorted(p.name for p in other.iterdir())
+    shutil.rmtree(other)  # the copy does not depend on the original
+    f = tmp_path / "t.txt"
+    f.write_text("The quick brown fox jumps over the lazy dog.")
+    assert run_json("score", "--model", copied["id"], "--text-file", str(f))["tokens"] > 3
+    assert not list((home / "models" / "local").glob(".copying-*"))

@@ -221,9 +221,13 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ModelsCommand {
-    /// Validate and register a model: an HF folder or a .gguf file.
+    /// Validate and register a model: an HF folder or a .gguf file (used where it is), or
+    /// hf:owner/name (downloaded into the data directory).
     Add {
         reference: String,
+        /// Copy a local folder or GGUF file into the data directory instead of using it in place.
+        #[arg(long)]
+        copy: bool,
         #[arg(long)]
         json: bool,
     },
@@ -403,7 +407,11 @@ fn main() -> ExitCode {
                 HubCommand::Logout => models::hub_logout(),
             },
             Command::Models { command } => match command {
-                ModelsCommand::Add { reference, json } => models::add(&reference, json).await,
+                ModelsCommand::Add {
+                    reference,
+                    copy,
+                    json,
+                } => models::add(&reference, copy, json).await,
                 ModelsCommand::List { json } => models::list(json).await,
                 ModelsCommand::Curated { device, json } => models::curated(device.as_deref(), json),
             },

@@ -67,7 +67,7 @@ fn download_bar(p: DownloadProgress) {
     );
 }
 
-pub async fn add(reference: &str, json: bool) -> anyhow::Result<ExitCode> {
+pub async fn add(reference: &str, copy: bool, json: bool) -> anyhow::Result<ExitCode> {
     let dir = DataDir::locate().map_err(|e| UserError(e.to_string()))?;
     let store = open_store().await?;
     let hub = reference.starts_with("hf:");
@@ -85,7 +85,7 @@ pub async fn add(reference: &str, json: bool) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let m = models::add(&store, &dir.models(), reference, move |p| {
+    let m = models::add_with(&store, &dir.models(), reference, copy, move |p| {
         if hub && !json {
             download_bar(p)
         }

@@ -67,10 +67,41 @@ pub async fn add(
     reference: &str,
     report: impl Fn(DownloadProgress) + Send + Sync + 'static,
 ) -> Result<ModelRecord, ModelError> {
+    add_with(store, models_dir, reference, false, report).await
+}
+
+/// [`add`]; with `copy`, a local folder or GGUF file is first copied into `models_dir/local/`
+/// (through a staging name, so a failed copy leaves nothing), and the copy is registered.
+pub async fn add_with(
+    store: &Store,
+    models_dir: &Path,
+    reference: &str,
+    copy: bool,
+    report: impl Fn(DownloadProgress) + Send + Sync + 'static,
+) -> Result<ModelRecord, ModelError> {
     let local = if reference.starts_with("hf:") {
         hub::download_model(reference, models_dir, None, report)
             .await
             .map_err(ModelError::Hub)?
+    } else if copy {
+        let from = PathBuf::from(reference);
+        ModelSource::open(&from)?; // a model, before anything is copied
+        let dir = models_dir.join("local");
+        let to = dir.join(from.file_name().unwrap_or_default());
+        if !to.exists() {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| FileError::new(&dir, format!("cannot create: {e}")))?;
+            let stage = dir.join(format!(".copying-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&stage);
+            let _ = std::fs::remove_file(&stage);
+            let copied = copy_tree(&from, &stage).and_then(|_| std::fs::rename(&stage, &to));
+            if let Err(e) = copied {
+                let _ = std::fs::remove_dir_all(&stage);
+                let _ = std::fs::remove_file(&stage);
+                return Err(FileError::new(&to, format!("cannot copy the model here: {e}")).into());
+            }
+        }
+        to
     } else {
         PathBuf::from(reference)
     };
@@ -129,6 +160,21 @@ pub async fn add(
     get(store, &id)
         .await?
         .ok_or_else(|| ModelError::Unknown(id))
+}
+
+/// Copy a file, or a folder's files (one level: model folders are flat), to `to`.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    if from.is_file() {
+        return std::fs::copy(from, to).map(|_| ());
+    }
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let p = e?.path();
+        if p.is_file() {
+            std::fs::copy(&p, to.join(p.file_name().unwrap_or_default()))?;
+        }
+    }
+    Ok(())
 }
 
 pub async fn get(store: &Store, id: &str) -> Result<Option<ModelRecord>, ModelError> {

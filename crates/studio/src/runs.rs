@@ -516,7 +516,9 @@ pub async fn execute(
             .map_err(|e| match e {
                 whetstone_engine::TrainError::Invalid(m) => RunError::User(m),
                 // names the file and the OS's reason (disk full, read-only): the user's to fix
-                e @ whetstone_engine::TrainError::Checkpoint { .. } => RunError::User(e.to_string()),
+                e @ whetstone_engine::TrainError::Checkpoint { .. } => {
+                    RunError::User(e.to_string())
+                }
                 other => RunError::Internal(other.to_string()),
             })
         })
