@@ -211,6 +211,9 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_losses(run, home, whet
     assert resumed[0]["event"] == "started" and resumed[0]["resumed_from"] == ckpt_step
     joined = [s for s in step_losses(before) if s[0] <= ckpt_step] + step_losses(resumed)
     assert joined == reference, "losses after resume differ from the uninterrupted run"
+    tokens = [(e["step"], e["tokens"]) for e in before + resumed if e["event"] == "step" and
+              (e in resumed or e["step"] <= ckpt_step)]
+    assert tokens == [(e["step"], e["tokens"]) for e in whole if e["event"] == "step"]
 
     db = sqlite3.connect(home / "whetstone.db")
     status, steps = db.execute("SELECT status, steps_done FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -260,6 +263,12 @@ def test_runs_list_show_compare_delete(run, run_json, home, tiny, text_data):
     assert compared["runs"][1]["trainable_params"] == 2 * compared["runs"][0]["trainable_params"]
     assert [len(c["train"]) for c in compared["curves"]] == [6, 6]
     assert [s for s, _ in compared["curves"][0]["eval"]] == [0, 3, 6]
+    # the same curves by tokens trained on: increasing, the same losses, evals at their step's count
+    by_tok = compared["curves"][0]["train_by_tokens"]
+    assert [l for _, l in by_tok] == [l for _, l in compared["curves"][0]["train"]]
+    assert all(a[0] < b[0] for a, b in zip(by_tok, by_tok[1:])) and by_tok[0][0] > 0
+    assert [t for t, _ in compared["curves"][0]["eval_by_tokens"]] == [0, by_tok[2][0], by_tok[5][0]]
+    assert shown["dataset_sha256"] and shown["app_version"]
     text = run("runs", "compare", *ids).stdout
     assert "best eval loss" in text and ids[1] in text
     rep = run_json("runs", "report", *ids, "--out", str(home / "report"))
@@ -269,6 +278,9 @@ def test_runs_list_show_compare_delete(run, run_json, home, tiny, text_data):
     svg = (home / "report" / "train-loss.svg").read_text()
     assert svg.startswith("<svg") and ids[1] in svg
     assert (home / "report" / "eval-loss.png").read_bytes()[:4] == b"\x89PNG"
+    run_json("runs", "report", *ids, "--out", str(home / "report-tokens"), "--by", "tokens")
+    assert "tokens trained on" in (home / "report-tokens" / "train-loss.svg").read_text()
+    expect_user_error(run, ["runs", "report", *ids, "--out", str(home / "r3"), "--by", "time"], "--by")
     expect_user_error(run, ["runs", "show", "run-99"], "no run `run-99`")
     deleted = run_json("runs", "delete", ids[0])
     assert not Path(deleted["run_dir"]).exists()

@@ -287,6 +287,9 @@ enum RunsCommand {
         /// Folder to write report.md and the charts into.
         #[arg(long)]
         out: PathBuf,
+        /// Align the curves by `step` or by `tokens` trained on.
+        #[arg(long, default_value = "step")]
+        by: String,
         #[arg(long)]
         json: bool,
     },
@@ -497,7 +500,9 @@ fn main() -> ExitCode {
                 RunsCommand::Tag { id, tags, json } => runs::tag(&id, &tags, true, json).await,
                 RunsCommand::Untag { id, tags, json } => runs::tag(&id, &tags, false, json).await,
                 RunsCommand::Note { id, text, json } => runs::note(&id, &text, json).await,
-                RunsCommand::Report { ids, out, json } => runs::report(&ids, &out, json).await,
+                RunsCommand::Report { ids, out, by, json } => {
+                    runs::report(&ids, &out, &by, json).await
+                }
             },
             Command::Resume { run, json } => train::resume(&run, json).await,
             Command::Demo { steps, json } => train::demo(steps, json).await,

@@ -174,12 +174,18 @@ pub async fn delete(id: &str, json: bool) -> anyhow::Result<ExitCode> {
     emit(&r, json, |r| println!("deleted {} and {}", r.id, r.run_dir))
 }
 
-pub async fn report(ids: &[String], out: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+pub async fn report(
+    ids: &[String],
+    out: &std::path::Path,
+    by: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let axis: history::Axis = by.parse().map_err(crate::UserError)?;
     let store = open_store().await?;
     let c = history::compare(&store, ids).await.map_err(run_error)?;
     store.close().await;
     let out = out.to_path_buf();
-    let r = tokio::task::spawn_blocking(move || whetstone_studio::report::write(&c, &out))
+    let r = tokio::task::spawn_blocking(move || whetstone_studio::report::write(&c, &out, axis))
         .await?
         .map_err(crate::UserError)?;
     if json {

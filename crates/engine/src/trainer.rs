@@ -43,6 +43,8 @@ pub enum TrainEvent {
         tokens_per_s: f64,
         mem_bytes: u64,
         epoch: f64,
+        /// Tokens trained on so far (padding excluded), for curves aligned by tokens.
+        tokens: u64,
     },
     Eval {
         step: u64,
@@ -157,6 +159,9 @@ pub struct CheckpointState {
     pub evals_without_improvement: usize,
     pub method: MethodKind,
     pub total_steps: u64,
+    /// Tokens trained on so far (absent in checkpoints written before it was counted).
+    #[serde(default)]
+    pub tokens_seen: u64,
 }
 
 /// One micro-batch on the device.
@@ -692,6 +697,7 @@ pub fn train(
             evals_without_improvement: 0,
             method: cfg.method,
             total_steps,
+            tokens_seen: 0,
         },
         train,
         perm: (u64::MAX, vec![]),
@@ -893,6 +899,7 @@ pub fn train(
         let dt = t0.elapsed().as_secs_f64();
         let tokens: usize = batches.iter().map(|b| b.tokens).sum();
         tokens_total += tokens;
+        lp.state.tokens_seen += tokens as u64;
         train_time += dt;
         last_loss = Some(loss);
         let n = lp.train.len() as f64;
@@ -904,6 +911,7 @@ pub fn train(
             tokens_per_s: tokens as f64 / dt.max(1e-9),
             mem_bytes: rss_bytes(),
             epoch: lp.state.rows_seen as f64 / n,
+            tokens: lp.state.tokens_seen,
         });
         let s = lp.state.step;
         let last = s == total_steps;

@@ -34,6 +34,7 @@ pub struct RunView {
     pub tags: Vec<String>,
     pub notes: Option<String>,
     pub dataset_sha256: Option<String>,
+    pub app_version: Option<String>,
 }
 
 fn dir_size(dir: &Path) -> Option<u64> {
@@ -88,6 +89,7 @@ impl RunView {
             tags: vec![],
             notes: r.notes.clone(),
             dataset_sha256: r.dataset_sha256.clone(),
+            app_version: r.app_version.clone(),
         }
     }
 }
@@ -289,8 +291,48 @@ pub async fn curve(store: &Store, id: &str, kind: &str) -> Result<Vec<(i64, f64)
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Curves {
+    /// `(step, loss)`.
     pub train: Vec<(i64, f64)>,
     pub eval: Vec<(i64, f64)>,
+    /// The same curves by tokens trained on: `(tokens, loss)` (an eval counts the tokens of
+    /// the step it followed; the first, before any update, is at 0).
+    pub train_by_tokens: Vec<(i64, f64)>,
+    pub eval_by_tokens: Vec<(i64, f64)>,
+}
+
+/// How curves are aligned across runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Axis {
+    Step,
+    Tokens,
+}
+
+impl std::str::FromStr for Axis {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "step" | "steps" => Ok(Axis::Step),
+            "tokens" => Ok(Axis::Tokens),
+            other => Err(format!("--by: `{other}` is not `step` or `tokens`")),
+        }
+    }
+}
+
+/// `(tokens, loss)` pairs of one curve, tokens from the train row of the same step.
+pub async fn curve_by_tokens(
+    store: &Store,
+    id: &str,
+    kind: &str,
+) -> Result<Vec<(i64, f64)>, RunError> {
+    Ok(sqlx::query_as(
+        "SELECT COALESCE(t.tokens, 0), m.loss FROM run_metrics m
+         LEFT JOIN run_metrics t ON t.run_id = m.run_id AND t.kind = 'train' AND t.step = m.step
+         WHERE m.run_id = ? AND m.kind = ? AND m.loss IS NOT NULL ORDER BY m.step",
+    )
+    .bind(id)
+    .bind(kind)
+    .fetch_all(store.pool())
+    .await?)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -311,6 +353,8 @@ pub async fn compare(store: &Store, ids: &[String]) -> Result<Comparison, RunErr
         curves.push(Curves {
             train: curve(store, id, "train").await?,
             eval: curve(store, id, "eval").await?,
+            train_by_tokens: curve_by_tokens(store, id, "train").await?,
+            eval_by_tokens: curve_by_tokens(store, id, "eval").await?,
         });
     }
     Ok(Comparison { runs, curves })

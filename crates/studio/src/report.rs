@@ -1,6 +1,6 @@
 //! `runs report`: a Markdown comparison with loss charts drawn by plotters (SVG and PNG).
 
-use crate::history::{metric_rows, Comparison, RunView};
+use crate::history::{metric_rows, Axis, Comparison, RunView};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,7 @@ type Series<'a> = Vec<(&'a str, &'a [(i64, f64)])>;
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     title: &str,
+    x_desc: &str,
     series: &Series,
 ) -> Result<(), String>
 where
@@ -48,7 +49,7 @@ where
         .map_err(|e| err(&e))?;
     chart
         .configure_mesh()
-        .x_desc("step")
+        .x_desc(x_desc)
         .y_desc("loss")
         .draw()
         .map_err(|e| err(&e))?;
@@ -111,7 +112,11 @@ fn register_font() -> Result<(), String> {
 }
 
 /// Write `report.md`, `train-loss.{svg,png}` and `eval-loss.{svg,png}` into `out`.
-pub fn write(c: &Comparison, out: &Path) -> Result<Report, String> {
+pub fn write(c: &Comparison, out: &Path, axis: Axis) -> Result<Report, String> {
+    let x_desc = match axis {
+        Axis::Step => "step",
+        Axis::Tokens => "tokens trained on",
+    };
     register_font()?;
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let mut charts = vec![];
@@ -136,10 +141,11 @@ pub fn write(c: &Comparison, out: &Path) -> Result<Report, String> {
             .map(|(r, cv)| {
                 (
                     r.id.as_str(),
-                    if pick == 0 {
-                        &cv.train[..]
-                    } else {
-                        &cv.eval[..]
+                    match (pick, axis) {
+                        (0, Axis::Step) => &cv.train[..],
+                        (0, Axis::Tokens) => &cv.train_by_tokens[..],
+                        (_, Axis::Step) => &cv.eval[..],
+                        (_, Axis::Tokens) => &cv.eval_by_tokens[..],
                     },
                 )
             })
@@ -149,6 +155,7 @@ pub fn write(c: &Comparison, out: &Path) -> Result<Report, String> {
         match draw(
             SVGBackend::new(&svg, (900, 520)).into_drawing_area(),
             title,
+            x_desc,
             &series,
         ) {
             Ok(()) => {
@@ -161,6 +168,7 @@ pub fn write(c: &Comparison, out: &Path) -> Result<Report, String> {
         match draw(
             BitMapBackend::new(&png, (900, 520)).into_drawing_area(),
             title,
+            x_desc,
             &series,
         ) {
             Ok(()) => {

@@ -79,6 +79,7 @@ pub struct RunRecord {
     pub notes: Option<String>,
     /// sha256 of the dataset file the run was made with.
     pub dataset_sha256: Option<String>,
+    pub app_version: Option<String>,
 }
 
 impl RunRecord {
@@ -133,8 +134,8 @@ pub async fn create(store: &Store, dir: &DataDir, req: NewRun) -> Result<RunReco
         let id = format!("run-{n}");
         let run_dir = dir.runs().join(&id);
         let inserted = sqlx::query(
-            "INSERT OR IGNORE INTO runs (id, status, method, model_id, model_path, dataset_id, dataset_sha256, config, run_dir)
-             VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO runs (id, status, method, model_id, model_path, dataset_id, dataset_sha256, config, run_dir, app_version)
+             VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&id)
         .bind(req.config.method.as_str())
@@ -144,6 +145,7 @@ pub async fn create(store: &Store, dir: &DataDir, req: NewRun) -> Result<RunReco
         .bind(&dataset.sha256)
         .bind(&config)
         .bind(run_dir.to_string_lossy())
+        .bind(crate::APP_VERSION)
         .execute(store.pool())
         .await?
         .rows_affected();
@@ -298,11 +300,12 @@ async fn flush(
                 grad_norm,
                 tokens_per_s,
                 mem_bytes,
+                tokens,
                 ..
             } => {
                 sqlx::query(
-                    "INSERT OR REPLACE INTO run_metrics (run_id, kind, step, loss, lr, grad_norm, tokens_per_s, mem_bytes)
-                     VALUES (?, 'train', ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO run_metrics (run_id, kind, step, loss, lr, grad_norm, tokens_per_s, mem_bytes, tokens)
+                     VALUES (?, 'train', ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(run_id)
                 .bind(*step as i64)
@@ -311,6 +314,7 @@ async fn flush(
                 .bind(grad_norm)
                 .bind(tokens_per_s)
                 .bind(*mem_bytes as i64)
+                .bind(*tokens as i64)
                 .execute(&mut *tx)
                 .await?;
                 steps_done = Some(*step as i64);
