@@ -193,6 +193,10 @@ impl RunQueue {
                 (job, cancel)
             };
             let ended = self.run_one(&job, cancel).await;
+            // off the lane before anyone hears it ended, so `positions` agrees with the news
+            if let Some(lane) = self.lanes().get_mut(&device) {
+                lane.current = None;
+            }
             let _ = self.tx.send(ended);
         }
     }
