@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from gguf import GGUFReader
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors import safe_open
@@ -96,11 +95,7 @@ def test_a_peft_made_lora_with_rank_and_alpha_patterns_imports(run, tmp_path, ti
     cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
                      rank_pattern={"down_proj": 2}, alpha_pattern={"v_proj": 16}, task_type="CAUSAL_LM")
     peft_model = get_peft_model(tm.load_reference(tiny), cfg)
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_" in name:
-                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+    tm.randomize_adapter(peft_model, seed=3, scale=0.3)
     adapter = tmp_path / "made-by-peft"
     peft_model.save_pretrained(adapter)
     peft_model.eval()

@@ -186,14 +186,20 @@ def test_a_connection_dropped_mid_file_is_continued_with_a_range_request(run, tm
     assert not list(local.glob("*.partial"))
 
 
-def test_an_interrupted_download_resumes_from_its_partial_file(run, tmp_path, home, hub):
+def left_partial(tmp_path, home, hub, content):
+    """Serve a model and leave what a killed download would: a `.partial` weights file holding
+    `content(data)`. Returns the local folder and the file's real bytes."""
     repo = big_model(tmp_path)
     hub.repos["tiny-org/tiny-llama"] = repo
     data = (repo / "model.safetensors").read_bytes()
-    # what a killed process leaves: half of the weights in the .partial file
     local = home / "models" / "hub" / "tiny-org--tiny-llama"
     local.mkdir(parents=True)
-    (local / "model.safetensors.partial").write_bytes(data[: len(data) // 2])
+    (local / "model.safetensors.partial").write_bytes(content(data))
+    return local, data
+
+
+def test_an_interrupted_download_resumes_from_its_partial_file(run, tmp_path, home, hub):
+    local, data = left_partial(tmp_path, home, hub, lambda d: d[: len(d) // 2])
     run("models", "add", "hf:tiny-org/tiny-llama")
     assert (local / "model.safetensors").read_bytes() == data
     ranges = [r for (meth, path, r, _) in hub.requests if meth == "GET" and path.endswith("/model.safetensors")]
@@ -201,12 +207,7 @@ def test_an_interrupted_download_resumes_from_its_partial_file(run, tmp_path, ho
 
 
 def test_a_corrupted_download_is_refused_and_not_kept(run, tmp_path, home, hub):
-    repo = big_model(tmp_path)
-    hub.repos["tiny-org/tiny-llama"] = repo
-    data = (repo / "model.safetensors").read_bytes()
-    local = home / "models" / "hub" / "tiny-org--tiny-llama"
-    local.mkdir(parents=True)
-    (local / "model.safetensors.partial").write_bytes(b"\xff" * (len(data) // 2))  # not the file's bytes
+    local, data = left_partial(tmp_path, home, hub, lambda d: b"\xff" * (len(d) // 2))  # not the file's bytes
     p = run("models", "add", "hf:tiny-org/tiny-llama", check=False)
     assert p.returncode == 1 and "arrived corrupted" in p.stderr and "sha256" in p.stderr
     assert not (local / "model.safetensors").exists() and not (local / "model.safetensors.partial").exists()

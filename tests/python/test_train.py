@@ -46,11 +46,7 @@ def test_lora_gradients_match_peft(run, tmp_path, tiny, text_data, dora):
     cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM",
                      use_dora=dora)
     peft_model = get_peft_model(ref, cfg)
-    g = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_" in name:
-                p.copy_(0.2 * torch.randn(p.shape, generator=g))
+    tm.randomize_adapter(peft_model, seed=5, scale=0.2)
     adapter = tmp_path / "adapter"
     peft_model.save_pretrained(adapter)
     dump = tmp_path / "grads.safetensors"

@@ -89,6 +89,15 @@ def make_model(out: Path, family: str, seed: int = 0, dtype=torch.float32, shard
     return out
 
 
+def randomize_adapter(peft_model, seed: int, scale: float):
+    """Give every LoRA tensor random values (B = 0 at init would make the adapter a no-op)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_" in name:
+                p.copy_(scale * torch.randn(p.shape, generator=g))
+
+
 def load_reference(path: Path):
     model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32)
     model.eval()
