@@ -216,11 +216,15 @@ pub async fn request(store: &Store, id: &str, what: Control) -> Result<RunView, 
             } else {
                 "cancelled"
             };
-            sqlx::query("UPDATE runs SET status = ?, control = NULL, pid = NULL WHERE id = ?")
-                .bind(status)
-                .bind(id)
-                .execute(store.pool())
-                .await?;
+            // only if nothing changed it meanwhile (a worker starting it, say)
+            sqlx::query(
+                "UPDATE runs SET status = ?, control = NULL, pid = NULL WHERE id = ? AND status = ?",
+            )
+            .bind(status)
+            .bind(id)
+            .bind(&r.status)
+            .execute(store.pool())
+            .await?;
         }
         other => {
             return Err(RunError::User(format!(
@@ -234,13 +238,17 @@ pub async fn request(store: &Store, id: &str, what: Control) -> Result<RunView, 
 /// Add (`add = true`) or remove tags. Tags are trimmed, non-empty, without commas.
 pub async fn tag(store: &Store, id: &str, tags: &[String], add: bool) -> Result<RunView, RunError> {
     let r = require(store, id).await?;
+    if let Some(bad) = tags
+        .iter()
+        .map(|t| t.trim())
+        .find(|t| t.is_empty() || t.contains(',') || t.chars().count() > 64)
+    {
+        return Err(RunError::User(format!(
+            "tag `{bad}`: tags are 1 to 64 characters without commas"
+        )));
+    }
     for t in tags {
         let t = t.trim();
-        if t.is_empty() || t.contains(',') || t.len() > 64 {
-            return Err(RunError::User(format!(
-                "tag `{t}`: tags are 1 to 64 characters without commas"
-            )));
-        }
         let q = if add {
             "INSERT OR IGNORE INTO run_tags (run_id, tag) VALUES (?, ?)"
         } else {
@@ -327,7 +335,8 @@ pub async fn curve_by_tokens(
     Ok(sqlx::query_as(
         "SELECT COALESCE(t.tokens, 0), m.loss FROM run_metrics m
          LEFT JOIN run_metrics t ON t.run_id = m.run_id AND t.kind = 'train' AND t.step = m.step
-         WHERE m.run_id = ? AND m.kind = ? AND m.loss IS NOT NULL ORDER BY m.step",
+         WHERE m.run_id = ? AND m.kind = ? AND m.loss IS NOT NULL
+           AND (t.tokens IS NOT NULL OR m.step = 0) ORDER BY m.step",
     )
     .bind(id)
     .bind(kind)

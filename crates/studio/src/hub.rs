@@ -277,6 +277,9 @@ impl Speed {
 
     fn add(&mut self, done: u64) -> f64 {
         let now = Instant::now();
+        if self.samples.back().is_some_and(|(_, b)| *b > done) {
+            self.samples.clear(); // a file started over: the old samples say nothing now
+        }
         self.samples.push_back((now, done));
         while self
             .samples
@@ -331,6 +334,22 @@ pub async fn download_model(
     }
     std::fs::create_dir_all(&dest)
         .map_err(|e| format!("{}: cannot create: {e}", dest.display()))?;
+    // The folder is complete again only when this download finishes. Files of an earlier
+    // revision are kept only where their sha256 shows they did not change.
+    let earlier = marker_revision(&dest);
+    let _ = std::fs::remove_file(dest.join(COMPLETE_MARKER));
+    if earlier.is_some() && earlier != info.revision {
+        for f in &info.files {
+            let t = dest.join(&f.path);
+            let same = f
+                .sha256
+                .as_ref()
+                .is_some_and(|want| sha256_of(&t).ok().as_ref() == Some(want));
+            if t.exists() && !same {
+                std::fs::remove_file(&t).map_err(|e| format!("{}: {e}", t.display()))?;
+            }
+        }
+    }
     let present = |f: &HubFile| {
         let got = std::fs::metadata(dest.join(&f.path)).map(|m| m.len()).ok();
         let partial = std::fs::metadata(dest.join(format!("{}.partial", f.path)))
@@ -363,11 +382,15 @@ pub async fn download_model(
             continue;
         }
         let part = dest.join(format!("{}.partial", f.path));
+        if f.size == 0 {
+            std::fs::write(&part, b"")
+                .map_err(|e| format!("{}: cannot write: {e}", part.display()))?;
+        }
         let mut attempts = 0;
         loop {
             let start = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
             if start > f.size {
-                let _ = std::fs::remove_file(&part);
+                std::fs::remove_file(&part).map_err(|e| format!("{}: {e}", part.display()))?;
                 continue;
             }
             if start == f.size {
@@ -402,10 +425,22 @@ pub async fn download_model(
                     continue;
                 }
             };
-            let mut broken = None;
+            let mut broken: Option<String> = None;
+            let (wanted_bytes, mut written) = (f.size - start, 0u64);
             while let Some(chunk) = stream.next().await {
                 match chunk {
                     Ok(bytes) => {
+                        if written + bytes.len() as u64 > wanted_bytes {
+                            // more than the range asked for: the server sent the whole file
+                            // from its start, so what we appended is misplaced; start over
+                            drop(out);
+                            std::fs::write(&part, b"")
+                                .map_err(|e| format!("{}: cannot write: {e}", part.display()))?;
+                            p.bytes_done = p.bytes_done.saturating_sub(start + written);
+                            broken = Some("the server ignored the byte range".into());
+                            break;
+                        }
+                        written += bytes.len() as u64;
                         out.write_all(&bytes)
                             .map_err(|e| format!("{}: cannot write: {e}", part.display()))?;
                         p.bytes_done += bytes.len() as u64;
@@ -419,13 +454,18 @@ pub async fn download_model(
                         }
                     }
                     Err(e) => {
-                        broken = Some(e);
+                        broken = Some(e.to_string());
                         break;
                     }
                 }
             }
-            out.sync_all()
-                .map_err(|e| format!("{}: cannot write: {e}", part.display()))?;
+            if broken.is_none() && written < wanted_bytes {
+                broken = Some("the connection closed early".into());
+            }
+            if let Ok(out) = std::fs::OpenOptions::new().append(true).open(&part) {
+                out.sync_all()
+                    .map_err(|e| format!("{}: cannot write: {e}", part.display()))?;
+            }
             if let Some(e) = broken {
                 // the connection dropped mid-file: continue from what arrived
                 attempts += 1;
@@ -456,6 +496,13 @@ pub async fn download_model(
 
 /// Written last into a download folder: the file list it was checked against.
 const COMPLETE_MARKER: &str = ".whetstone-download.json";
+
+/// The hub revision the folder's last complete download had.
+fn marker_revision(dest: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dest.join(COMPLETE_MARKER)).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["revision"].as_str().map(str::to_string)
+}
 
 /// The file list of a finished download whose files are all still there at their sizes.
 fn complete_copy(dest: &Path) -> Option<Vec<HubFile>> {

@@ -55,6 +55,9 @@ struct Lane {
     waiting: VecDeque<Job>,
     /// The run training now and its cancel flag.
     current: Option<(String, Arc<AtomicBool>)>,
+    /// A worker task serves this lane (set and cleared under the lock, so there is never
+    /// more than one, and never none while runs wait).
+    worker: bool,
 }
 
 /// Cheap to clone; every clone is the same queue.
@@ -103,7 +106,9 @@ impl RunQueue {
                 resume,
             });
             let position = usize::from(lane.current.is_some()) + lane.waiting.len() - 1;
-            (position, lane.current.is_none() && lane.waiting.len() == 1)
+            let start = !lane.worker;
+            lane.worker = true;
+            (position, start)
         };
         let _ = self.tx.send(QueueUpdate::Queued {
             run_id: run_id.to_string(),
@@ -146,6 +151,12 @@ impl RunQueue {
                 let before = lane.waiting.len();
                 lane.waiting.retain(|j| j.run_id != run_id);
                 found |= lane.waiting.len() != before;
+                if let Some((id, cancel)) = &lane.current {
+                    if id == run_id {
+                        // it may not have marked itself running yet: stop it directly too
+                        cancel.store(true, Ordering::SeqCst);
+                    }
+                }
             }
             found
         };
@@ -180,19 +191,29 @@ impl RunQueue {
 
     /// A lane's worker: run its jobs until none is left.
     async fn work(self, device: String) {
+        use futures::FutureExt;
         loop {
             let (job, cancel) = {
                 let mut lanes = self.lanes();
                 let lane = lanes.entry(device.clone()).or_default();
                 let Some(job) = lane.waiting.pop_front() else {
                     lane.current = None;
+                    lane.worker = false;
                     return;
                 };
                 let cancel = Arc::new(AtomicBool::new(false));
                 lane.current = Some((job.run_id.clone(), cancel.clone()));
                 (job, cancel)
             };
-            let ended = self.run_one(&job, cancel).await;
+            // a bug in one run must not leave the lane without a worker
+            let ended = std::panic::AssertUnwindSafe(self.run_one(&job, cancel))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| QueueUpdate::Ended {
+                    run_id: job.run_id.clone(),
+                    status: "failed".into(),
+                    error: Some("the run stopped on an internal error".into()),
+                });
             // off the lane before anyone hears it ended, so `positions` agrees with the news
             if let Some(lane) = self.lanes().get_mut(&device) {
                 lane.current = None;
@@ -256,7 +277,23 @@ impl RunQueue {
             .unwrap_or_else(|_| "failed".into());
         match result {
             Ok(_) => ended(status, None),
-            Err(e) => ended(status, Some(e.to_string())),
+            Err(e) => {
+                // refused before it started (its dataset gone, nothing to resume from): it is
+                // in no lane any more, so it must not look queued
+                if status == "queued" {
+                    let _ = sqlx::query("UPDATE runs SET status = 'failed', error = ? WHERE id = ? AND status = 'queued'")
+                        .bind(e.to_string())
+                        .bind(&job.run_id)
+                        .execute(self.store.pool())
+                        .await;
+                }
+                let status = if status == "queued" {
+                    "failed".into()
+                } else {
+                    status
+                };
+                ended(status, Some(e.to_string()))
+            }
         }
     }
 }

@@ -274,9 +274,10 @@ pub struct ExecOptions {
     pub dump_first_grads: Option<PathBuf>,
 }
 
-/// Whether a process with this id exists (Linux; elsewhere always false).
+/// Whether a process with this id exists (this one always; others on Linux only, elsewhere
+/// false).
 pub(crate) fn pid_alive(pid: i64) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    pid == std::process::id() as i64 || Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Persist a batch of events in one transaction.
@@ -532,14 +533,30 @@ pub async fn execute(
     let mut last_flush = Instant::now();
     let mut last_poll = Instant::now();
     let mut requested: Option<String> = None;
+    // A database error stops the run but not this loop: the training thread is told to stop
+    // and drained, so it never outlives its run (and the device is free for the next).
+    let mut db_error: Option<RunError> = None;
+    let note = |r: Result<(), RunError>, db_error: &mut Option<RunError>| {
+        if let Err(e) = r {
+            opts.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+            db_error.get_or_insert(e);
+        }
+    };
     loop {
-        if requested.is_none() && last_poll.elapsed() >= Duration::from_millis(300) {
+        if requested.is_none()
+            && db_error.is_none()
+            && last_poll.elapsed() >= Duration::from_millis(300)
+        {
             // a pause or stop asked for by another client: stop after this step, with a checkpoint
             last_poll = Instant::now();
-            requested = sqlx::query_scalar("SELECT control FROM runs WHERE id = ?")
+            match sqlx::query_scalar("SELECT control FROM runs WHERE id = ?")
                 .bind(&run.id)
                 .fetch_one(store.pool())
-                .await?;
+                .await
+            {
+                Ok(c) => requested = c,
+                Err(e) => note(Err(e.into()), &mut db_error),
+            }
             if requested.is_some() {
                 opts.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
             }
@@ -554,19 +571,29 @@ pub async fn execute(
                     TrainEvent::Finished { .. } | TrainEvent::Checkpoint { .. }
                 );
                 batch.push(e.clone());
-                if urgent || batch.len() >= 64 || last_flush.elapsed() > Duration::from_millis(500)
+                if db_error.is_none()
+                    && (urgent
+                        || batch.len() >= 64
+                        || last_flush.elapsed() > Duration::from_millis(500))
                 {
-                    flush(store, &run.id, &mut seq, &mut batch).await?;
+                    let r = flush(store, &run.id, &mut seq, &mut batch).await;
+                    note(r, &mut db_error);
                     last_flush = Instant::now();
                 }
                 on_event(&e);
             }
             Ok(None) => break,
-            Err(_) => {
-                flush(store, &run.id, &mut seq, &mut batch).await?;
+            Err(_) if db_error.is_none() => {
+                let r = flush(store, &run.id, &mut seq, &mut batch).await;
+                note(r, &mut db_error);
                 last_flush = Instant::now();
             }
+            Err(_) => {}
         }
+    }
+    if let Some(e) = db_error {
+        let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+        return Err(e);
     }
     flush(store, &run.id, &mut seq, &mut batch).await?;
     if requested.as_deref() == Some("pause") {
