@@ -451,6 +451,22 @@ fn err(path: &std::path::Path, e: &dyn std::fmt::Display) -> String {
     format!("{}: {e}", path.display())
 }
 
+/// The tensors of a PEFT folder's `adapter_model.safetensors`, with the file's path for errors.
+fn adapter_tensors(
+    dir: &std::path::Path,
+    device: &candle_core::Device,
+) -> std::result::Result<
+    (
+        std::path::PathBuf,
+        std::collections::HashMap<String, Tensor>,
+    ),
+    String,
+> {
+    let wf = dir.join("adapter_model.safetensors");
+    let tensors = candle_core::safetensors::load(&wf, device).map_err(|e| err(&wf, &e))?;
+    Ok((wf, tensors))
+}
+
 /// Apply a trained adapter or checkpoint folder to `model` for inference: a PEFT LoRA dir
 /// (`adapter_config.json` + `adapter_model.safetensors`, ours or made by PEFT) or a
 /// Full/Freeze checkpoint (`trainable.safetensors` with HF tensor names).
@@ -474,9 +490,7 @@ pub fn load_adapter_dir(
                 let mut c = TrainConfig::for_method(MethodKind::PromptTuning);
                 c.prompt.n_virtual_tokens = n;
                 let params = apply(model, &c).map_err(|e| err(dir, &e))?;
-                let wf = dir.join("adapter_model.safetensors");
-                let tensors =
-                    candle_core::safetensors::load(&wf, &model.device).map_err(|e| err(&wf, &e))?;
+                let (wf, tensors) = adapter_tensors(dir, &model.device)?;
                 load_params(&params, &tensors).map_err(|e| err(&wf, &e))?;
                 return Ok(MethodKind::PromptTuning);
             }
@@ -588,8 +602,7 @@ fn load_lora(
             .max_by_key(|(k, _)| k.len())
             .and_then(|(_, x)| x.as_f64())
     };
-    let wf = dir.join("adapter_model.safetensors");
-    let raw = candle_core::safetensors::load(&wf, &model.device).map_err(|e| err(&wf, &e))?;
+    let (wf, raw) = adapter_tensors(dir, &model.device)?;
     let mut tensors: std::collections::HashMap<String, Tensor> = raw
         .into_iter()
         .map(|(k, t)| {
@@ -719,9 +732,7 @@ fn load_prefix(
             }
         }
     }
-    let wf = dir.join("adapter_model.safetensors");
-    let mut tensors =
-        candle_core::safetensors::load(&wf, &model.device).map_err(|e| err(&wf, &e))?;
+    let (wf, mut tensors) = adapter_tensors(dir, &model.device)?;
     let e = tensors
         .remove("prompt_embeddings")
         .ok_or_else(|| err(&wf, &"no tensor `prompt_embeddings`"))?;
@@ -771,8 +782,7 @@ fn load_ia3(
         ));
     }
     let params = apply(model, &c).map_err(|e| err(dir, &e))?;
-    let wf = dir.join("adapter_model.safetensors");
-    let tensors = candle_core::safetensors::load(&wf, &model.device).map_err(|e| err(&wf, &e))?;
+    let (wf, tensors) = adapter_tensors(dir, &model.device)?;
     let flat = tensors
         .into_iter()
         .map(|(k, t)| Ok((k, t.flatten_all()?)))

@@ -559,7 +559,7 @@ pub(crate) mod tests {
         );
     }
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)
             .unwrap()
             .abs()

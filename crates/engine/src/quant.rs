@@ -274,6 +274,7 @@ impl BaseWeight {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::tests::max_diff;
     use candle_core::Var;
 
     fn normal(n: usize, seed: u64) -> Vec<f32> {
@@ -331,14 +332,7 @@ mod tests {
         let q = Nf4Tensor::quantize(&w).unwrap();
         let a = q.dequantize_cpu().unwrap();
         let b = q.dequantize_generic().unwrap();
-        let d = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = max_diff(&a, &b);
         assert!(d < 1e-7, "{d}");
     }
 
@@ -373,17 +367,7 @@ mod tests {
         .unwrap();
         let y = ops::frozen_weight_linear(x.as_tensor(), &BaseWeight::Nf4(q.clone())).unwrap();
         let want = x.as_tensor().broadcast_matmul(&dense.t().unwrap()).unwrap();
-        let diff = |a: &Tensor, b: &Tensor| {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
-        assert!(diff(&y, &want) < 1e-6);
+        assert!(max_diff(&y, &want) < 1e-6);
         let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
         let x2 = Var::from_tensor(x.as_tensor()).unwrap();
         let g2 = x2
@@ -397,7 +381,7 @@ mod tests {
             .backward()
             .unwrap();
         assert!(
-            diff(
+            max_diff(
                 g.get(x.as_tensor()).unwrap(),
                 g2.get(x2.as_tensor()).unwrap()
             ) < 1e-5

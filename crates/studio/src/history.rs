@@ -178,11 +178,23 @@ pub async fn list(store: &Store) -> Result<Vec<RunView>, RunError> {
         sqlx::query_as("SELECT * FROM runs ORDER BY CAST(substr(id, 5) AS INTEGER)")
             .fetch_all(store.pool())
             .await?;
-    let mut out = vec![];
-    for r in &rows {
-        out.push(view(store, r).await?);
+    // every run's tags in one query, not one per run
+    let pairs: Vec<(String, String)> =
+        sqlx::query_as("SELECT run_id, tag FROM run_tags ORDER BY tag")
+            .fetch_all(store.pool())
+            .await?;
+    let mut tags: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for (id, tag) in pairs {
+        tags.entry(id).or_default().push(tag);
     }
-    Ok(out)
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let mut v = RunView::from_record(r);
+            v.tags = tags.remove(&r.id).unwrap_or_default();
+            v
+        })
+        .collect())
 }
 
 /// What another client can ask of a run.

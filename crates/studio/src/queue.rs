@@ -179,13 +179,9 @@ impl RunQueue {
             .into_iter()
             .flat_map(|(_, ids)| ids)
             .collect();
+        // `control` also sets a training run's cancel flag directly
         for id in ids {
             let _ = self.control(&id, Control::Stop).await;
-        }
-        for lane in self.lanes().values() {
-            if let Some((_, cancel)) = &lane.current {
-                cancel.store(true, Ordering::SeqCst);
-            }
         }
     }
 
