@@ -2,7 +2,10 @@
 //! from the workspace lock file, so `whetstone doctor` can print them.
 
 fn main() {
-    let lock = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.lock");
+    // Read at run time: a build script binary compiled in another checkout that shares the
+    // target folder would otherwise look for that checkout's lock file.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
+    let lock = std::path::Path::new(&manifest).join("../../Cargo.lock");
     println!("cargo:rerun-if-changed={}", lock.display());
     let wanted = [
         "candle-core",

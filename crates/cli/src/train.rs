@@ -402,8 +402,6 @@ async fn execute_queued(store: &Store, made: &[RunRecord], json: bool) -> anyhow
     }
 }
 
-/// The demo's sample data: name / age / city extraction into JSON (see assets/samples).
-const SAMPLE: &str = include_str!("../../../assets/samples/extract.jsonl");
 const DEMO_PROMPT: &str = "Extract the person's name, age and city as JSON.\n\nLast spring Ingrid Solberg, 29, moved from Bergen to start a bakery.";
 
 fn generate_demo(loaded: &whetstone_studio::inference::Loaded) -> anyhow::Result<String> {
@@ -438,10 +436,9 @@ pub async fn demo(steps: u64, json: bool) -> anyhow::Result<ExitCode> {
     let model = whetstone_studio::models::add(&store, &dir.models(), &status.path, |_| {})
         .await
         .map_err(model_error)?;
-    let sample = dir.datasets().join("whetstone-demo-extract.jsonl");
-    if std::fs::read_to_string(&sample).ok().as_deref() != Some(SAMPLE) {
-        whetstone_studio::paths::write_atomically(&sample, SAMPLE.as_bytes()).map_err(UserError)?;
-    }
+    let sample = whetstone_studio::samples::install(&dir).map_err(UserError)?[0]
+        .path
+        .clone();
     let mut cfg = TrainConfig::for_method(MethodKind::Lora);
     cfg.max_steps = Some(steps);
     cfg.batch_size = 8;
@@ -472,7 +469,7 @@ pub async fn demo(steps: u64, json: bool) -> anyhow::Result<ExitCode> {
         &dir,
         NewRun {
             model: model.id.clone(),
-            data: sample.display().to_string(),
+            data: sample,
             config: cfg,
         },
     )

@@ -98,7 +98,8 @@ pub fn tokenize_example(
 }
 
 /// Token-length statistics of a dataset: count, min/mean/max and how many exceed `seq_len`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
 pub struct LengthStats {
     pub records: usize,
     pub min_tokens: usize,

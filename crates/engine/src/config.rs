@@ -380,46 +380,96 @@ impl Default for TrainConfig {
     }
 }
 
-/// The keys `--set` accepts, for error messages and the docs.
-pub const KEYS: &[&str] = &[
-    "max_steps",
-    "epochs",
-    "batch_size",
-    "grad_accum",
-    "lr",
-    "schedule",
-    "warmup_ratio",
-    "weight_decay",
-    "max_grad_norm",
-    "seq_len",
-    "packing",
-    "truncate",
-    "train_on_prompt",
-    "eval_every",
-    "save_every",
-    "eval_fraction",
-    "early_stopping_patience",
-    "sample_tokens",
-    "seed",
-    "gradient_checkpointing",
-    "device",
-    "dtype",
-    "lora.r",
-    "lora.alpha",
-    "lora.dropout",
-    "lora.targets",
-    "lora.rslora",
-    "lora.init",
-    "lora_plus.lr_ratio",
-    "ia3.targets",
-    "prompt.n_virtual_tokens",
-    "prefix.encoder_hidden",
-    "adapter.bottleneck",
-    "freeze.trainable_layers",
-    "freeze.train_norm",
-    "freeze.train_head",
-    "bitfit.add_biases",
+/// What kind of value a setting takes (how a form shows it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum KeyKind {
+    Integer,
+    Number,
+    Bool,
+    Choice,
+    Text,
+}
+
+/// One `--set` key: its group, kind, allowed choices and a one-line help text.
+pub struct KeyInfo {
+    pub key: &'static str,
+    pub group: &'static str,
+    pub kind: KeyKind,
+    pub choices: &'static [&'static str],
+    pub help: &'static str,
+}
+
+const fn key(key: &'static str, group: &'static str, kind: KeyKind, help: &'static str) -> KeyInfo {
+    KeyInfo {
+        key,
+        group,
+        kind,
+        choices: &[],
+        help,
+    }
+}
+
+use KeyKind::{Bool, Integer, Number, Text};
+
+/// Every key `--set` accepts, in the order forms show them.
+pub const KEY_INFO: &[KeyInfo] = &[
+    key("max_steps", "Training", Integer, "Stop after this many optimizer steps (none: train for `epochs`)."),
+    key("epochs", "Training", Number, "Passes over the training split."),
+    key("batch_size", "Training", Integer, "Examples per micro-batch."),
+    key("grad_accum", "Training", Integer, "Micro-batches per optimizer step (effective batch = batch_size × grad_accum)."),
+    key("lr", "Training", Number, "Peak learning rate (none: the method's default)."),
+    KeyInfo {
+        key: "schedule",
+        group: "Training",
+        kind: KeyKind::Choice,
+        choices: &["cosine", "linear", "constant"],
+        help: "How the learning rate decays after warm-up.",
+    },
+    key("warmup_ratio", "Training", Number, "Fraction of the steps spent warming the learning rate up from 0."),
+    key("weight_decay", "Training", Number, "AdamW weight decay (none: the method's default)."),
+    key("max_grad_norm", "Training", Number, "Clip the global gradient norm to this (0 = off)."),
+    key("seed", "Training", Integer, "Seed for initialisation, shuffling and the eval split: same seed, same run."),
+    key("seq_len", "Data", Integer, "Tokens per training row; longer examples are refused unless `truncate` is on."),
+    key("packing", "Data", Bool, "Concatenate examples into full rows instead of padding each one."),
+    key("truncate", "Data", Bool, "Cut examples longer than `seq_len` instead of refusing the dataset."),
+    key("train_on_prompt", "Data", Bool, "Learn the prompt tokens too, not only the answers."),
+    key("eval_fraction", "Data", Number, "Share of the records held out for evaluation."),
+    key("eval_every", "Evaluation", Integer, "Evaluate every N steps (0 = only before and after training)."),
+    key("save_every", "Evaluation", Integer, "Checkpoint every N steps (0 = only at the end)."),
+    key("early_stopping_patience", "Evaluation", Integer, "Stop after this many evaluations without a better eval loss (0 = off)."),
+    key("sample_tokens", "Evaluation", Integer, "Tokens generated from an eval prompt at each evaluation (0 = no samples)."),
+    key("gradient_checkpointing", "Device", Bool, "Recompute activations in the backward pass: less memory, about a third slower."),
+    key("device", "Device", Text, "cpu, cuda, cuda:N or metal."),
+    KeyInfo {
+        key: "dtype",
+        group: "Device",
+        kind: KeyKind::Choice,
+        choices: &["f32"],
+        help: "Compute type (training runs in f32).",
+    },
+    key("lora.r", "Method", Integer, "LoRA rank: width of the low-rank update."),
+    key("lora.alpha", "Method", Number, "LoRA scale numerator: the update is multiplied by alpha / r."),
+    key("lora.dropout", "Method", Number, "Dropout on the LoRA input during training."),
+    key("lora.targets", "Method", Text, "Linear modules that get LoRA (comma list of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, or all-linear)."),
+    key("lora.rslora", "Method", Bool, "Rank-stabilised scale alpha / sqrt(r) instead of alpha / r."),
+    key("lora.init", "Method", Text, "Start from this PEFT adapter folder instead of a fresh init (none: fresh)."),
+    key("lora_plus.lr_ratio", "Method", Number, "LoRA+: B's learning rate over A's."),
+    key("ia3.targets", "Method", Text, "(IA)3: modules whose activations are rescaled (attention outputs, MLP inputs)."),
+    key("prompt.n_virtual_tokens", "Method", Integer, "Prompt / prefix tuning, P-Tuning v2: how many virtual tokens are learned."),
+    key("prefix.encoder_hidden", "Method", Integer, "Prefix tuning: hidden width of the reparameterisation MLP (0 = the key/value width)."),
+    key("adapter.bottleneck", "Method", Integer, "Houlsby adapters: width of the bottleneck."),
+    key("freeze.trainable_layers", "Method", Integer, "Freeze: how many of the last decoder layers train."),
+    key("freeze.train_norm", "Method", Bool, "Freeze: train the final norm as well."),
+    key("freeze.train_head", "Method", Bool, "Freeze: train the output projection (ignored when tied to the embeddings)."),
+    key("bitfit.add_biases", "Method", Bool, "BitFit: add zero-initialised biases to a model that has none."),
 ];
+
+/// The keys `--set` accepts, for error messages.
+pub fn keys() -> impl Iterator<Item = &'static str> {
+    KEY_INFO.iter().map(|k| k.key)
+}
 
 pub const LORA_TARGETS: [&str; 7] = [
     "q_proj",
@@ -523,6 +573,7 @@ impl TrainConfig {
             "epochs" => self.epochs = float_in(key, v, 1e-6, 1e6)?,
             "batch_size" => self.batch_size = positive(key, v)?,
             "grad_accum" => self.grad_accum = positive(key, v)?,
+            "lr" if v == "none" => self.lr = None,
             "lr" => self.lr = Some(float_in(key, v, 0.0, 10.0)?),
             "schedule" => {
                 self.schedule = match v {
@@ -537,6 +588,7 @@ impl TrainConfig {
                 }
             }
             "warmup_ratio" => self.warmup_ratio = float_in(key, v, 0.0, 1.0)?,
+            "weight_decay" if v == "none" => self.weight_decay = None,
             "weight_decay" => self.weight_decay = Some(float_in(key, v, 0.0, 10.0)?),
             "max_grad_norm" => self.max_grad_norm = float_in(key, v, 0.0, 1e9)?,
             "seq_len" => {
@@ -597,11 +649,78 @@ impl TrainConfig {
             _ => {
                 return Err(format!(
                     "unknown setting `{key}` (known: {})",
-                    KEYS.join(", ")
+                    keys().collect::<Vec<_>>().join(", ")
                 ))
             }
         }
         Ok(())
+    }
+
+    /// The value of one `--set` key as `set` would take it back.
+    pub fn get(&self, key: &str) -> Option<String> {
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "none".into());
+        Some(match key {
+            "max_steps" => opt(self.max_steps.map(|v| v.to_string())),
+            "epochs" => self.epochs.to_string(),
+            "batch_size" => self.batch_size.to_string(),
+            "grad_accum" => self.grad_accum.to_string(),
+            "lr" => opt(self.lr.map(|v| v.to_string())),
+            "schedule" => match self.schedule {
+                Schedule::Cosine => "cosine",
+                Schedule::Linear => "linear",
+                Schedule::Constant => "constant",
+            }
+            .into(),
+            "warmup_ratio" => self.warmup_ratio.to_string(),
+            "weight_decay" => opt(self.weight_decay.map(|v| v.to_string())),
+            "max_grad_norm" => self.max_grad_norm.to_string(),
+            "seq_len" => self.seq_len.to_string(),
+            "packing" => self.packing.to_string(),
+            "truncate" => self.truncate.to_string(),
+            "train_on_prompt" => self.train_on_prompt.to_string(),
+            "eval_every" => self.eval_every.to_string(),
+            "save_every" => self.save_every.to_string(),
+            "eval_fraction" => self.eval_fraction.to_string(),
+            "early_stopping_patience" => self.early_stopping_patience.to_string(),
+            "sample_tokens" => self.sample_tokens.to_string(),
+            "seed" => self.seed.to_string(),
+            "gradient_checkpointing" => self.gradient_checkpointing.to_string(),
+            "device" => self.device.clone(),
+            "dtype" => self.dtype.clone(),
+            "lora.r" => self.lora.r.to_string(),
+            "lora.alpha" => self.lora.alpha.to_string(),
+            "lora.dropout" => self.lora.dropout.to_string(),
+            "lora.targets" => self.lora.targets.join(","),
+            "lora.rslora" => self.lora.rslora.to_string(),
+            "lora.init" => opt(self.lora.init.clone()),
+            "lora_plus.lr_ratio" => self.lora_plus.lr_ratio.to_string(),
+            "ia3.targets" => self.ia3.targets.join(","),
+            "prompt.n_virtual_tokens" => self.prompt.n_virtual_tokens.to_string(),
+            "prefix.encoder_hidden" => self.prefix.encoder_hidden.to_string(),
+            "adapter.bottleneck" => self.adapter.bottleneck.to_string(),
+            "freeze.trainable_layers" => self.freeze.trainable_layers.to_string(),
+            "freeze.train_norm" => self.freeze.train_norm.to_string(),
+            "freeze.train_head" => self.freeze.train_head.to_string(),
+            "bitfit.add_biases" => self.bitfit.add_biases.to_string(),
+            _ => return None,
+        })
+    }
+
+    /// Whether `key` changes anything for this config's method.
+    pub fn key_applies(&self, key: &str) -> bool {
+        use MethodKind as M;
+        let m = self.method;
+        match key.split_once('.').map(|(g, _)| g) {
+            Some("lora") => m.is_lora(),
+            Some("lora_plus") => m == M::LoraPlus,
+            Some("ia3") => m == M::Ia3,
+            Some("prompt") => m == M::PromptTuning || m.is_prefix(),
+            Some("prefix") => m == M::PrefixTuning,
+            Some("adapter") => m == M::Adapter,
+            Some("freeze") => m == M::Freeze,
+            Some("bitfit") => m == M::Bitfit,
+            _ => true,
+        }
     }
 
     /// Apply `key=value`.
@@ -696,6 +815,30 @@ fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn every_key_reads_back_what_set_takes() {
+        for m in MethodKind::ALL {
+            let c = TrainConfig::for_method(m);
+            for k in KEY_INFO {
+                let v = c
+                    .get(k.key)
+                    .unwrap_or_else(|| panic!("no value for {}", k.key));
+                let mut d = c.clone();
+                d.set(k.key, &v)
+                    .unwrap_or_else(|e| panic!("{}={v} does not set back: {e}", k.key));
+                assert_eq!(d, c, "{}={v} changed the config", k.key);
+            }
+        }
+        let mut c = TrainConfig::default();
+        assert!(c.set("nonsense", "1").unwrap_err().contains("lora.r"));
+        assert!(c.get("nonsense").is_none());
+        assert!(!c.key_applies("lora.r") == (c.method != MethodKind::Lora));
+        c.set_method(MethodKind::Ia3);
+        assert!(
+            !c.key_applies("lora.r") && c.key_applies("ia3.targets") && c.key_applies("seq_len")
+        );
+    }
     use super::*;
 
     #[test]

@@ -22,8 +22,9 @@ use whetstone_data::dataset::permutation;
 use whetstone_data::Tokenized;
 use whetstone_formats::ModelTokenizer;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ts_rs::TS)]
 #[serde(tag = "event", rename_all = "snake_case")]
+#[ts(export)]
 pub enum TrainEvent {
     Started {
         /// 0, or the checkpoint's step when resuming.
@@ -93,7 +94,8 @@ impl RunStatus {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, ts_rs::TS)]
+#[ts(export)]
 pub struct Summary {
     pub steps_done: u64,
     pub total_steps: u64,

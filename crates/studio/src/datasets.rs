@@ -235,7 +235,8 @@ pub async fn resolve(
     )))
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
 pub struct PreviewExample {
     /// `line 3`, `row 7`, …
     pub at: String,
@@ -243,7 +244,8 @@ pub struct PreviewExample {
     pub rendered: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
 pub struct Inspection {
     pub problems: Vec<String>,
     pub preview: Vec<PreviewExample>,

@@ -86,6 +86,21 @@ pub fn status(dir: &DataDir) -> DemoModelStatus {
     s
 }
 
+/// Register the demo model when its file is in place (the right size; `./dev setup` checked
+/// its hash), so a fresh install lists it without a step. Idempotent and cheap.
+pub async fn register(
+    store: &crate::store::Store,
+    dir: &DataDir,
+) -> Result<Option<crate::models::ModelRecord>, crate::models::ModelError> {
+    let p = path(dir);
+    if std::fs::metadata(&p).map(|m| m.len()).ok() != Some(SIZE_BYTES) {
+        return Ok(None);
+    }
+    crate::models::add(store, &dir.models(), &p.display().to_string(), |_| {})
+        .await
+        .map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -364,6 +364,15 @@ struct Job {
     base_reference: String,
 }
 
+/// One stage of an export as the window hears it.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
+pub struct ExportUpdate {
+    pub run_id: String,
+    pub format: ExportFormat,
+    pub stage: String,
+}
+
 /// Export a run's checkpoint. `progress` hears one line per stage.
 pub async fn export(
     store: &Store,

@@ -7,13 +7,15 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// `runs show --json`: the fields DESIGN.md §3 promises, then more.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
 pub struct RunView {
     pub id: String,
     pub status: String,
     pub method: String,
     pub model: String,
     pub dataset: String,
+    #[ts(as = "whetstone_engine::TrainConfig")]
     pub config: Value,
     pub steps_done: i64,
     pub best_eval_loss: Option<f64>,
@@ -309,7 +311,8 @@ pub async fn curve(store: &Store, id: &str, kind: &str) -> Result<Vec<(i64, f64)
     .await?)
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
 pub struct Curves {
     /// `(step, loss)`.
     pub train: Vec<(i64, f64)>,
@@ -356,7 +359,8 @@ pub async fn curve_by_tokens(
     .await?)
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
 pub struct Comparison {
     pub runs: Vec<RunView>,
     /// Per run, in the same order: curves by optimizer step.
@@ -402,4 +406,155 @@ pub async fn delete(store: &Store, id: &str) -> Result<RunView, RunError> {
             .map_err(|e| RunError::User(format!("{}: cannot remove: {e}", dir.display())))?;
     }
     Ok(view)
+}
+
+/// Every train metric of a run as columns (row `i` of each is one step): the layout chart
+/// libraries take without copying.
+#[derive(Debug, Clone, Default, Serialize, ts_rs::TS)]
+#[ts(export)]
+pub struct TrainSeries {
+    pub step: Vec<f64>,
+    pub loss: Vec<Option<f64>>,
+    pub lr: Vec<Option<f64>>,
+    pub grad_norm: Vec<Option<f64>>,
+    pub tokens_per_s: Vec<Option<f64>>,
+    pub mem_bytes: Vec<Option<f64>>,
+    pub tokens: Vec<Option<f64>>,
+    /// Seconds of training when the step was recorded (summed across resumes).
+    pub time_s: Vec<Option<f64>>,
+}
+
+/// Eval metrics as columns; `tokens` and `time_s` are those of the step evaluated after.
+#[derive(Debug, Clone, Default, Serialize, ts_rs::TS)]
+#[ts(export)]
+pub struct EvalSeries {
+    pub step: Vec<f64>,
+    pub loss: Vec<Option<f64>>,
+    pub perplexity: Vec<Option<f64>>,
+    pub tokens: Vec<Option<f64>>,
+    pub time_s: Vec<Option<f64>>,
+}
+
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
+pub struct SampleView {
+    pub step: i64,
+    pub prompt: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
+pub struct LogLine {
+    pub step: i64,
+    pub level: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
+pub struct CheckpointView {
+    pub step: i64,
+    pub path: String,
+    pub best: bool,
+}
+
+/// Everything a run screen draws: the run, its metric columns, samples, logs, checkpoints.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
+pub struct RunMetrics {
+    pub run: RunView,
+    pub train: TrainSeries,
+    pub eval: EvalSeries,
+    pub samples: Vec<SampleView>,
+    pub logs: Vec<LogLine>,
+    pub checkpoints: Vec<CheckpointView>,
+}
+
+type MetricRowDb = (
+    String,
+    i64,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<i64>,
+    Option<i64>,
+    Option<f64>,
+    Option<f64>,
+);
+
+pub async fn metrics(store: &Store, id: &str) -> Result<RunMetrics, RunError> {
+    let run = show(store, id).await?;
+    // An eval takes the tokens and time of the train step it followed (0 before any).
+    let rows: Vec<MetricRowDb> = sqlx::query_as(
+        "SELECT m.kind, m.step, m.loss, m.lr, m.grad_norm, m.tokens_per_s, m.mem_bytes,
+                COALESCE(m.tokens, t.tokens, CASE WHEN m.step = 0 THEN 0 END),
+                COALESCE(m.time_s, t.time_s), m.perplexity
+         FROM run_metrics m
+         LEFT JOIN run_metrics t ON t.run_id = m.run_id AND t.kind = 'train' AND t.step = m.step
+                                 AND m.kind = 'eval'
+         WHERE m.run_id = ? ORDER BY m.kind, m.step",
+    )
+    .bind(id)
+    .fetch_all(store.pool())
+    .await?;
+    let mut train = TrainSeries::default();
+    let mut eval = EvalSeries::default();
+    for (kind, step, loss, lr, grad_norm, tps, mem, tokens, time_s, ppl) in rows {
+        let tokens = tokens.map(|t| t as f64);
+        if kind == "train" {
+            train.step.push(step as f64);
+            train.loss.push(loss);
+            train.lr.push(lr);
+            train.grad_norm.push(grad_norm);
+            train.tokens_per_s.push(tps);
+            train.mem_bytes.push(mem.map(|m| m as f64));
+            train.tokens.push(tokens);
+            train.time_s.push(time_s);
+        } else {
+            eval.step.push(step as f64);
+            eval.loss.push(loss);
+            eval.perplexity.push(ppl);
+            eval.tokens.push(tokens);
+            eval.time_s.push(time_s);
+        }
+    }
+    let events: Vec<(String, String)> = sqlx::query_as(
+        "SELECT kind, payload FROM run_events WHERE run_id = ? AND kind IN ('sample', 'log', 'checkpoint') ORDER BY seq",
+    )
+    .bind(id)
+    .fetch_all(store.pool())
+    .await?;
+    let (mut samples, mut logs, mut checkpoints) = (vec![], vec![], vec![]);
+    for (kind, payload) in events {
+        let v: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
+        let step = v["step"].as_i64().unwrap_or(0);
+        let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        match kind.as_str() {
+            "sample" => samples.push(SampleView {
+                step,
+                prompt: text("prompt"),
+                text: text("text"),
+            }),
+            "log" => logs.push(LogLine {
+                step,
+                level: text("level"),
+                message: text("message"),
+            }),
+            _ => checkpoints.push(CheckpointView {
+                step,
+                path: text("path"),
+                best: v["best"].as_bool().unwrap_or(false),
+            }),
+        }
+    }
+    Ok(RunMetrics {
+        run,
+        train,
+        eval,
+        samples,
+        logs,
+        checkpoints,
+    })
 }

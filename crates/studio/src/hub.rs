@@ -44,7 +44,8 @@ fn wanted(path: &str) -> bool {
 }
 
 /// What a download reports as it goes.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, ts_rs::TS)]
+#[ts(export)]
 pub struct DownloadProgress {
     pub files_total: usize,
     pub files_done: usize,
@@ -57,7 +58,8 @@ pub struct DownloadProgress {
 }
 
 /// One file of a repository, as the hub lists it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, ts_rs::TS)]
+#[ts(export)]
 pub struct HubFile {
     pub path: String,
     pub size: u64,
@@ -66,7 +68,8 @@ pub struct HubFile {
 }
 
 /// What the hub says about a model before anything is downloaded.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, ts_rs::TS)]
+#[ts(export)]
 pub struct HubModelInfo {
     pub repo: String,
     pub revision: Option<String>,
@@ -75,6 +78,24 @@ pub struct HubModelInfo {
     pub total_bytes: u64,
     pub license: Option<String>,
     pub gated: bool,
+}
+
+/// A download's progress as the window hears it.
+#[derive(Debug, Clone, serde::Serialize, ts_rs::TS)]
+#[ts(export)]
+pub struct DownloadUpdate {
+    pub repo: String,
+    #[serde(flatten)]
+    pub progress: DownloadProgress,
+}
+
+/// Whether a hub token is available, and from where (never the token itself).
+#[derive(Debug, Clone, serde::Serialize, ts_rs::TS)]
+#[ts(export)]
+pub struct TokenStatus {
+    pub present: bool,
+    /// `keychain`, `HF_TOKEN` or `none`.
+    pub source: String,
 }
 
 /// `owner/name` from `hf:owner/name` (or `owner/name`), checked for shape.
@@ -137,6 +158,14 @@ pub mod token {
             "keychain"
         } else {
             "none"
+        }
+    }
+
+    pub fn status() -> super::TokenStatus {
+        let source = source();
+        super::TokenStatus {
+            present: source != "none",
+            source: source.to_string(),
         }
     }
 }

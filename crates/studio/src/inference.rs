@@ -184,3 +184,42 @@ pub fn chat(
         on_text,
     )?)
 }
+
+/// One answer of [`answer_each`]: which adapter (`None` = the base) and what it said.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
+pub struct ChatAnswer {
+    /// The run id (or folder) whose adapter answered; `None` for the base model.
+    pub adapter: Option<String>,
+    pub text: String,
+    pub tokens: usize,
+    pub seconds: f64,
+    pub tokens_per_s: f64,
+    /// Seconds spent applying the adapter to the loaded base.
+    pub switch_s: f64,
+}
+
+/// The same prompt answered by the base and by each adapter, on one loaded base.
+pub fn answer_each(
+    loaded: &Loaded,
+    adapters: &[(Option<String>, Option<std::path::PathBuf>)],
+    prompt: &str,
+    params: &SamplingParams,
+) -> Result<Vec<ChatAnswer>, InferenceError> {
+    let ids = chat_prompt(&loaded.source, prompt, None, false)?;
+    let mut out = vec![];
+    for (name, dir) in adapters {
+        let (model, switch_s) = with_adapter(loaded, dir.as_deref())?;
+        let started = Instant::now();
+        let g = chat(loaded, &model, &ids, params, |_| {})?;
+        out.push(ChatAnswer {
+            adapter: name.clone(),
+            text: g.text.trim().to_string(),
+            tokens: g.token_ids.len(),
+            seconds: started.elapsed().as_secs_f64(),
+            tokens_per_s: g.tokens_per_s,
+            switch_s,
+        });
+    }
+    Ok(out)
+}

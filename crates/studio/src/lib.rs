@@ -18,6 +18,7 @@ pub mod paths;
 pub mod queue;
 pub mod report;
 pub mod runs;
+pub mod samples;
 pub mod store;
 
 pub use doctor::{doctor, DoctorReport};

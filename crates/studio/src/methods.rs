@@ -4,6 +4,7 @@
 //! computed by `whetstone_engine::estimate` for the chosen model, run settings and device.
 
 use serde::Serialize;
+use whetstone_engine::config::{KeyKind, KEY_INFO};
 use whetstone_engine::estimate::{estimate, Estimate};
 use whetstone_engine::{detect_devices, DeviceInfo, DeviceKind, MethodKind, TrainConfig};
 use whetstone_formats::ModelConfig;
@@ -237,7 +238,8 @@ pub fn pick_device(want: Option<&str>) -> Result<DeviceInfo, String> {
 }
 
 /// `whetstone estimate --json`: the estimate and whether it fits the device.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
 pub struct EstimateReport {
     #[serde(flatten)]
     pub estimate: Estimate,
@@ -272,4 +274,43 @@ pub fn estimate_run(
         config: cfg,
         estimate: e,
     })
+}
+
+/// One run-config key as the settings form shows it.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
+pub struct SettingSpec {
+    pub key: String,
+    /// The value after `sets`, as `--set` takes it (`none` for unset optional values).
+    pub value: String,
+    /// The method's default.
+    pub default: String,
+    pub help: String,
+    pub group: String,
+    pub kind: KeyKind,
+    pub choices: Vec<String>,
+    /// False when the key changes nothing for this method (`lora.r` for (IA)3).
+    pub applies: bool,
+}
+
+/// Every `--set` key for `method` with `sets` applied: value, default, help and group.
+pub fn settings_schema(method: &str, sets: &[String]) -> Result<Vec<SettingSpec>, String> {
+    let defaults = TrainConfig::for_method(MethodKind::parse(method)?);
+    let mut cfg = defaults.clone();
+    for s in sets {
+        cfg.set_pair(s).map_err(|e| format!("--set {s}: {e}"))?;
+    }
+    Ok(KEY_INFO
+        .iter()
+        .map(|k| SettingSpec {
+            key: k.key.to_string(),
+            value: cfg.get(k.key).unwrap_or_default(),
+            default: defaults.get(k.key).unwrap_or_default(),
+            help: k.help.to_string(),
+            group: k.group.to_string(),
+            kind: k.kind,
+            choices: k.choices.iter().map(|c| c.to_string()).collect(),
+            applies: cfg.key_applies(k.key),
+        })
+        .collect())
 }

@@ -23,8 +23,9 @@ use whetstone_engine::TrainEvent;
 /// The longest a training event waits before subscribers hear of it (≤ 20 updates/s/run).
 pub const BATCH_INTERVAL: Duration = Duration::from_millis(50);
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
 #[serde(tag = "update", rename_all = "snake_case")]
+#[ts(export)]
 pub enum QueueUpdate {
     /// A run joined its device's lane; `position` 0 is the one training now or next.
     Queued {

@@ -6,7 +6,8 @@ use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 
 /// What was written.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, ts_rs::TS)]
+#[ts(export, rename = "ReportFiles")]
 pub struct Report {
     pub markdown: PathBuf,
     pub charts: Vec<PathBuf>,

@@ -280,19 +280,20 @@ pub(crate) fn pid_alive(pid: i64) -> bool {
     pid == std::process::id() as i64 || Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Persist a batch of events in one transaction.
+/// Persist a batch of events (each with the seconds of training when it arrived) in one
+/// transaction.
 async fn flush(
     store: &Store,
     run_id: &str,
     seq: &mut i64,
-    batch: &mut Vec<TrainEvent>,
+    batch: &mut Vec<(TrainEvent, f64)>,
 ) -> Result<(), RunError> {
     if batch.is_empty() {
         return Ok(());
     }
     let mut tx = store.pool().begin().await?;
     let mut steps_done = None;
-    for e in batch.drain(..) {
+    for (e, time_s) in batch.drain(..) {
         match &e {
             TrainEvent::Step {
                 step,
@@ -305,8 +306,8 @@ async fn flush(
                 ..
             } => {
                 sqlx::query(
-                    "INSERT OR REPLACE INTO run_metrics (run_id, kind, step, loss, lr, grad_norm, tokens_per_s, mem_bytes, tokens)
-                     VALUES (?, 'train', ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO run_metrics (run_id, kind, step, loss, lr, grad_norm, tokens_per_s, mem_bytes, tokens, time_s)
+                     VALUES (?, 'train', ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(run_id)
                 .bind(*step as i64)
@@ -316,6 +317,7 @@ async fn flush(
                 .bind(tokens_per_s)
                 .bind(*mem_bytes as i64)
                 .bind(*tokens as i64)
+                .bind(time_s)
                 .execute(&mut *tx)
                 .await?;
                 steps_done = Some(*step as i64);
@@ -326,12 +328,13 @@ async fn flush(
                 perplexity,
             } => {
                 sqlx::query(
-                    "INSERT OR REPLACE INTO run_metrics (run_id, kind, step, loss, perplexity) VALUES (?, 'eval', ?, ?, ?)",
+                    "INSERT OR REPLACE INTO run_metrics (run_id, kind, step, loss, perplexity, time_s) VALUES (?, 'eval', ?, ?, ?, ?)",
                 )
                 .bind(run_id)
                 .bind(*step as i64)
                 .bind(eval_loss)
                 .bind(perplexity)
+                .bind(time_s)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -479,6 +482,13 @@ pub async fn execute(
         .execute(store.pool())
         .await?;
 
+    // Training time continues from where an interrupted run's metrics stopped.
+    let time_base: f64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(time_s), 0.0) FROM run_metrics WHERE run_id = ?")
+            .bind(&run.id)
+            .fetch_one(store.pool())
+            .await?;
+    let clock = Instant::now();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<TrainEvent>();
     let model_path = PathBuf::from(&run.model_path);
     let display_path = dataset.original_path.clone();
@@ -570,7 +580,7 @@ pub async fn execute(
                     e,
                     TrainEvent::Finished { .. } | TrainEvent::Checkpoint { .. }
                 );
-                batch.push(e.clone());
+                batch.push((e.clone(), time_base + clock.elapsed().as_secs_f64()));
                 if db_error.is_none()
                     && (urgent
                         || batch.len() >= 64

@@ -191,6 +191,26 @@ async fn two_subscribers_hear_every_run_in_order_and_batched() {
             .find(|u| u["update"] == "ended" && u["run_id"] == run.as_str())
             .unwrap();
         assert_eq!(ended["status"], "completed", "{ended}");
+        // what a run screen loads afterwards: the same steps as columns, timed, in order
+        let m = whetstone_studio::history::metrics(&store, run)
+            .await
+            .unwrap();
+        let want: Vec<f64> = (1..=steps).map(|s| s as f64).collect();
+        assert_eq!(m.train.step, want);
+        for col in [&m.train.loss, &m.train.lr, &m.train.tokens, &m.train.time_s] {
+            assert_eq!(col.len(), want.len());
+            assert!(col.iter().all(Option::is_some), "a column has gaps");
+        }
+        let times: Vec<f64> = m.train.time_s.iter().flatten().copied().collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+        assert!(times[0] > 0.0 && times[times.len() - 1] <= elapsed.as_secs_f64());
+        assert_eq!(
+            m.eval.step.first(),
+            Some(&0.0),
+            "the curve starts before training"
+        );
+        assert_eq!(m.eval.tokens.first(), Some(&Some(0.0)));
+        assert_eq!(m.eval.step.len(), m.eval.time_s.len());
     }
     assert!(queue.positions().iter().all(|(_, ids)| ids.is_empty()));
 }
