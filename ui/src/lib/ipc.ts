@@ -1,13 +1,164 @@
-// The one typed bridge to the Rust side. Components call these functions, never `invoke`.
-// Types come from ./bindings, generated from the Rust structs by ts-rs (`cargo test`).
+// The one typed bridge to the Rust side. Components call `api.*` and `on*`, never `invoke`
+// or `listen` directly. Types come from ./bindings, generated from the Rust structs by ts-rs
+// (`cargo test` rewrites them; CI fails when the committed copies are stale).
 import { invoke } from "@tauri-apps/api/core";
+import { listen, type UnlistenFn } from "@tauri-apps/api/event";
+import type { ChatAnswer } from "./bindings/ChatAnswer";
+import type { Comparison } from "./bindings/Comparison";
+import type { CuratedModel } from "./bindings/CuratedModel";
+import type { DatasetRecord } from "./bindings/DatasetRecord";
 import type { DoctorReport } from "./bindings/DoctorReport";
+import type { DownloadUpdate } from "./bindings/DownloadUpdate";
+import type { EstimateReport } from "./bindings/EstimateReport";
+import type { ExportFormat } from "./bindings/ExportFormat";
+import type { ExportReport } from "./bindings/ExportReport";
+import type { ExportUpdate } from "./bindings/ExportUpdate";
+import type { HubModelInfo } from "./bindings/HubModelInfo";
+import type { Inspection } from "./bindings/Inspection";
+import type { MethodRow } from "./bindings/MethodRow";
+import type { ModelRecord } from "./bindings/ModelRecord";
+import type { QueueUpdate } from "./bindings/QueueUpdate";
+import type { ReportFiles } from "./bindings/ReportFiles";
+import type { RunMetrics } from "./bindings/RunMetrics";
+import type { RunView } from "./bindings/RunView";
+import type { SampleDataset } from "./bindings/SampleDataset";
+import type { SettingSpec } from "./bindings/SettingSpec";
+import type { TokenStatus } from "./bindings/TokenStatus";
 
-export type { DoctorReport };
+export type {
+  ChatAnswer,
+  Comparison,
+  CuratedModel,
+  DatasetRecord,
+  DoctorReport,
+  DownloadUpdate,
+  EstimateReport,
+  ExportFormat,
+  ExportReport,
+  ExportUpdate,
+  HubModelInfo,
+  Inspection,
+  MethodRow,
+  ModelRecord,
+  QueueUpdate,
+  ReportFiles,
+  RunMetrics,
+  RunView,
+  SampleDataset,
+  SettingSpec,
+  TokenStatus,
+};
 export type { DeviceInfo } from "./bindings/DeviceInfo";
 export type { DemoModelStatus } from "./bindings/DemoModelStatus";
+export type { TrainEvent } from "./bindings/TrainEvent";
+export type { MethodKind } from "./bindings/MethodKind";
+export type { Curves } from "./bindings/Curves";
+export type { PreviewExample } from "./bindings/PreviewExample";
+export type { LengthStats } from "./bindings/LengthStats";
+
+/** Settings as `key=value` pairs, the same keys `whetstone train --set` takes. */
+export type SettingPairs = string[];
 
 export const api = {
   /** Versions, devices, data directory, database and demo-model status. */
-  doctor: (): Promise<DoctorReport> => invoke<DoctorReport>("doctor"),
+  doctor: () => invoke<DoctorReport>("doctor"),
+
+  // --- models ---------------------------------------------------------------------------
+  /** Registered models (the demo model is registered on first call when it is present). */
+  modelsList: () => invoke<ModelRecord[]>("models_list"),
+  /** Small models worth starting with, with LoRA/QLoRA memory for `device` (default: best). */
+  modelsCurated: (device?: string) => invoke<CuratedModel[]>("models_curated", { device }),
+  /** Register an HF folder or `.gguf` file; `copy` copies it into the data directory. */
+  modelsAdd: (path: string, copy: boolean) => invoke<ModelRecord>("models_add", { path, copy }),
+  /** What a hub download would fetch (size, licence, gating), before fetching it. */
+  hubInfo: (repo: string) => invoke<HubModelInfo>("hub_info", { repo }),
+  /** Download (resuming) and register a hub model; progress arrives by `onDownload`. */
+  hubDownload: (repo: string) => invoke<ModelRecord>("hub_download", { repo }),
+
+  // --- datasets -------------------------------------------------------------------------
+  datasetsList: () => invoke<DatasetRecord[]>("datasets_list"),
+  /** The sample datasets that ship with the app. */
+  datasetsSamples: () => invoke<SampleDataset[]>("datasets_samples"),
+  /** Register a dataset file; `format` forces one (alpaca, chat, sharegpt, text, csv). */
+  datasetsAdd: (path: string, format?: string, columns?: string) =>
+    invoke<DatasetRecord>("datasets_add", { path, format, columns }),
+  /** Problems (with line numbers), a preview through the model's chat template (trained spans
+   *  wrapped in ⟦ ⟧) and token-length statistics for `model` at `seqLen`. */
+  datasetsInspect: (dataset: string, model: string | null, seqLen: number, n: number) =>
+    invoke<Inspection>("datasets_inspect", { dataset, model, seqLen, n }),
+
+  // --- methods and settings -------------------------------------------------------------
+  /** The comparison table with live numbers for `model` on `device`. */
+  methodsTable: (model: string, device?: string) =>
+    invoke<MethodRow[]>("methods_table", { model, device }),
+  /** Every run-config key with its value for `method` after `sets`, its help and group. */
+  settingsSchema: (method: string, sets: SettingPairs) =>
+    invoke<SettingSpec[]>("settings_schema", { method, sets }),
+  /** Memory estimate and fit; rejects with the offending key when a setting is invalid. */
+  estimate: (model: string, method: string, sets: SettingPairs, device?: string) =>
+    invoke<EstimateReport>("estimate", { model, method, sets, device }),
+
+  // --- runs -----------------------------------------------------------------------------
+  /** Validate and register a run, then queue it. */
+  runStart: (model: string, dataset: string, method: string, sets: SettingPairs) =>
+    invoke<RunView>("run_start", { model, dataset, method, sets }),
+  /** Queue a paused or stopped run again from its last checkpoint. */
+  runResume: (id: string) => invoke<RunView>("run_resume", { id }),
+  runControl: (id: string, action: "pause" | "stop") =>
+    invoke<RunView>("run_control", { id, action }),
+  runsList: () => invoke<RunView[]>("runs_list"),
+  runShow: (id: string) => invoke<RunView>("run_show", { id }),
+  /** Every recorded metric of a run as columns (uPlot's layout), samples and logs. */
+  runMetrics: (id: string) => invoke<RunMetrics>("run_metrics", { id }),
+  runDelete: (id: string) => invoke<RunView>("run_delete", { id }),
+  runTag: (id: string, tags: string[], add: boolean) =>
+    invoke<RunView>("run_tag", { id, tags, add }),
+  runNote: (id: string, text: string) => invoke<RunView>("run_note", { id, text }),
+  /** Two or more runs with their curves. */
+  runsCompare: (ids: string[]) => invoke<Comparison>("runs_compare", { ids }),
+  /** Markdown report with charts (PNG, SVG) of the runs, written under the data directory. */
+  runsReport: (ids: string[], by: "step" | "tokens") =>
+    invoke<ReportFiles>("runs_report", { ids, by }),
+  /** Ids of the runs training or waiting, per device. */
+  queuePositions: () => invoke<[string, string[]][]>("queue_positions"),
+
+  // --- playground and export ------------------------------------------------------------
+  /** The same prompt answered by the base (`null`) and by each run's adapter, in order. */
+  chat: (model: string, adapters: (string | null)[], prompt: string, maxTokens: number, temperature: number) =>
+    invoke<ChatAnswer[]>("chat", { model, adapters, prompt, maxTokens, temperature }),
+  /** Export a run; stages arrive by `onExport`. */
+  exportRun: (run: string, format: ExportFormat, dtype?: string) =>
+    invoke<ExportReport>("export_run", { run, format, dtype }),
+
+  // --- settings -------------------------------------------------------------------------
+  tokenStatus: () => invoke<TokenStatus>("token_status"),
+  /** Store the Hugging Face token in the OS keychain (never on disk in plain text). */
+  tokenSet: (token: string) => invoke<TokenStatus>("token_set", { token }),
+  tokenRemove: () => invoke<TokenStatus>("token_remove"),
 };
+
+/** Queue updates for every run: placed, batched training events (≤ 20/s per run), ended. */
+export function onQueue(handler: (u: QueueUpdate) => void): Promise<UnlistenFn> {
+  return listen<QueueUpdate>("queue", (e) => handler(e.payload));
+}
+
+export function onDownload(handler: (u: DownloadUpdate) => void): Promise<UnlistenFn> {
+  return listen<DownloadUpdate>("download", (e) => handler(e.payload));
+}
+
+export function onExport(handler: (u: ExportUpdate) => void): Promise<UnlistenFn> {
+  return listen<ExportUpdate>("export", (e) => handler(e.payload));
+}
+
+/** Open a file manager at `path` (the opener plugin; allowed for exported folders only). */
+export async function reveal(path: string): Promise<void> {
+  const { revealItemInDir } = await import("@tauri-apps/plugin-opener");
+  await revealItemInDir(path);
+}
+
+/** A native file picker; `null` when the user cancels. */
+export async function pickPath(opts: { directory: boolean; filters?: { name: string; extensions: string[] }[] }): Promise<string | null> {
+  const { open } = await import("@tauri-apps/plugin-dialog");
+  const picked = await open({ directory: opts.directory, multiple: false, filters: opts.filters });
+  return typeof picked === "string" ? picked : null;
+}

@@ -1,10 +1,11 @@
 // The current locale as shared reactive state; `t` reads it so text updates on switch.
-import { translate, type Locale, type MessageKey } from "./i18n";
+import { format, translate, type Locale, type MessageKey } from "./i18n";
 
 export const locale = $state<{ current: Locale }>({
-  current: navigator.language.startsWith("zh") ? "zh" : "en",
+  current: (localStorage.getItem("whetstone.locale") as Locale | null) ?? (navigator.language.startsWith("zh") ? "zh" : "en"),
 });
 
-export function t(key: MessageKey): string {
-  return translate(locale.current, key);
+/** The message for `key`; with `vars`, `{name}` placeholders are filled in. */
+export function t(key: MessageKey, vars?: Record<string, string | number>): string {
+  return vars ? format(locale.current, key, vars) : translate(locale.current, key);
 }
