@@ -1,3 +1,6 @@
+import { guardNavigatorLanguage } from "./lib/locale-guard";
+guardNavigatorLanguage();
+
 import { mount } from "svelte";
 import App from "./App.svelte";
 import "./styles.css";

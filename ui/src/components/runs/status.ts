@@ -1,0 +1,58 @@
+// What a run's status means for the screens: its label key, glyph, tone and allowed actions.
+import type { MessageKey } from "../../lib/i18n";
+
+export const STATUSES = ["queued", "running", "paused", "completed", "cancelled", "interrupted", "failed", "diverged"] as const;
+export type Status = (typeof STATUSES)[number];
+
+export function isStatus(s: string | null | undefined): s is Status {
+  return s != null && (STATUSES as readonly string[]).includes(s);
+}
+
+const GLYPH: Record<Status, string> = {
+  queued: "○",
+  running: "▶",
+  paused: "‖",
+  completed: "✓",
+  cancelled: "■",
+  interrupted: "!",
+  failed: "✗",
+  diverged: "✗",
+};
+
+const TONE: Record<Status, "ok" | "warn" | "bad" | "accent" | "muted"> = {
+  queued: "muted",
+  running: "accent",
+  paused: "warn",
+  completed: "ok",
+  cancelled: "muted",
+  interrupted: "warn",
+  failed: "bad",
+  diverged: "bad",
+};
+
+export function statusKey(s: string): MessageKey {
+  return isStatus(s) ? (`runs.status.${s}` as MessageKey) : "runs.status.unknown";
+}
+
+export function statusGlyph(s: string): string {
+  return isStatus(s) ? GLYPH[s] : "?";
+}
+
+export function statusTone(s: string): string {
+  return isStatus(s) ? TONE[s] : "muted";
+}
+
+/** Stop and Pause apply while the run trains or waits. */
+export function canControl(s: string | null | undefined): boolean {
+  return s === "running" || s === "queued";
+}
+
+/** Resume applies to a run that stopped before its end. */
+export function canResume(s: string | null | undefined): boolean {
+  return s === "paused" || s === "cancelled" || s === "interrupted";
+}
+
+/** The run is over (for now): show its summary. */
+export function isEnded(s: string | null | undefined): boolean {
+  return s != null && s !== "running" && s !== "queued";
+}

@@ -1,0 +1,21 @@
+// The playground's prompts and answers for this app session: kept while the window is open,
+// across visits to other screens, never written to disk.
+import type { ChatAnswer } from "../../lib/ipc";
+
+export type Exchange = {
+  id: number;
+  model: string;
+  prompt: string;
+  adapters: (string | null)[];
+  maxTokens: number;
+  temperature: number;
+  answers: ChatAnswer[] | null;
+  error: string | null;
+};
+
+export const playground = $state<{ history: Exchange[]; nextId: number }>({ history: [], nextId: 0 });
+
+export function clearPlaygroundHistory(): void {
+  playground.history = [];
+  playground.nextId = 0;
+}

@@ -1,0 +1,271 @@
+// Test data for the wizard's tests: SmolLM2-135M (134,515,008 parameters; 30 layers,
+// hidden 576, k/v width 192, MLP 1536) on a 24 GiB CPU, the shipped extraction sample.
+import type {
+  DatasetRecord,
+  EstimateReport,
+  Inspection,
+  MethodKind,
+  MethodRow,
+  ModelRecord,
+  SettingSpec,
+} from "../../lib/ipc";
+import type { TrainConfig } from "../../lib/bindings/TrainConfig";
+
+export const GiB = 2 ** 30;
+export const MiB = 2 ** 20;
+export const SMOL_PARAMS = 134_515_008;
+
+export const SMOL: ModelRecord = {
+  id: "smollm2-135m-instruct-q4-1",
+  name: "SmolLM2 135M Instruct",
+  source: "gguf",
+  reference: "/data/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+  path: "/data/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+  architecture: "llama",
+  parameter_count: SMOL_PARAMS,
+  size_bytes: 98_362_432,
+  sha256: "b179d5e1",
+  created_at: "2025-05-02T08:55:10.412Z",
+};
+
+export const QWEN: ModelRecord = {
+  ...SMOL,
+  id: "qwen2-5-0-5b-instruct",
+  name: "Qwen2.5 0.5B Instruct",
+  source: "hub",
+  reference: "hf:Qwen/Qwen2.5-0.5B-Instruct",
+  path: "/data/models/Qwen2.5-0.5B-Instruct",
+  architecture: "qwen2",
+  parameter_count: 494_032_768,
+  size_bytes: 988_097_824,
+};
+
+export const SAMPLE: DatasetRecord = {
+  id: "whetstone-demo-extract",
+  name: "whetstone-demo-extract",
+  original_path: "/data/datasets/whetstone-demo-extract.jsonl",
+  path: "/data/datasets/whetstone-demo-extract.jsonl",
+  format: "alpaca",
+  columns: null,
+  records: 300,
+  dropped: 0,
+  problems: "[]",
+  size_bytes: 61_843,
+  sha256: "9c0e5b1f",
+  created_at: "2025-05-02T09:01:44.930Z",
+};
+
+type Cols = [name: string, arch: string, latency: string, compute: string, use: string, difficulty: string];
+const COLS: Record<MethodKind, Cols> = {
+  full: ["Full fine-tuning", "no", "none", "very high", "plenty of hardware, maximum quality", "medium"],
+  freeze: ["Freeze (last layers)", "no", "none", "high", "cheap partial update, small data", "low"],
+  lora: ["LoRA", "no (mergeable)", "none after merge", "low", "the general default", "low"],
+  qlora: ["QLoRA", "no (mergeable)", "none after merge", "very low memory, slower step", "one consumer GPU, big model", "medium"],
+  dora: ["DoRA", "no (mergeable)", "none after merge", "low-medium", "better than LoRA at small r", "medium"],
+  lora_plus: ["LoRA+", "no", "none", "low", "faster LoRA convergence", "low"],
+  ia3: ["(IA)3", "no (mergeable)", "none after merge", "very low", "fewest parameters", "low"],
+  bitfit: ["BitFit", "no", "none", "very low", "quick baseline", "very low"],
+  prompt_tuning: ["Prompt tuning", "input only", "a few extra tokens", "very low", "large models, many tasks", "medium"],
+  prefix_tuning: ["Prefix tuning", "attention only", "a few extra KV", "low", "generation tasks, many tasks", "medium"],
+  p_tuning_v2: ["P-Tuning v2", "attention only", "a few extra KV", "low", "generation tasks, many tasks", "medium"],
+  adapter: ["Adapter (Houlsby)", "yes (serial layers)", "small added", "low", "modular multi-task", "medium"],
+};
+
+/** Trainable parameters on SmolLM2-135M at each method's defaults. */
+export const TRAINABLE: Record<MethodKind, number> = {
+  full: SMOL_PARAMS,
+  freeze: 7_080_768,
+  lora: 921_600,
+  qlora: 4_884_480,
+  dora: 967_680,
+  lora_plus: 921_600,
+  ia3: 57_600,
+  bitfit: 155_520,
+  prompt_tuning: 11_520,
+  prefix_tuning: 2_345_664,
+  p_tuning_v2: 230_400,
+  adapter: 4_462_080,
+};
+
+/** Estimated memory on the CPU (f32). */
+export const MEMORY: Record<MethodKind, number> = {
+  full: 2.9 * GiB,
+  freeze: 1.3 * GiB,
+  lora: 1.2 * GiB,
+  qlora: 0.7 * GiB,
+  dora: 1.25 * GiB,
+  lora_plus: 1.2 * GiB,
+  ia3: 1.1 * GiB,
+  bitfit: 1.12 * GiB,
+  prompt_tuning: 1.05 * GiB,
+  prefix_tuning: 1.15 * GiB,
+  p_tuning_v2: 1.1 * GiB,
+  adapter: 1.22 * GiB,
+};
+
+export const METHOD_IDS = Object.keys(COLS) as MethodKind[];
+
+export function methodRows(opts: { usable?: number; memory?: Partial<Record<MethodKind, number>>; recommended?: MethodKind } = {}): MethodRow[] {
+  const usable = opts.usable ?? 21.6 * GiB;
+  const rec = opts.recommended ?? "lora";
+  return METHOD_IDS.map((id) => {
+    const [name, arch, latency, compute, use, difficulty] = COLS[id];
+    const bytes = Math.round(opts.memory?.[id] ?? MEMORY[id]);
+    const trainable = TRAINABLE[id];
+    const pct = (100 * trainable) / SMOL_PARAMS;
+    return {
+      id,
+      name,
+      trainable_params: trainable,
+      trainable_percent: pct,
+      est_memory_bytes: bytes,
+      fits_device: bytes <= usable,
+      changes_architecture: arch,
+      inference_latency: latency,
+      compute,
+      use_case: use,
+      difficulty,
+      applicable: id !== "bitfit",
+      recommended: id === rec,
+      notes:
+        id === "bitfit"
+          ? "this llama model has no biases: BitFit applies only with bitfit.add_biases=true (zero-initialised biases are added and trained)"
+          : "",
+      estimate: {
+        method: id,
+        trainable_params: trainable,
+        base_params: SMOL_PARAMS,
+        trainable_percent: pct,
+        weight_bytes: SMOL_PARAMS * 4,
+        optimizer_bytes: trainable * 16,
+        activation_bytes: Math.max(0, bytes - SMOL_PARAMS * 4 - trainable * 16 - 200 * MiB),
+        runtime_bytes: 200 * MiB,
+        total_bytes: bytes,
+      },
+    };
+  });
+}
+
+export function trainConfig(method: MethodKind, over: Partial<TrainConfig> = {}): TrainConfig {
+  return {
+    method,
+    max_steps: null,
+    epochs: 1,
+    batch_size: 4,
+    grad_accum: 1,
+    lr: null,
+    schedule: "cosine",
+    warmup_ratio: 0.03,
+    weight_decay: null,
+    max_grad_norm: 1,
+    seq_len: 512,
+    packing: false,
+    truncate: false,
+    train_on_prompt: false,
+    eval_every: 50,
+    save_every: 50,
+    eval_fraction: 0.1,
+    early_stopping_patience: 0,
+    sample_tokens: 32,
+    seed: 42,
+    gradient_checkpointing: false,
+    device: "cpu",
+    dtype: "f32",
+    lora: { r: 8, alpha: 16, dropout: 0.05, targets: ["q_proj", "k_proj", "v_proj", "o_proj"], rslora: false, init: null },
+    lora_plus: { lr_ratio: 16 },
+    ia3: { targets: ["k_proj", "v_proj", "down_proj"] },
+    prompt: { n_virtual_tokens: 20 },
+    prefix: { encoder_hidden: 0 },
+    adapter: { bottleneck: 64 },
+    freeze: { trainable_layers: 2, train_norm: true, train_head: false },
+    bitfit: { add_biases: method === "bitfit" },
+    ...over,
+  };
+}
+
+export function estimateReport(method: MethodKind = "lora", over: Partial<EstimateReport> = {}): EstimateReport {
+  const row = methodRows().find((r) => r.id === method);
+  if (!row) throw new Error(method);
+  return {
+    ...row.estimate,
+    est_memory_bytes: row.est_memory_bytes,
+    fits_device: true,
+    device: "cpu:0",
+    device_name: "AMD Ryzen 7 5800U",
+    usable_bytes: Math.floor((24 * GiB) / 10) * 9,
+    config: trainConfig(method),
+    ...over,
+  };
+}
+
+/** `cfg` with the top-level numeric and boolean pairs of `sets` applied (as the backend would). */
+export function withSets(cfg: TrainConfig, sets: readonly string[]): TrainConfig {
+  const out: Record<string, unknown> = { ...cfg };
+  for (const p of sets) {
+    const [k, v] = p.split("=");
+    if (!(k in out) || k.includes(".")) continue;
+    out[k] = v === "none" ? null : v === "true" ? true : v === "false" ? false : Number.isFinite(Number(v)) ? Number(v) : v;
+  }
+  return out as TrainConfig;
+}
+
+type K = SettingSpec["kind"];
+const KEYS: [string, string, K, string, string, string[]?][] = [
+  ["max_steps", "Training", "integer", "none", "Stop after this many optimizer steps (none: train for `epochs`)."],
+  ["epochs", "Training", "number", "1", "Passes over the training split."],
+  ["batch_size", "Training", "integer", "4", "Examples per micro-batch."],
+  ["lr", "Training", "number", "none", "Peak learning rate (none: the method's default)."],
+  ["schedule", "Training", "choice", "cosine", "How the learning rate decays after warm-up.", ["cosine", "linear", "constant"]],
+  ["seq_len", "Data", "integer", "512", "Tokens per training row; longer examples are refused unless `truncate` is on."],
+  ["packing", "Data", "bool", "false", "Concatenate examples into full rows instead of padding each one."],
+  ["eval_fraction", "Data", "number", "0.1", "Share of the records held out for evaluation."],
+  ["eval_every", "Evaluation", "integer", "50", "Evaluate every N steps (0 = only before and after training)."],
+  ["save_every", "Evaluation", "integer", "50", "Checkpoint every N steps (0 = only at the end)."],
+  ["gradient_checkpointing", "Device", "bool", "false", "Recompute activations in the backward pass: less memory, about a third slower."],
+  ["device", "Device", "text", "cpu", "cpu, cuda, cuda:N or metal."],
+  ["lora.r", "Method", "integer", "8", "LoRA rank: width of the low-rank update."],
+  ["lora.targets", "Method", "text", "q_proj,k_proj,v_proj,o_proj", "Linear modules that get LoRA (comma list of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, or all-linear)."],
+  ["ia3.targets", "Method", "text", "k_proj,v_proj,down_proj", "(IA)3: modules whose activations are rescaled (attention outputs, MLP inputs)."],
+  ["adapter.bottleneck", "Method", "integer", "64", "Houlsby adapters: width of the bottleneck."],
+];
+
+/** The settings schema for a LoRA-family method with `sets` applied. */
+export function schema(sets: string[] = []): SettingSpec[] {
+  return KEYS.map(([key, group, kind, def, help, choices]) => {
+    const pair = [...sets].reverse().find((p) => p.startsWith(`${key}=`));
+    return {
+      key,
+      value: pair ? pair.slice(key.length + 1) : def,
+      default: def,
+      help,
+      group,
+      kind,
+      choices: choices ?? [],
+      applies: !key.startsWith("ia3.") && !key.startsWith("adapter."),
+    };
+  });
+}
+
+export const CHATML =
+  "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n" +
+  "<|im_start|>user\nExtract the person's name, age and city as JSON.\n\nMei Nilsson, 69, lives in Cluj and works as a nurse.<|im_end|>\n" +
+  '<|im_start|>assistant\n⟦{"name": "Mei Nilsson", "age": 69, "city": "Cluj"}<|im_end|>⟧\n';
+
+export function inspection(over: Partial<Inspection> = {}): Inspection {
+  return {
+    problems: [],
+    preview: [{ at: "line 1", rendered: CHATML }],
+    stats: {
+      records: 300,
+      min_tokens: 61,
+      mean_tokens: 84.2,
+      max_tokens: 171,
+      over_seq_len: 0,
+      seq_len: 512,
+      bin: 32,
+      histogram: [0, 12, 201, 71, 14, 2],
+      trained_tokens: 6_120,
+    },
+    ...over,
+  };
+}

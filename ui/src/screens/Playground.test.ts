@@ -1,0 +1,116 @@
+import { fireEvent, render, screen, waitFor, within } from "@testing-library/svelte";
+import { beforeEach, describe, expect, it, vi } from "vitest";
+import Playground from "./Playground.svelte";
+import { api } from "../lib/ipc";
+import { deferred, model, run } from "../components/tools/test-fixtures";
+import { clearPlaygroundHistory } from "../components/tools/playground-history.svelte";
+
+vi.mock("../lib/ipc", () => ({
+  api: { modelsList: vi.fn(), runsList: vi.fn(), runShow: vi.fn(), chat: vi.fn() },
+}));
+
+const other = model({ id: "qwen2-5-0-5b-instruct", name: "Qwen2.5 0.5B Instruct" });
+
+beforeEach(() => {
+  clearPlaygroundHistory();
+  vi.mocked(api.modelsList).mockResolvedValue([model(), other]);
+  vi.mocked(api.runsList).mockResolvedValue([
+    run({ id: "run-1" }),
+    run({ id: "run-2", method: "dora", best_eval_loss: 0.39 }),
+    run({ id: "run-3", status: "running" }),
+    run({ id: "run-4", model: other.id }),
+  ]);
+  vi.mocked(api.runShow).mockImplementation(async (id: string) => run({ id }));
+  vi.mocked(api.chat).mockReset();
+});
+
+const answer = (adapter: string | null, text: string) => ({ adapter, text, tokens: 20, seconds: 0.5, tokens_per_s: 40, switch_s: adapter ? 0.12 : 0 });
+
+describe("Playground", () => {
+  it("preselects the run's model and adapter and offers only usable runs of that model", async () => {
+    render(Playground, { arg: "run-1" });
+    const a = (await screen.findByTestId("playground-adapter-a")) as HTMLSelectElement;
+    await waitFor(() => expect(a.value).toBe("run-1"));
+    expect((screen.getByTestId("playground-model") as HTMLSelectElement).value).toBe("smollm2-135m-instruct-q4-1");
+    const options = [...a.options].map((o) => o.value);
+    expect(options).toEqual(["", "run-1", "run-2"]);
+  });
+
+  it("sends base + A + B in one chat call and shows three columns with their numbers", async () => {
+    vi.mocked(api.chat).mockResolvedValue([answer(null, "I think it is Mei."), answer("run-1", '{"name": "Mei"}'), answer("run-2", '{"name": "Mei", "age": 69}')]);
+    render(Playground, { arg: "run-1" });
+    await waitFor(() => expect((screen.getByTestId("playground-adapter-a") as HTMLSelectElement).value).toBe("run-1"));
+    await fireEvent.change(screen.getByTestId("playground-adapter-b"), { target: { value: "run-2" } });
+    await fireEvent.input(screen.getByTestId("playground-temperature"), { target: { value: "0.2" } });
+    await fireEvent.input(screen.getByTestId("playground-max-tokens"), { target: { value: "64" } });
+    await fireEvent.input(screen.getByTestId("playground-prompt"), { target: { value: "  Mei Nilsson, 69, Cluj  " } });
+    await fireEvent.click(screen.getByTestId("playground-send"));
+
+    expect(api.chat).toHaveBeenCalledWith("smollm2-135m-instruct-q4-1", [null, "run-1", "run-2"], "Mei Nilsson, 69, Cluj", 64, 0.2);
+    const cols = await screen.findAllByTestId("playground-answer");
+    expect(cols.map((c) => c.dataset.adapter)).toEqual(["base", "run-1", "run-2"]);
+    expect(cols[0].textContent).toContain("I think it is Mei.");
+    expect(cols[2].textContent).toContain('"age": 69');
+    expect(cols[1].textContent).toContain("20 tokens");
+    expect(cols[1].textContent).toContain("500 ms");
+    expect(cols[1].textContent).toContain("40.0 tokens/s");
+    expect(cols[1].textContent).toContain("run-1 (lora)");
+  });
+
+  it("Ctrl+Enter sends; history keeps earlier exchanges, newest first", async () => {
+    const first = deferred<ReturnType<typeof answer>[]>();
+    vi.mocked(api.chat).mockReturnValueOnce(first.promise).mockResolvedValueOnce([answer(null, "second")]);
+    render(Playground, {});
+    await waitFor(() => expect((screen.getByTestId("playground-model") as HTMLSelectElement).value).toBe("smollm2-135m-instruct-q4-1"));
+    const prompt = screen.getByTestId("playground-prompt");
+    await fireEvent.input(prompt, { target: { value: "one" } });
+    await fireEvent.keyDown(prompt, { key: "Enter", ctrlKey: true });
+    expect(api.chat).toHaveBeenCalledWith("smollm2-135m-instruct-q4-1", [null], "one", 128, 0.7);
+    // while waiting the send button is busy, so a second send does not start
+    expect((screen.getByTestId("playground-send") as HTMLButtonElement).disabled).toBe(true);
+    first.resolve([answer(null, "first")]);
+    await screen.findByText("first");
+    await fireEvent.input(prompt, { target: { value: "two" } });
+    await fireEvent.keyDown(prompt, { key: "Enter", metaKey: true });
+    await screen.findByText("second");
+    const exchanges = screen.getAllByTestId("playground-exchange");
+    expect(exchanges).toHaveLength(2);
+    expect(within(exchanges[0]).getByTestId("playground-answer").textContent).toContain("second");
+    expect(within(exchanges[1]).getByTestId("playground-answer").textContent).toContain("first");
+  });
+
+  it("keeps the session's history when the screen is left and opened again", async () => {
+    vi.mocked(api.chat).mockResolvedValue([answer(null, "kept answer")]);
+    const first = render(Playground, {});
+    await waitFor(() => expect((screen.getByTestId("playground-model") as HTMLSelectElement).value).not.toBe(""));
+    await fireEvent.input(screen.getByTestId("playground-prompt"), { target: { value: "remember me" } });
+    await fireEvent.click(screen.getByTestId("playground-send"));
+    await screen.findByText("kept answer");
+    first.unmount();
+    render(Playground, {});
+    expect(screen.getByText("remember me")).toBeTruthy();
+    expect(screen.getByText("kept answer")).toBeTruthy();
+  });
+
+  it("plain Enter does not send; a backend error shows as an alert", async () => {
+    vi.mocked(api.chat).mockRejectedValue("run run-2 has no checkpoint yet (it is running)");
+    render(Playground, { arg: "run-1" });
+    await waitFor(() => expect((screen.getByTestId("playground-adapter-a") as HTMLSelectElement).value).toBe("run-1"));
+    const prompt = screen.getByTestId("playground-prompt");
+    await fireEvent.input(prompt, { target: { value: "hi" } });
+    await fireEvent.keyDown(prompt, { key: "Enter" });
+    expect(api.chat).not.toHaveBeenCalled();
+    await fireEvent.click(screen.getByTestId("playground-send"));
+    expect((await screen.findByRole("alert")).textContent).toContain("run run-2 has no checkpoint yet (it is running)");
+    expect(screen.queryAllByTestId("playground-answer")).toHaveLength(0);
+  });
+
+  it("changing the model drops adapters of the other model", async () => {
+    render(Playground, { arg: "run-1" });
+    const a = screen.getByTestId("playground-adapter-a") as HTMLSelectElement;
+    await waitFor(() => expect(a.value).toBe("run-1"));
+    await fireEvent.change(screen.getByTestId("playground-model"), { target: { value: other.id } });
+    expect(a.value).toBe("");
+    expect([...a.options].map((o) => o.value)).toEqual(["", "run-4"]);
+  });
+});
