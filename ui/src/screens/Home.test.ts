@@ -40,6 +40,18 @@ describe("Home", () => {
     expect(hw.textContent).toContain("8");
   });
 
+  it("says what a GPU build would add when this one trains on the CPU only", async () => {
+    render(Home);
+    expect((await screen.findByTestId("home-cpu-build")).textContent).toContain("CUDA");
+  });
+
+  it("says a GPU build found no GPU instead", async () => {
+    vi.mocked(api.doctor).mockResolvedValue({ ...doctor(), compiled_features: ["cuda"] });
+    render(Home);
+    expect((await screen.findByTestId("home-gpu-unused")).textContent).toContain("CUDA");
+    expect(screen.queryByTestId("home-cpu-build")).toBeNull();
+  });
+
   it("offers the recommended model on a first run and New run goes to the wizard", async () => {
     vi.mocked(api.modelsList).mockResolvedValue([]);
     vi.mocked(api.runsList).mockResolvedValue([]);

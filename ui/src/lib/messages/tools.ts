@@ -21,6 +21,9 @@ export const en = {
   "tools.home.compare": "Compare methods",
   "tools.home.hardware": "This machine",
   "tools.home.hardwareMore": "All devices and versions",
+  "tools.home.cpuBuild":
+    "This build trains on the CPU only. A GPU build (CUDA for NVIDIA cards on Linux and Windows, Metal on Macs) trains many times faster and makes QLoRA the default for cards with little memory: download it from the release page.",
+  "tools.home.gpuUnused": "This build can use {kind} but found no usable device, so training runs on the CPU.",
   "tools.home.memory": "Memory",
   "tools.home.threads": "threads",
   "tools.home.threadsLabel": "Threads",
@@ -160,6 +163,9 @@ export const zh: Record<keyof typeof en, string> = {
   "tools.home.compare": "比较方法",
   "tools.home.hardware": "本机",
   "tools.home.hardwareMore": "全部设备与版本",
+  "tools.home.cpuBuild":
+    "此版本只在 CPU 上训练。GPU 版本（Linux 和 Windows 上支持 NVIDIA 显卡的 CUDA 版，Mac 上的 Metal 版）训练快得多，并会为显存较小的显卡默认选用 QLoRA：请从发布页面下载。",
+  "tools.home.gpuUnused": "此版本支持 {kind}，但未找到可用设备，因此在 CPU 上训练。",
   "tools.home.memory": "内存",
   "tools.home.threads": "线程",
   "tools.home.threadsLabel": "线程数",
