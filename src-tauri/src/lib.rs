@@ -209,8 +209,7 @@ async fn estimate(
 fn run_config(method: &str, sets: &[String]) -> CommandResult<TrainConfig> {
     let mut cfg = TrainConfig::for_method(MethodKind::parse(method)?);
     if !sets.iter().any(|s| s.trim_start().starts_with("device=")) {
-        let dev = methods::pick_device(None)?;
-        cfg.device = format!("{}:{}", dev.kind.as_str(), dev.ordinal);
+        cfg.device = methods::pick_device(None)?.label();
     }
     for pair in sets {
         cfg.set_pair(pair)?;
@@ -339,8 +338,7 @@ async fn chat(
             Some((p, l)) if *p == path => l.clone(),
             _ => {
                 let p = path.clone();
-                let device = methods::pick_device(None)?;
-                let device = format!("{}:{}", device.kind.as_str(), device.ordinal);
+                let device = methods::pick_device(None)?.label();
                 let l =
                     tokio::task::spawn_blocking(move || inference::load(&p, &device, None, false))
                         .await

@@ -47,6 +47,13 @@ pub struct DeviceInfo {
     pub note: Option<String>,
 }
 
+impl DeviceInfo {
+    /// `cpu:0`, `cuda:1`: the name `--set device=` takes.
+    pub fn label(&self) -> String {
+        format!("{}:{}", self.kind.as_str(), self.ordinal)
+    }
+}
+
 /// Every device this build knows how to use, the CPU first.
 pub fn detect_devices() -> Vec<DeviceInfo> {
     let mut devices = vec![cpu_info()];

@@ -217,7 +217,7 @@ fn recommend(rows: &[MethodRow], device: &DeviceInfo) -> MethodKind {
 /// `want` (`cpu`, `cuda:N`, `metal`), else the first available GPU, else the CPU.
 pub fn pick_device(want: Option<&str>) -> Result<DeviceInfo, String> {
     let devices = detect_devices();
-    let label = |d: &DeviceInfo| format!("{}:{}", d.kind.as_str(), d.ordinal);
+    let label = DeviceInfo::label;
     let found = match want {
         Some(w) => devices
             .iter()
@@ -268,7 +268,7 @@ pub fn estimate_run(
     Ok(EstimateReport {
         est_memory_bytes: e.total_bytes,
         fits_device: usable.is_none_or(|u| e.total_bytes <= u),
-        device: format!("{}:{}", device.kind.as_str(), device.ordinal),
+        device: device.label(),
         device_name: device.name.clone(),
         usable_bytes: usable,
         config: cfg,
