@@ -36,6 +36,16 @@ CONFIGS = [
     ("freeze", ["batch_size=2", "seq_len=256"]),
 ]
 
+# bf16 compute (dtype=bf16; what dtype=auto picks on GPUs with native bf16), measured on the
+# CPU, which runs bf16 by widening each matmul to f32
+BF16 = [
+    ("lora", ["batch_size=1", "seq_len=512", "dtype=bf16"]),
+    ("qlora", ["batch_size=1", "seq_len=384", "dtype=bf16"]),
+    ("full", ["batch_size=1", "seq_len=256", "dtype=bf16"]),
+    ("lora", ["batch_size=2", "seq_len=512", "gradient_checkpointing=true", "dtype=bf16"]),
+    ("prefix_tuning", ["batch_size=2", "seq_len=256", "dtype=bf16"]),
+]
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -45,11 +55,13 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "bench/results/estimate_check.json"))
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--calibration", action="store_true", help="the configurations the factors came from")
+    ap.add_argument("--bf16", action="store_true", help="the bf16 configurations")
     a = ap.parse_args()
+    configs = CALIBRATION if a.calibration else BF16 if a.bf16 else CONFIGS
     rows = []
     with tempfile.TemporaryDirectory() as home:
         env = dict(os.environ, WHETSTONE_HOME=home)
-        for method, sets in (CALIBRATION if a.calibration else CONFIGS):
+        for method, sets in configs:
             flags = [x for s in sets for x in ("--set", s)]
             est = json.loads(subprocess.run([a.bin, "estimate", "--model", a.model, "--method", method, *flags, "--json"],
                                             env=env, check=True, capture_output=True, text=True).stdout)

@@ -4,6 +4,7 @@ killed after its first checkpoint, resumes, and whose checkpoint loads for scori
 import json
 
 import pytest
+from safetensors import safe_open
 
 from test_train import events, kill_at_first_checkpoint
 
@@ -58,6 +59,14 @@ def test_estimate_reports_its_parts(run, demo_model):
     parts = e["weight_bytes"] + e["optimizer_bytes"] + e["activation_bytes"] + e["runtime_bytes"]
     assert e["est_memory_bytes"] == e["total_bytes"] == parts
     assert e["config"]["lora"]["r"] == 16 and e["fits_device"] and e["device"] == "cpu:0"
+    # dtype=auto is f32 on the CPU; bf16 halves what is not NF4 and the activations
+    assert e["config"]["dtype"] == "auto" and e["compute_dtype"] == "f32"
+    b = json.loads(run("estimate", "--model", str(demo_model), "--method", "qlora", "--set", "batch_size=2",
+                       "--set", "dtype=bf16", "--json").stdout)
+    assert b["compute_dtype"] == "bf16" and b["optimizer_bytes"] == e["optimizer_bytes"]
+    assert b["weight_bytes"] < 0.8 * e["weight_bytes"] and b["activation_bytes"] < 0.6 * e["activation_bytes"]
+    p = run("estimate", "--model", str(demo_model), "--method", "qlora", "--set", "dtype=f16", check=False)
+    assert p.returncode == 1 and "dtype" in p.stderr and "loss scaling" in p.stderr
 
 
 # lr where a method's default is tuned for long runs: 4 steps must show the direction
@@ -87,3 +96,27 @@ def test_every_method_trains_resumes_and_reloads_on_smollm2(run, home, whetstone
                            "--json").stdout)
     base = json.loads(run("score", "--model", str(demo_model), "--text-file", str(text), "--json").stdout)
     assert tuned["mean_nll"] != base["mean_nll"]
+
+
+def test_qlora_in_bf16_trains_resumes_exactly_and_saves_f32_adapters(run, home, whetstone_bin, demo_model):
+    # QLoRA's GPU setting (NF4 base, bf16 compute) run on the CPU, which computes bf16 too
+    args = ["train", "--model", str(demo_model), "--data", "assets/samples/extract.jsonl", "--method", "qlora",
+            "--set", "max_steps=4", "--set", "save_every=2", "--set", "eval_every=0", "--set", "batch_size=2",
+            "--set", "seq_len=128", "--set", "eval_fraction=0.02", "--set", "sample_tokens=0",
+            "--set", "dtype=bf16", "--json"]
+    whole = events(run(*args, timeout=600).stdout)
+    assert any(e["event"] == "log" and "computing in bf16" in e["message"] for e in whole)
+    fin = whole[-1]
+    assert fin["event"] == "finished" and fin["status"] == "completed", fin
+    assert fin["summary"]["best_eval_loss"] < fin["summary"]["first_eval_loss"], fin["summary"]
+    losses = {e["step"]: e["loss"] for e in whole if e["event"] == "step"}
+
+    before, run_id, killed_at = kill_at_first_checkpoint(whetstone_bin, home, args, 300)
+    assert killed_at == 2
+    resumed = events(run("resume", run_id, "--json", timeout=600).stdout)
+    got = {e["step"]: e["loss"] for e in before + resumed if e["event"] == "step"}
+    # the checkpoint holds the f32 masters, so the resumed bf16 run continues exactly
+    assert got == losses
+    with safe_open(home / "runs" / run_id / "checkpoints" / "last" / "adapter_model.safetensors", "pt") as f:
+        dtypes = {str(f.get_tensor(k).dtype) for k in f.keys()}
+    assert dtypes == {"torch.float32"}

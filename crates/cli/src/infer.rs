@@ -16,12 +16,15 @@ fn inference_error(e: InferenceError) -> anyhow::Error {
     }
 }
 
-async fn load(
-    model: &str,
-    adapter: Option<&str>,
-    device: &str,
-    nf4: bool,
-) -> anyhow::Result<Loaded> {
+/// Where and how a model is built: device, NF4 base, compute dtype.
+#[derive(Clone, Copy)]
+pub struct LoadHow<'a> {
+    pub device: &'a str,
+    pub nf4: bool,
+    pub dtype: &'a str,
+}
+
+async fn load(model: &str, adapter: Option<&str>, how: LoadHow<'_>) -> anyhow::Result<Loaded> {
     let store = open_store().await?;
     let path: PathBuf = models::resolve(&store, model).await.map_err(model_error)?;
     let adapter = match adapter {
@@ -33,23 +36,24 @@ async fn load(
         None => None,
     };
     store.close().await;
-    let device = device.to_string();
-    tokio::task::spawn_blocking(move || inference::load(&path, &device, adapter.as_deref(), nf4))
-        .await?
-        .map_err(inference_error)
+    let (device, dtype, nf4) = (how.device.to_string(), how.dtype.to_string(), how.nf4);
+    tokio::task::spawn_blocking(move || {
+        inference::load_in(&path, &device, adapter.as_deref(), nf4, &dtype)
+    })
+    .await?
+    .map_err(inference_error)
 }
 
 pub async fn score(
     model: &str,
     adapter: Option<&str>,
     text_file: &Path,
-    device: &str,
-    nf4: bool,
+    how: LoadHow<'_>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(text_file)
         .map_err(|e| UserError(format!("{}: cannot read: {e}", text_file.display())))?;
-    let loaded = load(model, adapter, device, nf4).await?;
+    let loaded = load(model, adapter, how).await?;
     let file = text_file.to_path_buf();
     let report = tokio::task::spawn_blocking(move || inference::score(&loaded, &text, &file))
         .await?
@@ -73,6 +77,7 @@ pub struct ChatArgs {
     pub system: Option<String>,
     pub raw: bool,
     pub device: String,
+    pub dtype: String,
     pub json: bool,
     pub params: SamplingParams,
 }
@@ -93,7 +98,12 @@ fn print_stats(g: &Generation) {
 /// streams and `--json` prints one object, as before; with several, each answer is labelled
 /// and `--json` prints `{"answers": [...]}` with the time each adapter switch took.
 pub async fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
-    let loaded = load(&a.model, None, &a.device, false).await?;
+    let how = LoadHow {
+        device: &a.device,
+        nf4: false,
+        dtype: &a.dtype,
+    };
+    let loaded = load(&a.model, None, how).await?;
     let store = open_store().await?;
     let mut adapters: Vec<(String, Option<PathBuf>)> = vec![];
     for r in &a.adapters {

@@ -173,6 +173,9 @@ enum Command {
         /// Store the decoder linears as NF4 while loading (the base QLoRA trains on).
         #[arg(long)]
         nf4: bool,
+        /// Compute in f32, bf16, or auto (bf16 on GPUs with native bf16).
+        #[arg(long, default_value = "f32")]
+        dtype: String,
         #[arg(long)]
         json: bool,
     },
@@ -213,6 +216,9 @@ enum Command {
         /// cpu, cuda, cuda:N or metal.
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Compute in f32, bf16, or auto (bf16 on GPUs with native bf16).
+        #[arg(long, default_value = "f32")]
+        dtype: String,
         /// Print one JSON object (prompt and answer token ids, text, speed) instead of streaming.
         #[arg(long)]
         json: bool,
@@ -520,8 +526,16 @@ fn main() -> ExitCode {
                 text_file,
                 device,
                 nf4,
+                dtype,
                 json,
-            } => infer::score(&model, adapter.as_deref(), &text_file, &device, nf4, json).await,
+            } => {
+                let how = infer::LoadHow {
+                    device: &device,
+                    nf4,
+                    dtype: &dtype,
+                };
+                infer::score(&model, adapter.as_deref(), &text_file, how, json).await
+            }
             Command::Chat {
                 model,
                 adapter,
@@ -536,6 +550,7 @@ fn main() -> ExitCode {
                 system,
                 raw,
                 device,
+                dtype,
                 json,
             } => {
                 infer::chat(infer::ChatArgs {
@@ -545,6 +560,7 @@ fn main() -> ExitCode {
                     system,
                     raw,
                     device,
+                    dtype,
                     json,
                     params: SamplingParams {
                         max_tokens,

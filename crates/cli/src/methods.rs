@@ -109,9 +109,10 @@ pub async fn estimate(
     }
     let (e, cfg) = (&r.estimate, &r.config);
     println!(
-        "{} with {} (batch {}, seq_len {}, gradient checkpointing {})",
+        "{} with {} in {} (batch {}, seq_len {}, gradient checkpointing {})",
         source.name,
         cfg.method.as_str(),
+        e.compute_dtype,
         cfg.batch_size,
         cfg.seq_len,
         if cfg.gradient_checkpointing {

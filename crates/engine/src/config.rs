@@ -342,6 +342,23 @@ pub struct TrainConfig {
     pub bitfit: BitfitConfig,
 }
 
+/// A `dtype` choice as the model computes in it: `f32`, `bf16`, or for `auto` bf16 where the
+/// device has it natively (`native_bf16`, see [`crate::device::native_bf16`]), else f32.
+pub fn compute_dtype(choice: &str, native_bf16: bool) -> Result<candle_core::DType, String> {
+    match choice {
+        "f32" => Ok(candle_core::DType::F32),
+        "bf16" => Ok(candle_core::DType::BF16),
+        "auto" if native_bf16 => Ok(candle_core::DType::BF16),
+        "auto" => Ok(candle_core::DType::F32),
+        "f16" => Err(
+            "`f16` is not one of auto, f32, bf16 (f16 needs loss scaling, which \
+                      Whetstone does not do; bf16 has f32's range)"
+                .into(),
+        ),
+        other => Err(format!("`{other}` is not one of auto, f32, bf16")),
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
@@ -367,7 +384,7 @@ impl Default for TrainConfig {
             seed: 42,
             gradient_checkpointing: false,
             device: "cpu".into(),
-            dtype: "f32".into(),
+            dtype: "auto".into(),
             lora: LoraConfig::default(),
             lora_plus: LoraPlusConfig::default(),
             ia3: Ia3Config::default(),
@@ -446,8 +463,8 @@ pub const KEY_INFO: &[KeyInfo] = &[
         key: "dtype",
         group: "Device",
         kind: KeyKind::Choice,
-        choices: &["f32"],
-        help: "Compute type (training runs in f32).",
+        choices: &["auto", "f32", "bf16"],
+        help: "Compute type: bf16 halves weight and activation memory (trainable weights and optimizer state stay f32); auto = bf16 on GPUs with native bf16, f32 elsewhere.",
     },
     key("lora.r", "Method", Integer, "LoRA rank: width of the low-rank update."),
     key("lora.alpha", "Method", Number, "LoRA scale numerator: the update is multiplied by alpha / r."),
@@ -559,6 +576,11 @@ impl TrainConfig {
             .unwrap_or_else(|| self.method.default_weight_decay())
     }
 
+    /// The dtype the model computes in (see [`compute_dtype`]).
+    pub fn compute_dtype(&self, native_bf16: bool) -> candle_core::DType {
+        compute_dtype(&self.dtype, native_bf16).unwrap_or(candle_core::DType::F32)
+    }
+
     /// Apply one `key=value` setting.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         let v = value.trim();
@@ -612,11 +634,7 @@ impl TrainConfig {
             "gradient_checkpointing" => self.gradient_checkpointing = boolean(key, v)?,
             "device" => self.device = v.to_string(),
             "dtype" => {
-                if v != "f32" {
-                    return Err(format!(
-                        "`dtype`: `{v}` is not supported yet; training runs in f32"
-                    ));
-                }
+                compute_dtype(v, false).map_err(|e| format!("`dtype`: {e}"))?;
                 self.dtype = v.to_string()
             }
             "lora.r" => self.lora.r = positive(key, v)?,

@@ -43,6 +43,8 @@ pub struct DeviceInfo {
     pub memory_bytes: Option<u64>,
     /// Instruction-set extensions that matter for speed (`avx2`, `fma`, `neon`, ...).
     pub features: Vec<String>,
+    /// Whether the device computes in bf16 natively, so `dtype=auto` trains in bf16 there.
+    pub bf16: bool,
     /// Why the device is unavailable, or what a different build would add.
     pub note: Option<String>,
 }
@@ -73,6 +75,7 @@ fn cpu_info() -> DeviceInfo {
             .map(|n| n.get() as u32),
         memory_bytes: total_memory_bytes(),
         features: cpu_features(),
+        bf16: false,
         note: gpu_build_note(),
     }
 }
@@ -153,9 +156,10 @@ fn total_memory_bytes() -> Option<u64> {
 
 #[cfg(feature = "cuda")]
 fn cuda_info() -> Vec<DeviceInfo> {
-    let (available, note) = match candle_core::Device::new_cuda(0) {
-        Ok(_) => (true, None),
+    let (available, bf16, note) = match candle_core::Device::new_cuda(0) {
+        Ok(d) => (true, native_bf16(&d), None),
         Err(e) => (
+            false,
             false,
             Some(format!("CUDA device 0 could not be opened: {e}")),
         ),
@@ -167,7 +171,8 @@ fn cuda_info() -> Vec<DeviceInfo> {
         available,
         threads: None,
         memory_bytes: None,
-        features: vec![],
+        features: if bf16 { vec!["bf16".into()] } else { vec![] },
+        bf16,
         note,
     }]
 }
@@ -194,6 +199,7 @@ fn metal_info() -> Vec<DeviceInfo> {
         threads: None,
         memory_bytes: None,
         features: vec![],
+        bf16: false,
         note,
     }]
 }
@@ -201,6 +207,25 @@ fn metal_info() -> Vec<DeviceInfo> {
 #[cfg(not(feature = "metal"))]
 fn metal_info() -> Vec<DeviceInfo> {
     Vec::new()
+}
+
+/// Whether `device` computes in bf16 natively: a CUDA device whose kernels run the ops
+/// training needs in bf16 (candle builds its bf16 kernels for compute capability 8.0 and
+/// newer, so older GPUs fail this probe). The CPU widens bf16 matmuls to f32 and Metal's
+/// bf16 coverage is partial, so both answer false; `dtype=bf16` still runs there.
+pub fn native_bf16(device: &candle_core::Device) -> bool {
+    if !device.is_cuda() {
+        return false;
+    }
+    let probe = || -> candle_core::Result<f32> {
+        use candle_core::{DType, Tensor};
+        let a = Tensor::ones((16, 16), DType::BF16, device)?;
+        let s = (a.matmul(&a)? * 0.01)?;
+        let p = candle_nn::ops::softmax_last_dim(&s)?.exp()?.sqrt()?;
+        let n = candle_nn::ops::rms_norm(&p, &Tensor::ones(16, DType::BF16, device)?, 1e-5)?;
+        n.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()
+    };
+    matches!(probe(), Ok(v) if v.is_finite())
 }
 
 /// The candle device for a user's choice: `cpu`, `cuda`, `cuda:N` or `metal`.
@@ -237,6 +262,8 @@ mod tests {
         let d = detect_devices();
         assert_eq!(d[0].kind, DeviceKind::Cpu);
         assert!(d[0].available);
+        // the CPU runs bf16 (widened matmuls) but not natively: dtype=auto stays f32 there
+        assert!(!d[0].bf16 && !native_bf16(&candle_core::Device::Cpu));
         assert!(d[0].threads.unwrap_or(0) >= 1);
         // Opening the CPU device in candle must agree with what we report.
         assert!(candle_core::Device::Cpu.is_cpu());

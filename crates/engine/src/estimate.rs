@@ -1,17 +1,21 @@
 //! What a run will hold in memory, before it starts (`whetstone estimate`, the method table).
 //!
-//! Peak memory of a training step, in bytes (f32 compute):
+//! Peak memory of a training step, in bytes:
 //!
 //! ```text
 //! peak = runtime + weights + trainable · (param + grad + accumulated grad + 2 AdamW moments)
 //!      + activations kept for the backward pass + the step's largest transient
 //! ```
 //!
-//! * **weights**: every base tensor at 4 bytes, except QLoRA's decoder linears at the NF4
+//! The compute dtype (`e` = 4 bytes for f32, 2 for bf16) sizes weights and activations.
+//!
+//! * **weights**: every base tensor at `e` bytes, except QLoRA's decoder linears at the NF4
 //!   size (4 bits + one byte per 64 + four bytes per 16384 values).
 //! * **trainable**: the exact parameter count of [`trainable_params`] (checked against what
-//!   `methods::apply` creates) times 20 bytes; Full and Freeze train base tensors in place, so
-//!   their weights are not counted twice.
+//!   `methods::apply` creates) times 20 bytes: in f32 the parameter, its gradient, the
+//!   accumulated gradient and two moments; in bf16 the parameter and its gradient at 2 bytes
+//!   and an f32 master, accumulated gradient and moments. Full and Freeze train base
+//!   tensors in place, so their weights are not counted twice.
 //! * **activations**: per decoder layer and token row, the tensors this implementation keeps
 //!   for the backward pass — norm outputs and residual sums (4·h), q/k/v projections, their
 //!   rotated and head-repeated copies and the attention output (6·q + 4·kv), scores and
@@ -22,7 +26,8 @@
 //!   With gradient checkpointing only each layer's input is kept, plus one layer being
 //!   recomputed. Layers below the first trainable tensor keep nothing (Freeze).
 //! * **transient**: the logits of the trained rows (vocab floats each; half the rows with
-//!   assistant-only masks, all with `train_on_prompt`) and one layer's gradients in flight.
+//!   assistant-only masks, all with `train_on_prompt`; in bf16 also their f32 copy for the
+//!   loss) and one layer's gradients in flight.
 //! * **slack**: the counted layer tensors are scaled by factors measured on this
 //!   implementation (`LAYER_SLACK`, `LORA_SLACK`).
 //! * **runtime**: the process itself (code, tokenizer, data, allocator pools), a measured
@@ -31,6 +36,7 @@
 //! `bench/estimate_check.py` compares these numbers with measured peaks.
 
 use crate::config::{MethodKind, TrainConfig};
+use candle_core::DType;
 use serde::Serialize;
 use whetstone_formats::ModelConfig;
 
@@ -42,6 +48,8 @@ pub const RUNTIME_BYTES: u64 = 180 << 20;
 #[ts(export)]
 pub struct Estimate {
     pub method: MethodKind,
+    /// What the run computes in (`f32` or `bf16`), `dtype=auto` resolved for the device.
+    pub compute_dtype: String,
     #[ts(type = "number")]
     pub trainable_params: u64,
     /// Parameters of the base model (what `trainable_percent` is relative to).
@@ -223,8 +231,11 @@ fn layer_floats_per_row(c: &ModelConfig, cfg: &TrainConfig, keys: usize) -> f64 
     LAYER_SLACK * (base + extra) as f64 + LORA_SLACK * lora as f64
 }
 
-/// Estimate a training run of `cfg` on a model of `c`.
-pub fn estimate(c: &ModelConfig, cfg: &TrainConfig) -> Estimate {
+/// Estimate a training run of `cfg` on a model of `c`, on a device that does (`native_bf16`)
+/// or does not compute in bf16 natively (what `dtype=auto` picks).
+pub fn estimate(c: &ModelConfig, cfg: &TrainConfig, native_bf16: bool) -> Estimate {
+    let dtype = cfg.compute_dtype(native_bf16);
+    let e = dtype.size_in_bytes() as u64;
     let trainable = trainable_params(c, cfg);
     let base = base_params(c);
     let layers = c.num_layers as u64;
@@ -236,13 +247,13 @@ pub fn estimate(c: &ModelConfig, cfg: &TrainConfig) -> Estimate {
     let weight_bytes = match cfg.method {
         MethodKind::Qlora => {
             let nf4 = linear_params / 2 + linear_params / 64 + 4 * linear_params / (64 * 256);
-            4 * (base - linear_params) + nf4
+            e * (base - linear_params) + nf4
         }
-        _ => 4 * base,
+        _ => e * base,
     };
-    // Full/Freeze train base tensors in place: only gradients and moments come on top
+    // Full/Freeze train base tensors in place: only gradients (and masters) come on top
     let per_param = match cfg.method {
-        MethodKind::Full | MethodKind::Freeze => 16,
+        MethodKind::Full | MethodKind::Freeze => 20 - e,
         _ => 20,
     };
     let optimizer_bytes = per_param * trainable;
@@ -259,26 +270,33 @@ pub fn estimate(c: &ModelConfig, cfg: &TrainConfig) -> Estimate {
         } else {
             0
         })) as u64;
-    let per_layer = (4.0 * rows as f64 * layer_floats_per_row(c, cfg, t + virtual_tokens)) as u64;
+    let per_layer =
+        (e as f64 * rows as f64 * layer_floats_per_row(c, cfg, t + virtual_tokens)) as u64;
     // layers below the first trainable tensor build no graph (Freeze trains only the last few)
     let tracked = match cfg.method {
         MethodKind::Freeze => (cfg.freeze.trainable_layers.min(c.num_layers) as u64).max(1),
         _ => layers,
     };
     let kept = if cfg.gradient_checkpointing {
-        tracked * 4 * rows * c.hidden_size as u64 + per_layer
+        tracked * e * rows * c.hidden_size as u64 + per_layer
     } else {
         tracked * per_layer
     };
     // logits of the trained rows (assistant-only masks: about half the tokens) and one
     // layer's gradients in flight
     let targets = if cfg.train_on_prompt { 1.0 } else { 0.5 };
-    let logits = 4.0 * targets * (cfg.batch_size * t * c.vocab_size) as f64;
+    let logit_bytes = if dtype == DType::F32 {
+        4.0
+    } else {
+        4.0 + e as f64
+    };
+    let logits = logit_bytes * targets * (cfg.batch_size * t * c.vocab_size) as f64;
     let transient = logits as u64 + per_layer;
     let activation_bytes = kept + transient;
     let total_bytes = RUNTIME_BYTES + weight_bytes + optimizer_bytes + activation_bytes;
     Estimate {
         method: cfg.method,
+        compute_dtype: if dtype == DType::F32 { "f32" } else { "bf16" }.into(),
         trainable_params: trainable,
         base_params: base,
         trainable_percent: 100.0 * trainable as f64 / base as f64,
@@ -335,6 +353,31 @@ mod tests {
         assert_eq!(
             base_params(&model.config),
             methods::count_params(&model) as u64
+        );
+    }
+
+    #[test]
+    fn bf16_halves_weights_and_activations_and_auto_follows_the_device() {
+        let c = tiny_model(DType::F32, 1).config;
+        let mut cfg = TrainConfig::for_method(MethodKind::Lora);
+        assert_eq!(cfg.dtype, "auto");
+        let cpu = estimate(&c, &cfg, false);
+        let gpu = estimate(&c, &cfg, true);
+        assert_eq!(
+            (cpu.compute_dtype.as_str(), gpu.compute_dtype.as_str()),
+            ("f32", "bf16")
+        );
+        assert_eq!(cpu.weight_bytes, 2 * gpu.weight_bytes);
+        assert_eq!(cpu.optimizer_bytes, gpu.optimizer_bytes);
+        assert!(gpu.activation_bytes < cpu.activation_bytes);
+        cfg.set("dtype", "bf16").unwrap();
+        assert_eq!(estimate(&c, &cfg, false), gpu);
+        cfg.set("dtype", "f32").unwrap();
+        assert_eq!(estimate(&c, &cfg, true), cpu);
+        let e = cfg.set("dtype", "f16").unwrap_err();
+        assert!(
+            e.contains("auto, f32, bf16") && e.contains("loss scaling"),
+            "{e}"
         );
     }
 }

@@ -331,9 +331,12 @@ pub fn apply(model: &mut DecoderModel, cfg: &TrainConfig) -> Result<Vec<Param>> 
                     let b = Var::zeros((out, lc.r), dtype, &device)?;
                     // DoRA: m starts at the row norms of W (B = 0, so W + sBA = W)
                     let magnitude = match cfg.method {
-                        MethodKind::Dora => Some(Var::from_tensor(
-                            &lin.weight.dense()?.sqr()?.sum(1)?.sqrt()?,
-                        )?),
+                        MethodKind::Dora => {
+                            let w = lin.weight.dense()?;
+                            let wide = crate::ops::wide_dtype(w.dtype());
+                            let norm = w.to_dtype(wide)?.sqr()?.sum(1)?.sqrt()?;
+                            Some(Var::from_tensor(&norm.to_dtype(w.dtype())?)?)
+                        }
                         _ => None,
                     };
                     lin.lora = Some(LoraWeights {

@@ -132,9 +132,10 @@ impl Linear {
                         // DoRA, as PEFT computes it: y + (m/‖W + sBA‖ − 1)·(x̃Wᵀ) + m/‖…‖·s·x̃AᵀBᵀ,
                         // with the row norm ‖·‖ detached (DoRA paper §4.3) and x̃ the dropped-out
                         // input (equal to x, and x̃Wᵀ to y − b, without dropout).
-                        let ba = l.b.detach().matmul(&l.a.detach())?;
-                        let w = (self.weight.dense()? + (ba * l.scale)?)?;
-                        let norm = w.sqr()?.sum(1)?.sqrt()?.detach();
+                        let wide = ops::wide_dtype(m.dtype());
+                        let ba = l.b.detach().matmul(&l.a.detach())?.to_dtype(wide)?;
+                        let w = (self.weight.dense()?.to_dtype(wide)? + (ba * l.scale)?)?;
+                        let norm = w.sqr()?.sum(1)?.sqrt()?.to_dtype(m.dtype())?.detach();
                         let mns = m.broadcast_div(&norm)?;
                         let base = if mode.training() && l.dropout > 0.0 {
                             self.weight.matmul_t(&xd, true)?

@@ -213,6 +213,8 @@ fn fused_training(x: &Tensor) -> bool {
 /// call (forward and backward) and never kept.
 struct FrozenMatmul {
     w: BaseWeight,
+    /// The input's dtype, which the weight is used in (NF4 dequantizes to f32 first).
+    dtype: DType,
 }
 
 /// Left and right operand layouts, the output shape and `(batch, m, n, k)` of one matmul.
@@ -245,7 +247,7 @@ impl FrozenMatmul {
         x: &Layout,
         f: impl FnOnce(&Storage, MatmulPlan) -> Result<S>,
     ) -> Result<(S, Shape)> {
-        let w = self.w.dense()?;
+        let w = self.w.dense()?.to_dtype(self.dtype)?;
         let plan = linear_plan(x, w.layout())?;
         let shape = plan.2.clone();
         let (storage, _) = w.storage_and_layout();
@@ -278,7 +280,10 @@ impl CustomOp1 for FrozenMatmul {
     }
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(matmul_2d(grad, &self.w.dense()?)?))
+        Ok(Some(matmul_2d(
+            grad,
+            &self.w.dense()?.to_dtype(grad.dtype())?,
+        )?))
     }
 }
 
@@ -311,7 +316,7 @@ pub fn frozen_weight_linear(x: &Tensor, w: &BaseWeight) -> Result<Tensor> {
     let direct = supported
         && match w {
             BaseWeight::Dense(t) => !t.is_variable() && t.is_contiguous() && x.dtype() == t.dtype(),
-            BaseWeight::Nf4(_) => x.dtype() == DType::F32,
+            BaseWeight::Nf4(_) => x.dtype() != DType::F64,
         };
     if !direct {
         let t = match w {
@@ -320,8 +325,12 @@ pub fn frozen_weight_linear(x: &Tensor, w: &BaseWeight) -> Result<Tensor> {
         };
         return matmul_2d(&x.contiguous()?, &t.t()?);
     }
+    let op = FrozenMatmul {
+        w: w.clone(),
+        dtype: x.dtype(),
+    };
     x.contiguous()?
-        .apply_op1_arc(std::sync::Arc::new(Box::new(FrozenMatmul { w: w.clone() })))
+        .apply_op1_arc(std::sync::Arc::new(Box::new(op)))
 }
 
 /// Per-row next-token NLL `logsumexp(x) - x[target]` over `[n, vocab]` logits, fused: the
@@ -442,6 +451,15 @@ pub fn causal_mask(
     Tensor::from_vec(mask, (q_len, kv_len), device)?.to_dtype(dtype)
 }
 
+/// The dtype sums and norms are taken in: f32 for bf16 / f16, the dtype itself otherwise.
+pub fn wide_dtype(dtype: DType) -> DType {
+    if crate::optim::is_half(dtype) {
+        DType::F32
+    } else {
+        dtype
+    }
+}
+
 /// Scaled dot-product attention with a causal mask. `q`: `[b, h, t, d]`; `k`, `v`:
 /// `[b, h, T, d]` (already repeated for grouped-query attention).
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize, ops: Ops) -> Result<Tensor> {
@@ -449,34 +467,39 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize, ops: Ops) ->
     let kv_len = k.dim(2)?;
     let scale = 1.0 / (d as f64).sqrt();
     let scores = q.matmul(&k.t()?)?;
+    let dtype = scores.dtype();
+    // bf16 / f16 scores are normalised in f32 (as PyTorch's attention kernels do): their
+    // row sums over hundreds of keys would lose the small probabilities
+    let wide = wide_dtype(dtype);
+    // scaled, masked scores in the wide dtype
+    let masked = |x: Tensor| -> Result<Tensor> {
+        let x = (x.to_dtype(wide)? * scale)?;
+        if t > 1 || offset + t < kv_len {
+            x.broadcast_add(&causal_mask(t, kv_len, offset, wide, q.device())?)
+        } else {
+            Ok(x)
+        }
+    };
     if ops == Ops::Differentiable && fused_training(&scores) {
         // softmax(s·x + mask): fused forward; backward s·p∘(g − Σ g∘p)
-        let masked = (scores.detach() * scale)?;
-        let masked = if t > 1 || offset + t < kv_len {
-            masked.broadcast_add(&causal_mask(t, kv_len, offset, masked.dtype(), q.device())?)?
-        } else {
-            masked
-        };
-        let p = candle_nn::ops::softmax_last_dim(&masked.contiguous()?)?;
-        drop(masked);
+        let m = masked(scores.detach())?;
+        let p = candle_nn::ops::softmax_last_dim(&m.contiguous()?)?.to_dtype(dtype)?;
+        drop(m);
         let p = with_backward(
             &scores,
             p,
             Box::new(move |p, g| {
-                let gp = (g * p)?;
+                let (p, g) = (p.to_dtype(wide)?, g.to_dtype(wide)?);
+                let gp = (g * &p)?;
                 let sum = gp.sum_keepdim(D::Minus1)?;
-                (gp - p.broadcast_mul(&sum)?)? * scale
+                ((gp - p.broadcast_mul(&sum)?)? * scale)?.to_dtype(dtype)
             }),
         )?;
         return p.matmul(v);
     }
-    let scores = (scores * scale)?;
-    let scores = if t > 1 || offset + t < kv_len {
-        scores.broadcast_add(&causal_mask(t, kv_len, offset, scores.dtype(), q.device())?)?
-    } else {
-        scores
-    };
-    softmax_last_dim(&scores, ops)?.matmul(v)
+    softmax_last_dim(&masked(scores)?, ops)?
+        .to_dtype(dtype)?
+        .matmul(v)
 }
 
 /// Repeat each key/value head `n_rep` times: `[b, kv_heads, T, d]` → `[b, kv_heads * n_rep, T, d]`.

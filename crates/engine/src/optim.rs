@@ -5,6 +5,12 @@
 //! learning-rate multiplier and weight decay. The update is PyTorch's `AdamW` (decoupled
 //! decay, bias-corrected moments), and its state saves and loads by parameter name so a
 //! resumed run continues exactly.
+//!
+//! Mixed precision: a parameter stored in bf16 (or f16) for the forward pass gets an f32
+//! master copy here. Gradients are widened to f32, the moments and the update are f32, and
+//! the variable receives the updated master rounded to its dtype, so updates smaller than
+//! bf16's resolution (2⁻⁸ relative) still accumulate. [`AdamW::values`] gives the masters,
+//! which is what checkpoints save.
 
 use crate::config::Schedule;
 use candle_core::{DType, Result, Tensor, Var};
@@ -39,6 +45,8 @@ impl Default for AdamWSettings {
 
 pub struct AdamW {
     pub params: Vec<Param>,
+    /// f32 copies of the parameters stored in a half-precision dtype.
+    master: Vec<Option<Tensor>>,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
     /// Updates applied so far.
@@ -48,13 +56,25 @@ pub struct AdamW {
 
 impl AdamW {
     pub fn new(params: Vec<Param>, s: AdamWSettings) -> Result<Self> {
+        let master = params
+            .iter()
+            .map(|p| match is_half(p.var.dtype()) {
+                true => p.var.to_dtype(DType::F32).map(Some),
+                false => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
         let m = params
             .iter()
-            .map(|p| p.var.zeros_like())
+            .zip(&master)
+            .map(|(p, w)| match w {
+                Some(w) => w.zeros_like(),
+                None => p.var.zeros_like(),
+            })
             .collect::<Result<Vec<_>>>()?;
         let v = m.clone();
         Ok(Self {
             params,
+            master,
             m,
             v,
             step: 0,
@@ -70,21 +90,55 @@ impl AdamW {
         let bc1 = 1.0 - b1.powi(t);
         let bc2 = 1.0 - b2.powi(t);
         for (i, p) in self.params.iter().enumerate() {
-            let g = &grads[i];
+            let g = grads[i].to_dtype(self.m[i].dtype())?;
             let lr = lr * p.lr_scale;
-            let m = ((&self.m[i] * b1)? + (g * (1.0 - b1))?)?;
+            let m = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?;
             let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
             let denom = ((&v / bc2)?.sqrt()? + self.s.eps)?;
             let update = ((&m / bc1)? / denom)?;
-            let w = p.var.as_tensor();
-            let decayed = if p.weight_decay > 0.0 {
+            let w = match &self.master[i] {
+                Some(w) => w.clone(),
+                None => p.var.as_tensor().clone(),
+            };
+            let w = if p.weight_decay > 0.0 {
                 (w * (1.0 - lr * p.weight_decay))?
             } else {
-                w.clone()
+                w
             };
-            p.var.set(&(decayed - (update * lr)?)?)?;
+            let w = (w - (update * lr)?)?;
+            match &mut self.master[i] {
+                Some(master) => {
+                    p.var.set(&w.to_dtype(p.var.dtype())?)?;
+                    *master = w;
+                }
+                None => p.var.set(&w)?,
+            }
             self.m[i] = m;
             self.v[i] = v;
+        }
+        Ok(())
+    }
+
+    /// Each parameter's value by name at full precision (the f32 master where there is one).
+    pub fn values(&self) -> Vec<(String, Tensor)> {
+        self.params
+            .iter()
+            .zip(&self.master)
+            .map(|(p, w)| {
+                let t = w.clone().unwrap_or_else(|| p.var.as_tensor().clone());
+                (p.name.clone(), t)
+            })
+            .collect()
+    }
+
+    /// Set every parameter from `tensors` (by name, as [`Self::values`] gives them): the
+    /// variable in its own dtype, the master copy exactly.
+    pub fn load_values(&mut self, tensors: &HashMap<String, Tensor>) -> Result<()> {
+        crate::methods::load_params(&self.params, tensors)?;
+        for (p, w) in self.params.iter().zip(&mut self.master) {
+            if let (Some(w), Some(t)) = (w, tensors.get(&p.name)) {
+                *w = t.to_device(p.var.device())?.to_dtype(DType::F32)?;
+            }
         }
         Ok(())
     }
@@ -109,12 +163,17 @@ impl AdamW {
                 if t.dims() != p.var.dims() {
                     candle_core::bail!("optimizer state `{key}` has shape {:?}", t.dims());
                 }
-                *slot = t.to_device(p.var.device())?.to_dtype(p.var.dtype())?;
+                *slot = t.to_device(p.var.device())?.to_dtype(slot.dtype())?;
             }
         }
         self.step = step;
         Ok(())
     }
+}
+
+/// bf16 and f16: the dtypes that get an f32 master copy and f32 gradients.
+pub fn is_half(dtype: DType) -> bool {
+    matches!(dtype, DType::BF16 | DType::F16)
 }
 
 /// The learning rate at optimizer step `step` (0-based) of `total`.
@@ -186,6 +245,60 @@ mod tests {
         opt.apply(std::slice::from_ref(&g), 0.01).unwrap();
         let before = var.as_tensor().to_vec1::<f32>().unwrap();
         assert_ne!(before, w);
+    }
+
+    #[test]
+    fn bf16_parameters_keep_an_f32_master_that_accumulates_tiny_updates() {
+        // 1.0 in bf16 has a resolution of 2⁻⁷: 1e-4 steps are lost without a master copy
+        let var = Var::new(&[1.0f32, 1.0], &Device::Cpu)
+            .unwrap()
+            .as_tensor()
+            .to_dtype(DType::BF16)
+            .unwrap();
+        let var = Var::from_tensor(&var).unwrap();
+        let p = Param {
+            name: "w".into(),
+            var: var.clone(),
+            lr_scale: 1.0,
+            weight_decay: 0.0,
+        };
+        let mut opt = AdamW::new(vec![p], AdamWSettings::default()).unwrap();
+        let g = Tensor::new(&[1.0f32, -1.0], &Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap();
+        for _ in 0..100 {
+            opt.apply(std::slice::from_ref(&g), 1e-4).unwrap();
+        }
+        let (name, master) = &opt.values()[0];
+        assert_eq!(name, "w");
+        assert_eq!(master.dtype(), DType::F32);
+        let m = master.to_vec1::<f32>().unwrap();
+        assert!(
+            (m[0] - 0.99).abs() < 1e-5 && (m[1] - 1.01).abs() < 1e-5,
+            "{m:?}"
+        );
+        // the variable is the master rounded to bf16, not 100 rounded steps (which stay at 1)
+        assert_eq!(var.dtype(), DType::BF16);
+        let v = var
+            .as_tensor()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!(
+            (v[0] - 0.99).abs() < 4e-3 && (v[1] - 1.01).abs() < 8e-3,
+            "{v:?}"
+        );
+        assert!(opt
+            .state_tensors()
+            .values()
+            .all(|t| t.dtype() == DType::F32));
+        // loading values restores the master exactly, not from the rounded variable
+        let saved: HashMap<String, Tensor> = opt.values().into_iter().collect();
+        let mut again = AdamW::new(opt.params.clone(), AdamWSettings::default()).unwrap();
+        again.load_values(&saved).unwrap();
+        assert_eq!(again.values()[0].1.to_vec1::<f32>().unwrap(), m);
     }
 
     #[test]

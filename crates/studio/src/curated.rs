@@ -154,7 +154,7 @@ pub fn curated(device: &DeviceInfo) -> Vec<CuratedModel> {
                 t.batch_size = 1;
                 t.seq_len = 512;
                 t.gradient_checkpointing = true;
-                estimate(&c, &t).total_bytes
+                estimate(&c, &t, device.bf16).total_bytes
             };
             let (lora, qlora) = (run(MethodKind::Lora), run(MethodKind::Qlora));
             let parameters = base_params(&c);

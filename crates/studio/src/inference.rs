@@ -2,7 +2,7 @@
 //!
 //! Shared by the CLI (`whetstone score`, `whetstone chat`) and, later, the Playground screen.
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
@@ -50,9 +50,24 @@ pub fn load(
     adapter: Option<&Path>,
     nf4: bool,
 ) -> Result<Loaded, InferenceError> {
+    load_in(path, device, adapter, nf4, "f32")
+}
+
+/// [`load`] computing in `dtype`: `f32`, `bf16`, or `auto` (bf16 where the device has it
+/// natively), as the training key of that name.
+pub fn load_in(
+    path: &Path,
+    device: &str,
+    adapter: Option<&Path>,
+    nf4: bool,
+    dtype: &str,
+) -> Result<Loaded, InferenceError> {
     let device = whetstone_engine::candle_device(device).map_err(InferenceError::User)?;
+    let native = whetstone_engine::device::native_bf16(&device);
+    let dtype = whetstone_engine::config::compute_dtype(dtype, native)
+        .map_err(|e| InferenceError::User(format!("--dtype: {e}")))?;
     let started = Instant::now();
-    let (source, mut model) = whetstone_engine::load_model_with(path, &device, DType::F32, nf4)?;
+    let (source, mut model) = whetstone_engine::load_model_with(path, &device, dtype, nf4)?;
     if let Some(dir) = adapter {
         whetstone_engine::methods::load_adapter_dir(&mut model, dir)
             .map_err(InferenceError::User)?;

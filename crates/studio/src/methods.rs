@@ -3,6 +3,7 @@
 //! The descriptive columns are fixed; trainable parameters, memory and whether it fits are
 //! computed by `whetstone_engine::estimate` for the chosen model, run settings and device.
 
+use candle_core::DType;
 use serde::Serialize;
 use whetstone_engine::config::{KeyKind, KEY_INFO};
 use whetstone_engine::estimate::{estimate, Estimate};
@@ -168,13 +169,16 @@ pub fn table(
         if m == MethodKind::Qlora && device.kind == DeviceKind::Cpu {
             notes.push("on the CPU the base is dequantized per layer in f32: less memory, slower steps; paged optimizer states are a GPU feature and not used".into());
         }
+        if device.kind == DeviceKind::Cpu && cfg.compute_dtype(device.bf16) != DType::F32 {
+            notes.push("bf16 on the CPU: candle widens each bf16 matmul to f32, so steps take about twice as long as in f32 and the peak runs above this estimate (measured 0.5–0.95×); bf16 is meant for GPUs".into());
+        }
         if m == MethodKind::PrefixTuning {
             notes.push(
                 "the reparameterisation MLP trains; exports keep only the prefixes it produces"
                     .into(),
             );
         }
-        let est = estimate(model, &cfg);
+        let est = estimate(model, &cfg, device.bf16);
         let [name, arch, latency, compute, use_case, difficulty] = columns(m);
         rows.push(MethodRow {
             id: m,
@@ -263,7 +267,7 @@ pub fn estimate_run(
         cfg.set_pair(s).map_err(|e| format!("--set {s}: {e}"))?;
     }
     cfg.validate(model)?;
-    let e = estimate(model, &cfg);
+    let e = estimate(model, &cfg, device.bf16);
     let usable = usable_bytes(device);
     Ok(EstimateReport {
         est_memory_bytes: e.total_bytes,

@@ -498,13 +498,29 @@ pub async fn execute(
         .name(format!("train-{}", run.id))
         .spawn(move || -> Result<Summary, RunError> {
             let device = whetstone_engine::candle_device(&cfg.device).map_err(RunError::User)?;
+            let dtype = cfg.compute_dtype(whetstone_engine::device::native_bf16(&device));
             let (source, mut model) = whetstone_engine::load_model_with(
                 &model_path,
                 &device,
-                DType::F32,
+                dtype,
                 cfg.method == whetstone_engine::MethodKind::Qlora,
             )
             .map_err(|e| RunError::User(e.to_string()))?;
+            let _ = tx.send(TrainEvent::Log {
+                step: 0,
+                level: "info".into(),
+                message: format!(
+                    "computing in {} on {} (dtype={}){}",
+                    if dtype == DType::F32 { "f32" } else { "bf16" },
+                    cfg.device,
+                    cfg.dtype,
+                    if dtype == DType::F32 {
+                        ""
+                    } else {
+                        "; trainable weights and optimizer state in f32"
+                    }
+                ),
+            });
             let data = dataset.load().map_err(RunError::from)?;
             let mut notes = vec![];
             let train_data = prepare_data(&source, &data, &display_path, &cfg, &mut notes)?;

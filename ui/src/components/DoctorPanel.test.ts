@@ -19,6 +19,7 @@ function report(overrides: Partial<DoctorReport> = {}): DoctorReport {
         threads: 2,
         memory_bytes: 24 * 2 ** 30,
         features: ["avx2", "fma"],
+        bf16: false,
         note: null,
       },
     ],

@@ -248,6 +248,7 @@ function estimateFor(cfg: TrainConfig) {
   const total = weight + optimizer + act + runtime;
   return {
     method: cfg.method,
+    compute_dtype: cfg.dtype === "bf16" ? "bf16" : "f32",
     trainable_params: trainable,
     base_params: SMOL.params,
     trainable_percent: (trainable / SMOL.params) * 100,

@@ -62,6 +62,7 @@ export function doctorReport(): DoctorReport {
         threads: 8,
         memory_bytes: 16 * GiB,
         features: ["avx2", "fma", "f16c"],
+        bf16: false,
         note: null,
       },
       {
@@ -72,6 +73,7 @@ export function doctorReport(): DoctorReport {
         threads: null,
         memory_bytes: null,
         features: [],
+        bf16: false,
         note: "this build has no CUDA support (rebuild with `--features cuda`)",
       },
     ],
@@ -314,7 +316,7 @@ export const KEY_INFO: { key: string; group: string; kind: Kind; help: string; c
   { key: "sample_tokens", group: "Evaluation", kind: "integer", help: "Tokens generated from an eval prompt at each evaluation (0 = no samples)." },
   { key: "gradient_checkpointing", group: "Device", kind: "bool", help: "Recompute activations in the backward pass: less memory, about a third slower." },
   { key: "device", group: "Device", kind: "text", help: "cpu, cuda, cuda:N or metal." },
-  { key: "dtype", group: "Device", kind: "choice", choices: ["f32"], help: "Compute type (training runs in f32)." },
+  { key: "dtype", group: "Device", kind: "choice", choices: ["auto", "f32", "bf16"], help: "Compute type: bf16 halves weight and activation memory (trainable weights and optimizer state stay f32); auto = bf16 on GPUs with native bf16, f32 elsewhere." },
   { key: "lora.r", group: "Method", kind: "integer", help: "LoRA rank: width of the low-rank update." },
   { key: "lora.alpha", group: "Method", kind: "number", help: "LoRA scale numerator: the update is multiplied by alpha / r." },
   { key: "lora.dropout", group: "Method", kind: "number", help: "Dropout on the LoRA input during training." },
@@ -371,7 +373,7 @@ export function configFor(method: MethodKind): TrainConfig {
     seed: 42,
     gradient_checkpointing: false,
     device: "cpu",
-    dtype: "f32",
+    dtype: "auto",
     lora:
       method === "qlora"
         ? { r: 16, alpha: 32, dropout: 0.05, targets: [...ALL_LINEAR], rslora: false, init: null }

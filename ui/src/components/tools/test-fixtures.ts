@@ -58,8 +58,8 @@ export function doctor(overrides: Partial<DoctorReport> = {}): DoctorReport {
     compiled_features: [],
     libraries: [{ name: "candle-core", version: "0.9.1" }],
     devices: [
-      { kind: "cpu", ordinal: 0, name: "Test CPU", available: true, threads: 8, memory_bytes: 16 * 2 ** 30, features: ["avx2"], note: null },
-      { kind: "cuda", ordinal: 0, name: "CUDA", available: false, threads: null, memory_bytes: null, features: [], note: "no CUDA in this build" },
+      { kind: "cpu", ordinal: 0, name: "Test CPU", available: true, threads: 8, memory_bytes: 16 * 2 ** 30, features: ["avx2"], bf16: false, note: null },
+      { kind: "cuda", ordinal: 0, name: "CUDA", available: false, threads: null, memory_bytes: null, features: [], bf16: false, note: "no CUDA in this build" },
     ],
     data_dir: "/d",
     data_dir_error: null,

@@ -133,6 +133,7 @@ export function methodRows(opts: { usable?: number; memory?: Partial<Record<Meth
           : "",
       estimate: {
         method: id,
+        compute_dtype: "f32",
         trainable_params: trainable,
         base_params: SMOL_PARAMS,
         trainable_percent: pct,
@@ -170,7 +171,7 @@ export function trainConfig(method: MethodKind, over: Partial<TrainConfig> = {})
     seed: 42,
     gradient_checkpointing: false,
     device: "cpu",
-    dtype: "f32",
+    dtype: "auto",
     lora: { r: 8, alpha: 16, dropout: 0.05, targets: ["q_proj", "k_proj", "v_proj", "o_proj"], rslora: false, init: null },
     lora_plus: { lr_ratio: 16 },
     ia3: { targets: ["k_proj", "v_proj", "down_proj"] },

@@ -23,6 +23,10 @@ memory_bytes: number | null,
  */
 features: Array<string>, 
 /**
+ * Whether the device computes in bf16 natively, so `dtype=auto` trains in bf16 there.
+ */
+bf16: boolean, 
+/**
  * Why the device is unavailable, or what a different build would add.
  */
 note: string | null, };

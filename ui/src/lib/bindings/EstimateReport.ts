@@ -5,7 +5,11 @@ import type { TrainConfig } from "./TrainConfig";
 /**
  * `whetstone estimate --json`: the estimate and whether it fits the device.
  */
-export type EstimateReport = { est_memory_bytes: number, fits_device: boolean, device: string, device_name: string, usable_bytes: number | null, config: TrainConfig, method: MethodKind, trainable_params: number, 
+export type EstimateReport = { est_memory_bytes: number, fits_device: boolean, device: string, device_name: string, usable_bytes: number | null, config: TrainConfig, method: MethodKind, 
+/**
+ * What the run computes in (`f32` or `bf16`), `dtype=auto` resolved for the device.
+ */
+compute_dtype: string, trainable_params: number, 
 /**
  * Parameters of the base model (what `trainable_percent` is relative to).
  */
