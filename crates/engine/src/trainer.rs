@@ -758,6 +758,21 @@ pub fn train(
         total_params,
         resumed_from,
     });
+    let dtype = lp.model.dtype;
+    emit(TrainEvent::Log {
+        step: lp.state.step,
+        level: "info".into(),
+        message: format!(
+            "computing in {} (dtype={}){}",
+            if dtype == DType::F32 { "f32" } else { "bf16" },
+            cfg.dtype,
+            if optim::is_half(dtype) {
+                "; trainable weights and optimizer state in f32"
+            } else {
+                ""
+            }
+        ),
+    });
     let started = Instant::now();
     let ckpt_dir = spec.run_dir.join("checkpoints");
     let mut summary = Summary {

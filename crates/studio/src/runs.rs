@@ -6,7 +6,6 @@ use crate::datasets::{self, DatasetRecord, DatasetsError};
 use crate::models::{self, ModelError};
 use crate::paths::{write_atomically, DataDir};
 use crate::store::{Store, StoreError};
-use candle_core::DType;
 use serde::Serialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -506,21 +505,6 @@ pub async fn execute(
                 cfg.method == whetstone_engine::MethodKind::Qlora,
             )
             .map_err(|e| RunError::User(e.to_string()))?;
-            let _ = tx.send(TrainEvent::Log {
-                step: 0,
-                level: "info".into(),
-                message: format!(
-                    "computing in {} on {} (dtype={}){}",
-                    if dtype == DType::F32 { "f32" } else { "bf16" },
-                    cfg.device,
-                    cfg.dtype,
-                    if dtype == DType::F32 {
-                        ""
-                    } else {
-                        "; trainable weights and optimizer state in f32"
-                    }
-                ),
-            });
             let data = dataset.load().map_err(RunError::from)?;
             let mut notes = vec![];
             let train_data = prepare_data(&source, &data, &display_path, &cfg, &mut notes)?;
