@@ -331,12 +331,9 @@ pub fn apply(model: &mut DecoderModel, cfg: &TrainConfig) -> Result<Vec<Param>> 
                     let b = Var::zeros((out, lc.r), dtype, &device)?;
                     // DoRA: m starts at the row norms of W (B = 0, so W + sBA = W)
                     let magnitude = match cfg.method {
-                        MethodKind::Dora => {
-                            let w = lin.weight.dense()?;
-                            let wide = crate::ops::wide_dtype(w.dtype());
-                            let norm = w.to_dtype(wide)?.sqr()?.sum(1)?.sqrt()?;
-                            Some(Var::from_tensor(&norm.to_dtype(w.dtype())?)?)
-                        }
+                        MethodKind::Dora => Some(Var::from_tensor(&crate::ops::row_norms(
+                            &lin.weight.dense()?,
+                        )?)?),
                         _ => None,
                     };
                     lin.lora = Some(LoraWeights {

@@ -135,7 +135,7 @@ impl Linear {
                         let wide = ops::wide_dtype(m.dtype());
                         let ba = l.b.detach().matmul(&l.a.detach())?.to_dtype(wide)?;
                         let w = (self.weight.dense()?.to_dtype(wide)? + (ba * l.scale)?)?;
-                        let norm = w.sqr()?.sum(1)?.sqrt()?.to_dtype(m.dtype())?.detach();
+                        let norm = ops::row_norms(&w)?.to_dtype(m.dtype())?.detach();
                         let mns = m.broadcast_div(&norm)?;
                         let base = if mode.training() && l.dropout > 0.0 {
                             self.weight.matmul_t(&xd, true)?

@@ -45,25 +45,10 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, ops: Ops) -> Result<Tensor> {
             )
         }
         Ops::Differentiable => {
-            let xf = x.to_dtype(DType::F32.max_of(dtype))?;
+            let xf = x.to_dtype(wide_dtype(dtype))?;
             let var = xf.sqr()?.mean_keepdim(D::Minus1)?;
             let normed = xf.broadcast_div(&(var + eps)?.sqrt()?)?;
             normed.to_dtype(dtype)?.broadcast_mul(w)
-        }
-    }
-}
-
-trait MaxOf {
-    fn max_of(self, other: DType) -> DType;
-}
-
-impl MaxOf for DType {
-    /// f64 stays f64 (gradient checks); everything else is normalised in f32.
-    fn max_of(self, other: DType) -> DType {
-        if other == DType::F64 {
-            DType::F64
-        } else {
-            self
         }
     }
 }
@@ -451,13 +436,24 @@ pub fn causal_mask(
     Tensor::from_vec(mask, (q_len, kv_len), device)?.to_dtype(dtype)
 }
 
-/// The dtype sums and norms are taken in: f32 for bf16 / f16, the dtype itself otherwise.
+/// The dtype sums and norms are taken in: f32 for bf16 / f16, the dtype itself otherwise
+/// (f64 stays f64 for the gradient checks).
 pub fn wide_dtype(dtype: DType) -> DType {
     if crate::optim::is_half(dtype) {
         DType::F32
     } else {
         dtype
     }
+}
+
+/// The L2 norm of each row of `w` (`[out]` from `[out, in]`), summed in the wide dtype and
+/// returned in `w`'s.
+pub fn row_norms(w: &Tensor) -> Result<Tensor> {
+    w.to_dtype(wide_dtype(w.dtype()))?
+        .sqr()?
+        .sum(1)?
+        .sqrt()?
+        .to_dtype(w.dtype())
 }
 
 /// Scaled dot-product attention with a causal mask. `q`: `[b, h, t, d]`; `k`, `v`:

@@ -228,10 +228,7 @@ fn add_grads(
     for (i, p) in params.iter().enumerate() {
         if let Some(g) = store.get(p.var.as_tensor()) {
             // half-precision gradients are summed in f32, as the optimizer's masters are
-            let g = match optim::is_half(g.dtype()) {
-                true => g.to_dtype(DType::F32)?,
-                false => g.clone(),
-            };
+            let g = g.to_dtype(ops::wide_dtype(g.dtype()))?;
             acc[i] = Some(match acc[i].take() {
                 Some(a) => (a + g)?,
                 None => g,
@@ -631,10 +628,7 @@ impl Loop<'_> {
                 // the inference form PEFT saves: the MLP folded into the prefixes
                 let f = tmp.join("adapter_model.safetensors");
                 let past = prefix.past(&self.model.mode)?.detach();
-                let past = match optim::is_half(past.dtype()) {
-                    true => past.to_dtype(DType::F32)?,
-                    false => past,
-                };
+                let past = past.to_dtype(ops::wide_dtype(past.dtype()))?;
                 let map = HashMap::from([("prompt_embeddings".to_string(), past)]);
                 candle_core::safetensors::save(&map, &f).map_err(io(&f))?;
             }
