@@ -9,6 +9,7 @@ import type {
   SampleDataset,
   SettingSpec,
 } from "../../src/lib/ipc";
+import { trainConfig } from "../../src/components/wizard/fixtures";
 import type { TrainConfig } from "../../src/lib/bindings/TrainConfig";
 
 export const DATA_DIR = "/home/ada/.local/share/whetstone";
@@ -350,42 +351,7 @@ export const DEFAULT_LR: Record<MethodKind, number> = {
 };
 
 export function configFor(method: MethodKind): TrainConfig {
-  return {
-    method,
-    max_steps: null,
-    epochs: 1,
-    batch_size: 4,
-    grad_accum: 1,
-    lr: null,
-    schedule: "cosine",
-    warmup_ratio: 0.03,
-    weight_decay: null,
-    max_grad_norm: 1,
-    seq_len: 512,
-    packing: false,
-    truncate: false,
-    train_on_prompt: false,
-    eval_every: 50,
-    save_every: 50,
-    eval_fraction: 0.1,
-    early_stopping_patience: 0,
-    sample_tokens: 32,
-    seed: 42,
-    gradient_checkpointing: false,
-    device: "cpu",
-    dtype: "auto",
-    lora:
-      method === "qlora"
-        ? { r: 16, alpha: 32, dropout: 0.05, targets: [...ALL_LINEAR], rslora: false, init: null }
-        : { r: 8, alpha: 16, dropout: 0.05, targets: ["q_proj", "k_proj", "v_proj", "o_proj"], rslora: false, init: null },
-    lora_plus: { lr_ratio: 16 },
-    ia3: { targets: ["k_proj", "v_proj", "down_proj"] },
-    prompt: { n_virtual_tokens: 20 },
-    prefix: { encoder_hidden: 0 },
-    adapter: { bottleneck: 64 },
-    freeze: { trainable_layers: 2, train_norm: true, train_head: false },
-    bitfit: { add_biases: method === "bitfit" },
-  };
+  return trainConfig(method);
 }
 
 /** Whether `key` changes anything for `method` (as `TrainConfig::key_applies`). */

@@ -11,6 +11,9 @@ import type {
 } from "../../lib/ipc";
 import type { TrainConfig } from "../../lib/bindings/TrainConfig";
 
+/** Llama's decoder linears, in `LORA_TARGETS` order. */
+export const ALL_LINEAR_NAMES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
 export const GiB = 2 ** 30;
 export const MiB = 2 ** 20;
 export const SMOL_PARAMS = 134_515_008;
@@ -147,6 +150,8 @@ export function methodRows(opts: { usable?: number; memory?: Partial<Record<Meth
   });
 }
 
+/** The run config `TrainConfig::for_method` gives (QLoRA: r 16 / alpha 32 on every linear),
+ * with `over` on top; the Playwright mock backend uses it too. */
 export function trainConfig(method: MethodKind, over: Partial<TrainConfig> = {}): TrainConfig {
   return {
     method,
@@ -172,7 +177,10 @@ export function trainConfig(method: MethodKind, over: Partial<TrainConfig> = {})
     gradient_checkpointing: false,
     device: "cpu",
     dtype: "auto",
-    lora: { r: 8, alpha: 16, dropout: 0.05, targets: ["q_proj", "k_proj", "v_proj", "o_proj"], rslora: false, init: null },
+    lora:
+      method === "qlora"
+        ? { r: 16, alpha: 32, dropout: 0.05, targets: [...ALL_LINEAR_NAMES], rslora: false, init: null }
+        : { r: 8, alpha: 16, dropout: 0.05, targets: ["q_proj", "k_proj", "v_proj", "o_proj"], rslora: false, init: null },
     lora_plus: { lr_ratio: 16 },
     ia3: { targets: ["k_proj", "v_proj", "down_proj"] },
     prompt: { n_virtual_tokens: 20 },
