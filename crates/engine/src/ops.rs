@@ -578,17 +578,40 @@ pub(crate) mod tests {
         );
     }
 
-    pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
+    /// The largest element of an f32 tensor.
+    fn max_f32(t: &Tensor) -> f32 {
+        t.flatten_all()
             .unwrap()
             .max(0)
             .unwrap()
             .to_scalar::<f32>()
             .unwrap()
+    }
+
+    pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        max_f32(&(a - b).unwrap().abs().unwrap())
+    }
+
+    /// Whether two f32 evaluations `y1`, `y2` of the product `a @ b` agree as closely as f32
+    /// arithmetic guarantees, whatever the summation order (blocked, SIMD width, FMA or not):
+    /// each is within γ_k·(|a| @ |b|) of the exact product (Higham, Accuracy and Stability of
+    /// Numerical Algorithms, §3.1; γ_k = k·u / (1 − k·u), u = 2⁻²⁴, k the inner dimension), so
+    /// they are within twice that of each other. A bound from the arithmetic, not one CPU.
+    pub fn assert_same_f32_product(y1: &Tensor, y2: &Tensor, a: &Tensor, b: &Tensor) {
+        let k = a.dim(D::Minus1).unwrap() as f64;
+        let u = (2f64).powi(-24);
+        let gamma = k * u / (1.0 - k * u);
+        let scale = a
+            .abs()
+            .unwrap()
+            .broadcast_matmul(&b.abs().unwrap())
+            .unwrap();
+        let bound = (scale * (2.0 * gamma)).unwrap();
+        let excess = max_f32(&((y1 - y2).unwrap().abs().unwrap() - bound).unwrap());
+        assert!(
+            excess <= 0.0,
+            "the products differ by {excess:e} more than f32 allows"
+        );
     }
 
     #[test]

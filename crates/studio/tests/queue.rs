@@ -185,7 +185,9 @@ async fn two_subscribers_hear_every_run_in_order_and_batched() {
             "{} batches in {elapsed:?}",
             batches.len()
         );
-        assert!(batches.len() < events.len(), "events were not batched");
+        // (No separate "events were batched" check: how many events share a batch depends on
+        // how fast this machine trains, and whenever they came faster than one per 50 ms the
+        // bound above already forces batches.len() < events.len().)
         let ended = heard[0]
             .iter()
             .find(|u| u["update"] == "ended" && u["run_id"] == run.as_str())
