@@ -37,7 +37,7 @@ fn print_text(r: &DoctorReport) {
     } else {
         r.compiled_features.join(", ")
     };
-    println!("  GPU features  {feats}");
+    println!("  features      {feats}");
     println!("devices");
     for d in &r.devices {
         let mark = if d.available { "ok " } else { "-- " };

@@ -36,7 +36,8 @@ pub struct DoctorReport {
     pub version: String,
     pub os: String,
     pub arch: String,
-    /// Cargo features compiled into this binary that change what it can do (`cuda`, `metal`).
+    /// Cargo features compiled into this binary that change what it can do (`cuda`, `metal`;
+    /// `gemm-avx512` where the CPU matmuls may take gemm's AVX-512 kernels).
     pub compiled_features: Vec<String>,
     pub libraries: Vec<LibraryVersion>,
     pub devices: Vec<DeviceInfo>,
@@ -64,6 +65,9 @@ fn compiled_features() -> Vec<String> {
     }
     if cfg!(feature = "metal") {
         f.push("metal".to_string());
+    }
+    if cfg!(feature = "gemm-avx512") {
+        f.push("gemm-avx512".to_string());
     }
     f
 }

@@ -6,6 +6,7 @@ import type { LibraryVersion } from "./LibraryVersion";
 
 export type DoctorReport = { version: string, os: string, arch: string, 
 /**
- * Cargo features compiled into this binary that change what it can do (`cuda`, `metal`).
+ * Cargo features compiled into this binary that change what it can do (`cuda`, `metal`;
+ * `gemm-avx512` where the CPU matmuls may take gemm's AVX-512 kernels).
  */
 compiled_features: Array<string>, libraries: Array<LibraryVersion>, devices: Array<DeviceInfo>, data_dir: string, data_dir_error: string | null, database: DatabaseStatus, demo_model: DemoModelStatus, };
