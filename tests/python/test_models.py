@@ -66,6 +66,45 @@ def test_tiny_model_matches_transformers(run, tmp_path, variant):
     tm.assert_greedy_agrees(tm.last_logits(ref), g["prompt_ids"], g["token_ids"], max_tokens=32)
 
 
+def to_transformers5_form(config: dict) -> dict:
+    """The same config as transformers 5 saves it: the rope under `rope_parameters`, the
+    weights' dtype under `dtype` (transformers 4.57, which the tests pin, cannot write it)."""
+    c = dict(config)
+    rope = {"rope_type": "default", **(c.pop("rope_scaling", None) or {})}
+    rope.pop("type", None)
+    rope["rope_theta"] = c.pop("rope_theta")
+    c["rope_parameters"] = rope
+    c["dtype"] = c.pop("torch_dtype", "float32")
+    return c
+
+
+@pytest.mark.parametrize("variant", ["qwen2", "llama3-rope-scaling"])
+def test_a_transformers5_config_gives_the_same_model(run, tmp_path, variant):
+    # Qwen2's theta (1e6) and Llama 3's rope scaling live in `rope_parameters` in a folder
+    # saved by transformers 5; read as the 4.x keys only, theta would fall back to 10,000 and
+    # the NLL would be off by nats. The truth is transformers on the 4.x form of the folder.
+    spec = dict(VARIANTS[variant])
+    old = tm.make_model(tmp_path / "old", seed=7, **spec)
+    new = tmp_path / "new"
+    shutil.copytree(old, new)
+    config = json.loads((old / "config.json").read_text())
+    assert "rope_theta" in config
+    (new / "config.json").write_text(json.dumps(to_transformers5_form(config), indent=2))
+    want = tm.token_nll(tm.load_reference(old), score(run, old, tmp_path)["token_ids"])
+    for folder in (old, new):
+        got = score(run, folder, tmp_path)
+        diff = max(abs(a - b) for a, b in zip(got["token_nll"], want))
+        assert diff < TOL, f"{folder.name}: max |NLL - transformers| = {diff:.2e}"
+    # a folder stating its rope twice, differently, is refused by name
+    both = json.loads((new / "config.json").read_text())
+    both["rope_theta"] = both["rope_parameters"]["rope_theta"] / 100
+    (new / "config.json").write_text(json.dumps(both))
+    text = tmp_path / "t.txt"
+    text.write_text("hi")
+    p = run("score", "--model", str(new), "--text-file", str(text), check=False)
+    assert p.returncode == 1 and "rope_parameters.rope_theta" in p.stderr, p.stderr
+
+
 @pytest.fixture(scope="module")
 def smollm_reference(demo_model):
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -328,41 +328,8 @@ impl ModelConfig {
             }
         };
         let attention_bias = boolean("attention_bias", false)?;
-        let rope_scaling = match json.get("rope_scaling") {
-            None | Some(Value::Null) => None,
-            Some(v) => {
-                let kind = v
-                    .get("rope_type")
-                    .or_else(|| v.get("type"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("default");
-                let num = |k: &str| -> Result<f64, FileError> {
-                    v.get(k).and_then(Value::as_f64).ok_or_else(|| {
-                        field_err(&format!("rope_scaling.{k}"), "missing or not a number")
-                    })
-                };
-                match kind {
-                    "default" => None,
-                    "linear" => Some(RopeScaling::Linear {
-                        factor: num("factor")?,
-                    }),
-                    "llama3" => Some(RopeScaling::Llama3 {
-                        factor: num("factor")?,
-                        low_freq_factor: num("low_freq_factor")?,
-                        high_freq_factor: num("high_freq_factor")?,
-                        original_max_position_embeddings: num("original_max_position_embeddings")?,
-                    }),
-                    other => {
-                        return Err(field_err(
-                            "rope_scaling.rope_type",
-                            &format!(
-                                "\"{other}\" is not supported (supported: default, linear, llama3)"
-                            ),
-                        ))
-                    }
-                }
-            }
-        };
+        refuse_unsupported_math(json, &field_err)?;
+        let (rope_theta, rope_scaling) = rope_settings(json, &field_err)?;
         let eos_token_ids = match json.get("eos_token_id") {
             None | Some(Value::Null) => vec![],
             Some(Value::Array(a)) => a
@@ -383,7 +350,7 @@ impl ModelConfig {
             num_kv_heads: uint("num_key_value_heads")?.unwrap_or(num_heads),
             head_dim,
             rms_norm_eps: float("rms_norm_eps", 1e-6)?,
-            rope_theta: float("rope_theta", 10_000.0)?,
+            rope_theta,
             rope_scaling,
             max_position_embeddings: uint("max_position_embeddings")?.unwrap_or(2048),
             tie_word_embeddings: boolean("tie_word_embeddings", false)?,
@@ -494,6 +461,39 @@ impl ModelConfig {
             }
             _ => None,
         };
+        // keys that change the math and that these families do not implement
+        if let Some(dims) = get_u("rope.dimension_count")? {
+            if dims != head_dim {
+                return Err(FileError::new(
+                    path,
+                    format!(
+                        "metadata key `{}` = {dims}: rotating part of each head (of {head_dim}) \
+                         is not supported",
+                        key("rope.dimension_count")
+                    ),
+                ));
+            }
+        }
+        for k in ["attn_logit_softcapping", "final_logit_softcapping"] {
+            if let Some(v) = get_f(k)?.filter(|&v| v != 0.0) {
+                return Err(FileError::new(
+                    path,
+                    format!(
+                        "metadata key `{}` = {v}: logit soft-capping is not supported",
+                        key(k)
+                    ),
+                ));
+            }
+        }
+        if let Some(w) = get_u("attention.sliding_window")?.filter(|&w| w != 0) {
+            return Err(FileError::new(
+                path,
+                format!(
+                    "metadata key `{}` = {w}: sliding-window attention is not supported",
+                    key("attention.sliding_window")
+                ),
+            ));
+        }
         let rope_scaling = match (rope_factors, linear_factor) {
             (Some(factors), _) => Some(RopeScaling::Factors { factors }),
             (None, Some(factor)) => Some(RopeScaling::Linear { factor }),
@@ -522,6 +522,171 @@ impl ModelConfig {
         cfg.validate(path)?;
         Ok(cfg)
     }
+}
+
+type FieldErr<'a> = dyn Fn(&str, &str) -> FileError + 'a;
+
+/// Rotary settings from either generation of `config.json`: transformers 4 keeps
+/// `rope_theta` and `rope_scaling` at the top level, transformers 5 one `rope_parameters`
+/// object (`{"rope_type", "rope_theta", ...scaling keys}`). Where both are present they must
+/// agree; a per-layer-type `rope_parameters` (different rope for sliding and full attention
+/// layers) is refused by name, since these families use one rope for every layer.
+fn rope_settings(
+    json: &Value,
+    field_err: &FieldErr,
+) -> Result<(f64, Option<RopeScaling>), FileError> {
+    let top_theta = match json.get("rope_theta") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_f64()
+                .ok_or_else(|| field_err("rope_theta", &format!("expected a number, got {v}")))?,
+        ),
+    };
+    let old_scaling = match json.get("rope_scaling") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(rope_scaling_from(v, "rope_scaling", field_err)?),
+    };
+    let params = match json.get("rope_parameters") {
+        None | Some(Value::Null) => {
+            return Ok((top_theta.unwrap_or(10_000.0), old_scaling.flatten()));
+        }
+        Some(Value::Object(m)) => m,
+        Some(v) => {
+            return Err(field_err(
+                "rope_parameters",
+                &format!("expected an object, got {v}"),
+            ))
+        }
+    };
+    if !params.is_empty() && params.values().all(Value::is_object) {
+        let kinds: Vec<&str> = params.keys().map(String::as_str).collect();
+        return Err(field_err(
+            "rope_parameters",
+            &format!(
+                "one rope per layer type ({}) is not supported: every layer of these \
+                 architectures uses the same rope",
+                kinds.join(", ")
+            ),
+        ));
+    }
+    let v = Value::Object(params.clone());
+    let theta = match params.get("rope_theta") {
+        None | Some(Value::Null) => None,
+        Some(t) => Some(t.as_f64().ok_or_else(|| {
+            field_err(
+                "rope_parameters.rope_theta",
+                &format!("expected a number, got {t}"),
+            )
+        })?),
+    };
+    let scaling = rope_scaling_from(&v, "rope_parameters", field_err)?;
+    if let (Some(a), Some(b)) = (top_theta, theta) {
+        if a != b {
+            return Err(field_err(
+                "rope_parameters.rope_theta",
+                &format!("{b} disagrees with the top-level rope_theta = {a}"),
+            ));
+        }
+    }
+    if let Some(old) = old_scaling {
+        if old != scaling {
+            return Err(field_err(
+                "rope_parameters",
+                "disagrees with the top-level rope_scaling; a config should state its rope once",
+            ));
+        }
+    }
+    Ok((theta.or(top_theta).unwrap_or(10_000.0), scaling))
+}
+
+/// The scaling a `rope_scaling` (4.x) or `rope_parameters` (5.x) object describes; `None`
+/// for `default`. Keys that change the rope but are not implemented are refused by name.
+fn rope_scaling_from(
+    v: &Value,
+    at: &str,
+    field_err: &FieldErr,
+) -> Result<Option<RopeScaling>, FileError> {
+    if !v.is_object() {
+        return Err(field_err(at, &format!("expected an object, got {v}")));
+    }
+    let kind = v
+        .get("rope_type")
+        .or_else(|| v.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let num = |k: &str| -> Result<f64, FileError> {
+        v.get(k)
+            .and_then(Value::as_f64)
+            .ok_or_else(|| field_err(&format!("{at}.{k}"), "missing or not a number"))
+    };
+    if let Some(p) = v.get("partial_rotary_factor").and_then(Value::as_f64) {
+        if p != 1.0 {
+            return Err(field_err(
+                &format!("{at}.partial_rotary_factor"),
+                &format!("{p}: rotating part of each head is not supported (only 1.0)"),
+            ));
+        }
+    }
+    Ok(match kind {
+        "default" => None,
+        "linear" => Some(RopeScaling::Linear {
+            factor: num("factor")?,
+        }),
+        "llama3" => Some(RopeScaling::Llama3 {
+            factor: num("factor")?,
+            low_freq_factor: num("low_freq_factor")?,
+            high_freq_factor: num("high_freq_factor")?,
+            original_max_position_embeddings: num("original_max_position_embeddings")?,
+        }),
+        other => {
+            return Err(field_err(
+                &format!("{at}.rope_type"),
+                &format!("\"{other}\" is not supported (supported: default, linear, llama3)"),
+            ))
+        }
+    })
+}
+
+/// Keys that change what the model computes and that these families do not implement:
+/// refused by name with their value rather than ignored (a silent misread trains the wrong
+/// function).
+fn refuse_unsupported_math(json: &Value, field_err: &FieldErr) -> Result<(), FileError> {
+    let set = |k: &str| json.get(k).filter(|v| !v.is_null());
+    if let Some(p) = set("partial_rotary_factor").and_then(Value::as_f64) {
+        if p != 1.0 {
+            return Err(field_err(
+                "partial_rotary_factor",
+                &format!("{p}: rotating part of each head is not supported (only 1.0)"),
+            ));
+        }
+    }
+    for k in ["attn_logit_softcapping", "final_logit_softcapping"] {
+        if let Some(v) = set(k) {
+            return Err(field_err(
+                k,
+                &format!("{v}: logit soft-capping is not supported"),
+            ));
+        }
+    }
+    if set("use_sliding_window").and_then(Value::as_bool) == Some(true) {
+        return Err(field_err(
+            "use_sliding_window",
+            "true: sliding-window attention is not supported",
+        ));
+    }
+    if let Some(Value::Array(types)) = set("layer_types") {
+        if let Some((i, t)) = types
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.as_str() != Some("full_attention"))
+        {
+            return Err(field_err(
+                &format!("layer_types[{i}]"),
+                &format!("{t} is not supported (every layer must be \"full_attention\")"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -561,6 +726,115 @@ mod tests {
         let c = ModelConfig::from_hf_value(&v, Path::new("c.json")).unwrap();
         assert!(c.qkv_bias && !c.o_bias);
         assert!(matches!(c.rope_scaling, Some(RopeScaling::Llama3 { .. })));
+    }
+
+    #[test]
+    fn both_config_generations_give_the_same_rope() {
+        // transformers 4.x: top-level rope_theta / rope_scaling
+        let mut old = llama();
+        old["rope_theta"] = json!(500000.0);
+        old["rope_scaling"] = json!({"rope_type": "llama3", "factor": 8.0,
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192});
+        // transformers 5.x: everything under rope_parameters, theta included
+        let mut new = llama();
+        new.as_object_mut().unwrap().remove("rope_theta");
+        new["rope_parameters"] = json!({"rope_type": "llama3", "rope_theta": 500000.0,
+            "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192});
+        let p = Path::new("c.json");
+        let (a, b) = (
+            ModelConfig::from_hf_value(&old, p).unwrap(),
+            ModelConfig::from_hf_value(&new, p).unwrap(),
+        );
+        assert_eq!(a, b);
+        assert_eq!(b.rope_theta, 500000.0);
+        // a Qwen2 folder saved by transformers 5: theta 1e6 must not fall back to 10,000
+        let mut q = llama();
+        q["model_type"] = json!("qwen2");
+        q.as_object_mut().unwrap().remove("rope_theta");
+        q["rope_parameters"] = json!({"rope_type": "default", "rope_theta": 1000000.0});
+        q["dtype"] = json!("bfloat16");
+        let c = ModelConfig::from_hf_value(&q, p).unwrap();
+        assert_eq!((c.rope_theta, c.rope_scaling), (1e6, None));
+        // both forms present and equal is fine; disagreeing is refused by name
+        q["rope_theta"] = json!(1000000.0);
+        assert!(ModelConfig::from_hf_value(&q, p).is_ok());
+        q["rope_theta"] = json!(10000.0);
+        let e = ModelConfig::from_hf_value(&q, p).unwrap_err().to_string();
+        assert!(
+            e.contains("`rope_parameters.rope_theta`") && e.contains("10000"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn keys_that_change_the_math_are_refused_by_name() {
+        let cases = [
+            (
+                "partial_rotary_factor",
+                json!(0.5),
+                "`partial_rotary_factor`: 0.5",
+            ),
+            (
+                "attn_logit_softcapping",
+                json!(50.0),
+                "`attn_logit_softcapping`: 50",
+            ),
+            (
+                "final_logit_softcapping",
+                json!(30.0),
+                "`final_logit_softcapping`: 30",
+            ),
+            (
+                "use_sliding_window",
+                json!(true),
+                "`use_sliding_window`: true",
+            ),
+            (
+                "layer_types",
+                json!(["full_attention", "sliding_attention"]),
+                "`layer_types[1]`: \"sliding_attention\"",
+            ),
+            (
+                "rope_parameters",
+                json!({"rope_type": "yarn", "rope_theta": 1e6, "factor": 4.0}),
+                "`rope_parameters.rope_type`: \"yarn\"",
+            ),
+            (
+                "rope_parameters",
+                json!({"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.25}),
+                "`rope_parameters.partial_rotary_factor`: 0.25",
+            ),
+            (
+                "rope_parameters",
+                json!({"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                       "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}),
+                "one rope per layer type (full_attention, sliding_attention)",
+            ),
+            (
+                "rope_scaling",
+                json!({"rope_type": "dynamic", "factor": 2.0}),
+                "`rope_scaling.rope_type`: \"dynamic\"",
+            ),
+        ];
+        for (field, value, want) in cases {
+            let mut v = llama();
+            v[field] = value;
+            let e = ModelConfig::from_hf_value(&v, Path::new("m/config.json")).unwrap_err();
+            let s = e.to_string();
+            assert!(
+                s.starts_with("m/config.json: field ") && s.contains(want),
+                "{s}"
+            );
+        }
+        // the neutral values of the same keys are accepted
+        let mut v = llama();
+        v["partial_rotary_factor"] = json!(1.0);
+        v["final_logit_softcapping"] = json!(null);
+        v["use_sliding_window"] = json!(false);
+        v["layer_types"] = json!(["full_attention", "full_attention"]);
+        assert!(ModelConfig::from_hf_value(&v, Path::new("c.json")).is_ok());
     }
 
     #[test]
