@@ -1200,13 +1200,14 @@ pub(crate) mod tests {
     fn bf16_gradients_agree_with_f32() {
         // The same (bf16-representable) weights and batch in both dtypes. bf16 rounds every
         // intermediate result to u = 2^-8 ≈ 0.39 %; on the path from a parameter to the loss
-        // and back there are about 60 of them in this 2-layer model (norms, projections,
+        // and back there are about S = 60 of them in this 2-layer model (norms, projections,
         // rope, scores, attention output, residuals, MLP, head, and as many in backward).
-        // Independent roundings grow like √60·u ≈ 3 %, so the gradients agree to a few per cent
-        // norm-wise per tensor (mean bound 4 %), a single small tensor at worst to ~2.5× that
-        // (10 %), and the loss to 1 %. Only the f32 sums inside each matmul depend on the CPU's
-        // kernels; they move individual roundings by one ulp now and then, not these
-        // statistics (measured per method on gemm's AVX2 and AVX-512 paths: docs/TESTING.md).
+        // Independent roundings grow like √S·u ≈ 3 %: the bounds are twice that for the mean
+        // over a method's tensors and four times for its worst (a small tensor averages over
+        // few elements), and 1 % for the loss. They follow from the format, not from one
+        // machine (measured, identical on gemm's AVX2 and AVX-512 paths: means 1.0–3.6 %,
+        // worst 7.1 %; docs/TESTING.md).
+        let rounding_walk = (60f32).sqrt() * (2f32).powi(-8);
         let data = copy_task(4, 7);
         let rows: Vec<&Tokenized> = data.iter().collect();
         let batch = make_batch(&rows, &Device::Cpu).unwrap();
@@ -1263,7 +1264,7 @@ pub(crate) mod tests {
                 (l32 - l16).abs() / l32
             );
             assert!(
-                worst < 0.1 && mean < 0.04,
+                mean < 2.0 * rounding_walk && worst < 4.0 * rounding_walk,
                 "{method:?}: gradients differ by {mean} on average, {worst} at worst"
             );
         }
