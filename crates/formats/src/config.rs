@@ -526,6 +526,33 @@ impl ModelConfig {
 
 type FieldErr<'a> = dyn Fn(&str, &str) -> FileError + 'a;
 
+/// `obj[key]` as a number; `None` when absent or null. `field` names it in the error.
+fn optional_number(
+    obj: &Value,
+    key: &str,
+    field: &str,
+    field_err: &FieldErr,
+) -> Result<Option<f64>, FileError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| field_err(field, &format!("expected a number, got {v}"))),
+    }
+}
+
+/// Refuse a `partial_rotary_factor` other than 1 in `obj` (rotating only part of each head).
+fn refuse_partial_rotary(obj: &Value, field: &str, field_err: &FieldErr) -> Result<(), FileError> {
+    match optional_number(obj, "partial_rotary_factor", field, field_err)? {
+        Some(p) if p != 1.0 => Err(field_err(
+            field,
+            &format!("{p}: rotating part of each head is not supported (only 1.0)"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Rotary settings from either generation of `config.json`: transformers 4 keeps
 /// `rope_theta` and `rope_scaling` at the top level, transformers 5 one `rope_parameters`
 /// object (`{"rope_type", "rope_theta", ...scaling keys}`). Where both are present they must
@@ -535,13 +562,7 @@ fn rope_settings(
     json: &Value,
     field_err: &FieldErr,
 ) -> Result<(f64, Option<RopeScaling>), FileError> {
-    let top_theta = match json.get("rope_theta") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_f64()
-                .ok_or_else(|| field_err("rope_theta", &format!("expected a number, got {v}")))?,
-        ),
-    };
+    let top_theta = optional_number(json, "rope_theta", "rope_theta", field_err)?;
     let old_scaling = match json.get("rope_scaling") {
         None | Some(Value::Null) => None,
         Some(v) => Some(rope_scaling_from(v, "rope_scaling", field_err)?),
@@ -550,36 +571,28 @@ fn rope_settings(
         None | Some(Value::Null) => {
             return Ok((top_theta.unwrap_or(10_000.0), old_scaling.flatten()));
         }
-        Some(Value::Object(m)) => m,
-        Some(v) => {
+        Some(v) => v,
+    };
+    if let Some(m) = params.as_object() {
+        if !m.is_empty() && m.values().all(Value::is_object) {
+            let kinds: Vec<&str> = m.keys().map(String::as_str).collect();
             return Err(field_err(
                 "rope_parameters",
-                &format!("expected an object, got {v}"),
-            ))
+                &format!(
+                    "one rope per layer type ({}) is not supported: every layer of these \
+                     architectures uses the same rope",
+                    kinds.join(", ")
+                ),
+            ));
         }
-    };
-    if !params.is_empty() && params.values().all(Value::is_object) {
-        let kinds: Vec<&str> = params.keys().map(String::as_str).collect();
-        return Err(field_err(
-            "rope_parameters",
-            &format!(
-                "one rope per layer type ({}) is not supported: every layer of these \
-                 architectures uses the same rope",
-                kinds.join(", ")
-            ),
-        ));
     }
-    let v = Value::Object(params.clone());
-    let theta = match params.get("rope_theta") {
-        None | Some(Value::Null) => None,
-        Some(t) => Some(t.as_f64().ok_or_else(|| {
-            field_err(
-                "rope_parameters.rope_theta",
-                &format!("expected a number, got {t}"),
-            )
-        })?),
-    };
-    let scaling = rope_scaling_from(&v, "rope_parameters", field_err)?;
+    let scaling = rope_scaling_from(params, "rope_parameters", field_err)?;
+    let theta = optional_number(
+        params,
+        "rope_theta",
+        "rope_parameters.rope_theta",
+        field_err,
+    )?;
     if let (Some(a), Some(b)) = (top_theta, theta) {
         if a != b {
             return Err(field_err(
@@ -609,6 +622,7 @@ fn rope_scaling_from(
     if !v.is_object() {
         return Err(field_err(at, &format!("expected an object, got {v}")));
     }
+    refuse_partial_rotary(v, &format!("{at}.partial_rotary_factor"), field_err)?;
     let kind = v
         .get("rope_type")
         .or_else(|| v.get("type"))
@@ -619,14 +633,6 @@ fn rope_scaling_from(
             .and_then(Value::as_f64)
             .ok_or_else(|| field_err(&format!("{at}.{k}"), "missing or not a number"))
     };
-    if let Some(p) = v.get("partial_rotary_factor").and_then(Value::as_f64) {
-        if p != 1.0 {
-            return Err(field_err(
-                &format!("{at}.partial_rotary_factor"),
-                &format!("{p}: rotating part of each head is not supported (only 1.0)"),
-            ));
-        }
-    }
     Ok(match kind {
         "default" => None,
         "linear" => Some(RopeScaling::Linear {
@@ -651,15 +657,8 @@ fn rope_scaling_from(
 /// refused by name with their value rather than ignored (a silent misread trains the wrong
 /// function).
 fn refuse_unsupported_math(json: &Value, field_err: &FieldErr) -> Result<(), FileError> {
+    refuse_partial_rotary(json, "partial_rotary_factor", field_err)?;
     let set = |k: &str| json.get(k).filter(|v| !v.is_null());
-    if let Some(p) = set("partial_rotary_factor").and_then(Value::as_f64) {
-        if p != 1.0 {
-            return Err(field_err(
-                "partial_rotary_factor",
-                &format!("{p}: rotating part of each head is not supported (only 1.0)"),
-            ));
-        }
-    }
     for k in ["attn_logit_softcapping", "final_logit_softcapping"] {
         if let Some(v) = set(k) {
             return Err(field_err(
