@@ -1,6 +1,7 @@
 """Models: loading and running them exactly, with transformers as the oracle.
 
-- random tiny Llama / Qwen2 / Mistral folders (f32, bf16, sharded, Llama-3 rope scaling):
+- random tiny Llama / Qwen2 / Qwen3 / Mistral / SmolLM3 folders (f32, bf16, sharded, Llama-3
+  rope scaling, sliding windows, layers without rope, per-head q/k norms):
   per-token NLL within 1e-3 and the same 32 greedy tokens;
 - the real SmolLM2 GGUF against transformers' own GGUF loader;
 - bad input: exit 1 with one line that names the file.
@@ -37,6 +38,13 @@ VARIANTS = {
         "original_max_position_embeddings": 32}),
     "qwen2": dict(family="qwen2"),
     "mistral-sharded": dict(family="mistral", shard=True),
+    "qwen3": dict(family="qwen3"),
+    "qwen3-attention-bias": dict(family="qwen3", attention_bias=True),
+    "smollm3": dict(family="smollm3"),
+    # sliding windows much shorter than the text, so a window read wrong shows
+    "mistral-sliding-window": dict(family="mistral", sliding_window=7),
+    "qwen2-sliding-window": dict(family="qwen2", use_sliding_window=True, sliding_window=6, max_window_layers=1),
+    "smollm3-sliding-window": dict(family="smollm3", use_sliding_window=True, sliding_window=5),
 }
 
 
@@ -311,3 +319,89 @@ def test_bad_models_are_one_line_user_errors(run, tmp_path, tiny, demo_model):
     # registering refuses a broken model and keeps the registry clean
     expect_user_error(run, ["models", "add", str(tmp_path / "truncated")], "safetensors")
     assert json.loads(run("models", "list", "--json").stdout) == []
+
+
+# Every config key that changes what a family computes is either honoured — transformers and
+# Whetstone give the same NLL for a folder saved with it — or refused with its name. Keys the
+# family's transformers class ignores are not listed.
+HONOURED = [
+    ("llama", dict(rope_theta=500000.0)),
+    ("llama", dict(rope_scaling={"rope_type": "linear", "factor": 4.0})),
+    ("llama", dict(attention_bias=True)),
+    ("llama", dict(mlp_bias=True)),
+    ("llama", dict(head_dim=32)),
+    ("llama", dict(tie_word_embeddings=False)),
+    ("llama", dict(rms_norm_eps=0.1)),
+    ("llama", dict(num_key_value_heads=1)),
+    ("qwen2", dict(use_sliding_window=True, sliding_window=4, max_window_layers=0)),
+    ("qwen2", dict(tie_word_embeddings=True)),
+    ("qwen3", dict(head_dim=8)),
+    ("qwen3", dict(attention_bias=True)),
+    ("qwen3", dict(use_sliding_window=True, sliding_window=5, max_window_layers=1)),
+    ("mistral", dict(sliding_window=5)),
+    ("mistral", dict(head_dim=32)),
+    ("smollm3", dict(no_rope_layers=[0, 1])),
+    ("smollm3", dict(no_rope_layer_interval=1)),
+    ("smollm3", dict(attention_bias=True, mlp_bias=True)),
+    ("smollm3", dict(use_sliding_window=True, sliding_window=3)),
+]
+
+REFUSED = [
+    ("llama", "rope_scaling", {"rope_type": "yarn", "factor": 4.0}, "rope_scaling.rope_type"),
+    ("llama", "rope_scaling", {"rope_type": "dynamic", "factor": 2.0}, "rope_scaling.rope_type"),
+    ("llama", "rope_scaling", {"rope_type": "longrope", "short_factor": [1.0] * 8, "long_factor": [2.0] * 8},
+     "rope_scaling.rope_type"),
+    ("llama", "rope_parameters", {"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}, "rope_parameters.rope_type"),
+    ("llama", "rope_parameters", {"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                                  "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}, "rope_parameters"),
+    ("llama", "partial_rotary_factor", 0.5, "partial_rotary_factor"),
+    ("llama", "hidden_act", "gelu_pytorch_tanh", "hidden_act"),
+    ("llama", "attn_logit_softcapping", 50.0, "attn_logit_softcapping"),
+    ("llama", "final_logit_softcapping", 30.0, "final_logit_softcapping"),
+    ("llama", "no_rope_layers", [1, 0], "no_rope_layers"),
+    ("llama", "layer_types", ["sliding_attention", "full_attention"], "layer_types[0]"),
+    ("qwen2", "layer_types", ["full_attention", "chunked_attention"], "layer_types[1]"),
+    ("mistral", "attention_bias", True, "attention_bias"),
+    ("llama", "model_type", "gemma3_text", "model_type"),
+    ("llama", "model_type", "phi3", "model_type"),
+]
+
+
+@pytest.mark.parametrize("family,overrides", HONOURED, ids=lambda x: x if isinstance(x, str) else
+                         ",".join(f"{k}={v}" for k, v in x.items()))
+def test_every_math_key_is_honoured(run, tmp_path, family, overrides):
+    path = tm.make_model(tmp_path / "m", family, seed=9, **overrides)
+    saved = json.loads((path / "config.json").read_text())
+    for k in overrides:
+        if k != "rope_theta" and k != "rope_scaling":  # transformers 5 moves these into rope_parameters
+            assert k in saved, f"{k} was not saved"
+    got = score(run, path, tmp_path)
+    want = tm.token_nll(tm.load_reference(path), got["token_ids"])
+    diff = max(abs(a - b) for a, b in zip(got["token_nll"], want))
+    assert diff < TOL, f"{family} {overrides}: max |NLL - transformers| = {diff:.2e}"
+
+
+@pytest.mark.parametrize("family,key,value,shown", REFUSED, ids=lambda x: x if isinstance(x, str) else None)
+def test_every_unsupported_math_key_is_refused_by_name(run, tmp_path, family, key, value, shown):
+    path = tm.make_model(tmp_path / "m", family, seed=9)
+    config = json.loads((path / "config.json").read_text())
+    config[key] = value
+    (path / "config.json").write_text(json.dumps(config))
+    text = tmp_path / "t.txt"
+    text.write_text("hi")
+    p = run("score", "--model", str(path), "--text-file", str(text), check=False)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 1 and len(lines) == 1, p.stderr
+    assert "config.json" in lines[0] and f"`{shown}`" in lines[0], lines[0]
+
+
+def test_attention_dropout_is_refused_for_training_not_for_scoring(run, tmp_path):
+    path = tm.make_model(tmp_path / "m", "qwen3", seed=9, attention_dropout=0.1)
+    got = score(run, path, tmp_path)  # inference has no dropout: honoured
+    want = tm.token_nll(tm.load_reference(path), got["token_ids"])
+    assert max(abs(a - b) for a, b in zip(got["token_nll"], want)) < TOL
+    data = tmp_path / "d.txt"
+    data.write_text("\n".join([tm.TEXT] * 8))
+    p = run("train", "--model", str(path), "--data", str(data), "--method", "lora", "--set", "max_steps=1",
+            check=False)
+    assert p.returncode == 1 and "`attention_dropout` = 0.1" in p.stderr, p.stderr

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, PreTrainedTokenizerFast, Qwen2Config
+from transformers import (AutoModelForCausalLM, LlamaConfig, MistralConfig, PreTrainedTokenizerFast, Qwen2Config,
+                          Qwen3Config, SmolLM3Config)
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -61,6 +62,11 @@ def make_config(family: str, vocab_size: int, **overrides):
         "llama": (LlamaConfig, dict(rope_theta=10000.0, tie_word_embeddings=True)),
         "qwen2": (Qwen2Config, dict(rope_theta=1000000.0, tie_word_embeddings=False, use_sliding_window=False)),
         "mistral": (MistralConfig, dict(rope_theta=10000.0, tie_word_embeddings=False, sliding_window=None)),
+        # per-head q/k norms; head_dim stated (the class default is 128, not hidden / heads)
+        "qwen3": (Qwen3Config, dict(rope_theta=1000000.0, tie_word_embeddings=False, head_dim=16,
+                                    use_sliding_window=False)),
+        # every second layer without rope (the real models skip every fourth; two layers here)
+        "smollm3": (SmolLM3Config, dict(rope_theta=50000.0, tie_word_embeddings=True, no_rope_layer_interval=2)),
     }
     cls, defaults = per_family[family]
     return cls(**{**common, **defaults, **overrides})

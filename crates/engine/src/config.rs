@@ -791,6 +791,12 @@ impl TrainConfig {
                 self.adapter.bottleneck, model.hidden_size
             ));
         }
+        if model.attention_dropout > 0.0 {
+            return Err(format!(
+                "the model's config.json sets `attention_dropout` = {}: training with dropout on the attention probabilities is not supported, and ignoring it would train a different function from transformers; set it to 0.0 in config.json to train without it",
+                model.attention_dropout
+            ));
+        }
         if self.method == MethodKind::Bitfit
             && !(model.qkv_bias || model.o_bias || model.mlp_bias)
             && !self.bitfit.add_biases

@@ -31,6 +31,12 @@ pub fn visit_mut(
                 f(&format!("{p}.{name}.bias"), b)?;
             }
         }
+        let a = &mut layer.self_attn;
+        for (name, norm) in [("q_norm", &mut a.q_norm), ("k_norm", &mut a.k_norm)] {
+            if let Some(w) = norm {
+                f(&format!("{p}.self_attn.{name}.weight"), w)?;
+            }
+        }
         f(
             &format!("{p}.post_attention_layernorm.weight"),
             &mut layer.post_attention_layernorm,
@@ -401,6 +407,9 @@ pub fn count_params(model: &DecoderModel) -> usize {
     }
     for layer in &model.layers {
         n += layer.input_layernorm.elem_count() + layer.post_attention_layernorm.elem_count();
+        for norm in [&layer.self_attn.q_norm, &layer.self_attn.k_norm] {
+            n += norm.as_ref().map_or(0, |w| w.elem_count());
+        }
         let mut layer = layer.clone();
         for (_, lin) in linears_mut(&mut layer) {
             n += lin.weight.elem_count() + lin.bias.as_ref().map_or(0, |b| b.elem_count());

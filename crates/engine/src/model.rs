@@ -1,7 +1,9 @@
-//! One parametrised decoder-only transformer for the Llama layout, Qwen2 and Mistral.
+//! One parametrised decoder-only transformer for the Llama layout, Qwen2, Qwen3, Mistral and
+//! SmolLM3.
 //!
 //! The families differ only in configuration (biases, rope settings, tied embeddings,
-//! grouped-query heads), so there is one implementation. Weights are taken by their HF
+//! grouped-query heads, Qwen3's per-head q/k norms, SmolLM3's layers without rope,
+//! sliding-window layers), so there is one implementation. Weights are taken by their HF
 //! names from `whetstone_formats::Weights`; a missing, misshapen or unused tensor is an error.
 
 use crate::ops::{self, Ops};
@@ -167,6 +169,9 @@ pub struct Attention {
     pub k_proj: Linear,
     pub v_proj: Linear,
     pub o_proj: Linear,
+    /// Qwen3: RMSNorm weights `[head_dim]` applied to each head of q and of k before rope.
+    pub q_norm: Option<Tensor>,
+    pub k_norm: Option<Tensor>,
 }
 
 #[derive(Debug, Clone)]
@@ -432,6 +437,18 @@ impl DecoderModel {
                         q,
                         c.o_bias,
                     )?,
+                    q_norm: match c.qk_norm {
+                        true => {
+                            Some(w.take(&format!("{p}.self_attn.q_norm.weight"), &[c.head_dim])?)
+                        }
+                        false => None,
+                    },
+                    k_norm: match c.qk_norm {
+                        true => {
+                            Some(w.take(&format!("{p}.self_attn.k_norm.weight"), &[c.head_dim])?)
+                        }
+                        false => None,
+                    },
                 },
                 post_attention_layernorm: w
                     .take(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
@@ -534,8 +551,10 @@ impl DecoderModel {
         Ok((cos, sin))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
+        l: usize,
         attn: &Attention,
         x: &Tensor,
         (cos, sin): (&Tensor, &Tensor),
@@ -545,14 +564,36 @@ impl DecoderModel {
     ) -> Result<Tensor> {
         let c = &self.config;
         let (b, t, _) = x.dims3()?;
-        let shape = |y: Tensor, heads: usize| -> Result<Tensor> {
-            y.reshape((b, t, heads, c.head_dim))?.transpose(1, 2)
+        // [b, heads, t, d], each head normalised first where the family does (Qwen3)
+        let shape = |y: Tensor, heads: usize, norm: Option<&Tensor>| -> Result<Tensor> {
+            let y = y.reshape((b, t, heads, c.head_dim))?;
+            let y = match norm {
+                Some(w) => ops::rms_norm(&y, w, c.rms_norm_eps, ops)?,
+                None => y,
+            };
+            y.transpose(1, 2)
         };
-        let q = shape(attn.q_proj.forward_mode(x, &self.mode)?, c.num_heads)?;
-        let k = shape(attn.k_proj.forward_mode(x, &self.mode)?, c.num_kv_heads)?;
-        let v = shape(attn.v_proj.forward_mode(x, &self.mode)?, c.num_kv_heads)?.contiguous()?;
-        let q = ops::rope(&q, cos, sin, ops)?;
-        let k = ops::rope(&k, cos, sin, ops)?;
+        let q = shape(
+            attn.q_proj.forward_mode(x, &self.mode)?,
+            c.num_heads,
+            attn.q_norm.as_ref(),
+        )?;
+        let k = shape(
+            attn.k_proj.forward_mode(x, &self.mode)?,
+            c.num_kv_heads,
+            attn.k_norm.as_ref(),
+        )?;
+        let v = shape(
+            attn.v_proj.forward_mode(x, &self.mode)?,
+            c.num_kv_heads,
+            None,
+        )?
+        .contiguous()?;
+        let (q, k) = if c.layer_uses_rope(l) {
+            (ops::rope(&q, cos, sin, ops)?, ops::rope(&k, cos, sin, ops)?)
+        } else {
+            (q, k)
+        };
         let (k, v) = match cache {
             Some(slot) => {
                 let kv = match slot.take() {
@@ -567,7 +608,7 @@ impl DecoderModel {
         let n_rep = c.num_heads / c.num_kv_heads;
         let k = ops::repeat_kv(&k, n_rep)?.contiguous()?;
         let v = ops::repeat_kv(&v, n_rep)?.contiguous()?;
-        let y = ops::attention(&q.contiguous()?, &k, &v, offset, ops)?;
+        let y = ops::attention(&q.contiguous()?, &k, &v, offset, c.layer_window(l), ops)?;
         let y = y
             .transpose(1, 2)?
             .reshape((b, t, c.num_heads * c.head_dim))?;
@@ -595,7 +636,7 @@ impl DecoderModel {
         let c = &self.config;
         let layer = &self.layers[l];
         let h = ops::rms_norm(x, &layer.input_layernorm, c.rms_norm_eps, ops)?;
-        let a = self.attention(&layer.self_attn, &h, rope, offset, slot, ops)?;
+        let a = self.attention(l, &layer.self_attn, &h, rope, offset, slot, ops)?;
         let a = match &layer.adapters {
             Some((after_attn, _)) => after_attn.forward(&a, &self.mode)?,
             None => a,

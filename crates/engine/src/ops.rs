@@ -414,18 +414,21 @@ pub fn cross_entropy_rows(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 }
 
 /// An additive causal mask `[q_len, kv_len]`: query `i` (at absolute position
-/// `offset + i`) sees keys `0..=offset + i`.
+/// `offset + i`) sees keys `0..=offset + i`, or with a `window` only the last `window` of
+/// them (transformers' sliding window: key `j` is seen when `j > offset + i - window`).
 pub fn causal_mask(
     q_len: usize,
     kv_len: usize,
     offset: usize,
+    window: Option<usize>,
     dtype: DType,
     device: &candle_core::Device,
 ) -> Result<Tensor> {
     let mask: Vec<f32> = (0..q_len)
         .flat_map(|i| {
             (0..kv_len).map(move |j| {
-                if j > offset + i {
+                let q = offset + i;
+                if j > q || window.is_some_and(|w| j + w <= q) {
                     f32::NEG_INFINITY
                 } else {
                     0.0
@@ -458,7 +461,16 @@ pub fn row_norms(w: &Tensor) -> Result<Tensor> {
 
 /// Scaled dot-product attention with a causal mask. `q`: `[b, h, t, d]`; `k`, `v`:
 /// `[b, h, T, d]` (already repeated for grouped-query attention).
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize, ops: Ops) -> Result<Tensor> {
+/// Causal attention of `q` (at positions `offset..`) over `k`/`v` (positions `0..`); with a
+/// `window`, each query sees only the last `window` keys up to itself.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    offset: usize,
+    window: Option<usize>,
+    ops: Ops,
+) -> Result<Tensor> {
     let (_, _, t, d) = q.dims4()?;
     let kv_len = k.dim(2)?;
     let scale = 1.0 / (d as f64).sqrt();
@@ -470,8 +482,8 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, offset: usize, ops: Ops) ->
     // scaled, masked scores in the wide dtype
     let masked = |x: Tensor| -> Result<Tensor> {
         let x = (x.to_dtype(wide)? * scale)?;
-        if t > 1 || offset + t < kv_len {
-            x.broadcast_add(&causal_mask(t, kv_len, offset, wide, q.device())?)
+        if t > 1 || offset + t < kv_len || window.is_some_and(|w| kv_len > w) {
+            x.broadcast_add(&causal_mask(t, kv_len, offset, window, wide, q.device())?)
         } else {
             Ok(x)
         }
@@ -662,13 +674,13 @@ pub(crate) mod tests {
             rand_t(&[1, 2, 3, 4], 22),
         );
         check_grad(&[1, 2, 3, 4], 23, |x| {
-            attention(x, &k, &v, 0, Ops::Differentiable)
+            attention(x, &k, &v, 0, None, Ops::Differentiable)
         });
         check_grad(&[1, 2, 3, 4], 24, |x| {
-            attention(&q, x, &v, 0, Ops::Differentiable)
+            attention(&q, x, &v, 0, None, Ops::Differentiable)
         });
         check_grad(&[1, 2, 3, 4], 25, |x| {
-            attention(&q, &k, x, 0, Ops::Differentiable)
+            attention(&q, &k, x, 0, None, Ops::Differentiable)
         });
         // grouped-query: gradients of the shared kv heads sum over their query heads
         let q4 = rand_t(&[1, 4, 3, 4], 26);
@@ -678,8 +690,13 @@ pub(crate) mod tests {
                 &repeat_kv(x, 2)?,
                 &repeat_kv(&v, 2)?,
                 0,
+                None,
                 Ops::Differentiable,
             )
+        });
+        // a sliding window of 2 keys: the masked keys get no gradient, the rest do
+        check_grad(&[1, 2, 3, 4], 28, |x| {
+            attention(&q, x, &v, 0, Some(2), Ops::Differentiable)
         });
     }
 
@@ -835,7 +852,7 @@ pub(crate) mod tests {
                     1 => (conv(&q)?, conv(x)?, conv(&v)?),
                     _ => (conv(&q)?, conv(&k)?, conv(x)?),
                 };
-                attention(&q, &k, &v, 0, Ops::Differentiable)?.to_dtype(DType::F32)
+                attention(&q, &k, &v, 0, None, Ops::Differentiable)?.to_dtype(DType::F32)
             };
             let x = [&q, &k, &v][which];
             let a = grad_of(x, &r, |x| pick(x, false));
@@ -850,12 +867,20 @@ pub(crate) mod tests {
 
     #[test]
     fn causal_mask_respects_the_offset() {
-        let m = causal_mask(2, 4, 2, DType::F32, &Device::Cpu)
+        let m = causal_mask(2, 4, 2, None, DType::F32, &Device::Cpu)
             .unwrap()
             .to_vec2::<f32>()
             .unwrap();
         assert_eq!(m[0][..3], [0.0, 0.0, 0.0]);
         assert!(m[0][3].is_infinite());
         assert_eq!(m[1], [0.0; 4]);
+        // window 2: query at position 3 sees keys 2 and 3 only
+        let w = causal_mask(2, 4, 2, Some(2), DType::F32, &Device::Cpu)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let seen = |row: &[f32]| row.iter().map(|x| x.is_finite()).collect::<Vec<_>>();
+        assert_eq!(seen(&w[0]), [false, true, true, false]);
+        assert_eq!(seen(&w[1]), [false, false, true, true]);
     }
 }

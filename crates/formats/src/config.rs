@@ -1,8 +1,9 @@
 //! The architecture of a decoder-only model, normalised from wherever it was described:
 //! an HF `config.json` or the metadata of a GGUF file.
 //!
-//! One struct serves the Llama layout (SmolLM2, Llama 2/3, TinyLlama), Qwen2 and Mistral:
-//! they differ only in which projections carry a bias, the rope settings and the defaults.
+//! One struct serves the Llama layout (SmolLM2, Llama 2/3, TinyLlama), Qwen2, Qwen3, Mistral
+//! and SmolLM3: they differ in which projections carry a bias, the rope settings, Qwen3's
+//! per-head q/k norms, SmolLM3's layers without rope, sliding-window layers and the defaults.
 
 use crate::error::FileError;
 use candle_core::quantized::gguf_file;
@@ -15,7 +16,9 @@ use std::path::Path;
 pub enum Family {
     Llama,
     Qwen2,
+    Qwen3,
     Mistral,
+    SmolLM3,
 }
 
 impl Family {
@@ -23,9 +26,14 @@ impl Family {
         match self {
             Family::Llama => "llama",
             Family::Qwen2 => "qwen2",
+            Family::Qwen3 => "qwen3",
             Family::Mistral => "mistral",
+            Family::SmolLM3 => "smollm3",
         }
     }
+
+    /// The families an HF `model_type` names, for error messages.
+    pub const SUPPORTED: &'static str = "llama, qwen2, qwen3, mistral, smollm3";
 }
 
 /// How rotary frequencies are adjusted for long contexts.
@@ -66,11 +74,38 @@ pub struct ModelConfig {
     pub o_bias: bool,
     /// gate/up/down carry a bias (Llama with `mlp_bias`).
     pub mlp_bias: bool,
+    /// Qwen3: an RMSNorm over each head of q and of k, before the rope (`q_norm`, `k_norm`,
+    /// weights `[head_dim]`).
+    pub qk_norm: bool,
+    /// Per layer, whether q and k are rotated (SmolLM3 leaves every fourth layer without
+    /// rope); empty when every layer is.
+    pub rope_layers: Vec<bool>,
+    /// The window of sliding-window attention: a query sees at most this many keys, itself
+    /// included, on the layers `sliding_layers` marks.
+    pub sliding_window: Option<usize>,
+    /// Per layer, whether its attention slides; empty when none does.
+    pub sliding_layers: Vec<bool>,
+    /// Dropout on the attention probabilities while training (transformers applies it in
+    /// train mode); Whetstone refuses to train a model that sets it (see the trainer).
+    pub attention_dropout: f64,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
 }
 
 impl ModelConfig {
+    /// Whether layer `l` rotates its queries and keys.
+    pub fn layer_uses_rope(&self, l: usize) -> bool {
+        self.rope_layers.get(l).copied().unwrap_or(true)
+    }
+
+    /// The attention window of layer `l`: `None` for full causal attention.
+    pub fn layer_window(&self, l: usize) -> Option<usize> {
+        match self.sliding_layers.get(l) {
+            Some(true) => self.sliding_window,
+            _ => None,
+        }
+    }
+
     /// Parameters of the base model, counted from the shapes this config implies.
     pub fn parameter_count(&self) -> u64 {
         let h = self.hidden_size as u64;
@@ -86,6 +121,9 @@ impl ModelConfig {
         }
         if self.mlp_bias {
             layer += 2 * i + h;
+        }
+        if self.qk_norm {
+            layer += 2 * self.head_dim as u64;
         }
         let embed = self.vocab_size as u64 * h;
         let head = if self.tie_word_embeddings { 0 } else { embed };
@@ -132,11 +170,44 @@ impl ModelConfig {
                 format!("{} is not in (0, 1)", self.rms_norm_eps),
             ));
         }
+        if !(0.0..1.0).contains(&self.attention_dropout) {
+            return Err(bad(
+                "attention_dropout",
+                format!("{} is not in [0, 1)", self.attention_dropout),
+            ));
+        }
         if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
             return Err(bad(
                 "rope_theta",
                 format!("{} must be a number > 1", self.rope_theta),
             ));
+        }
+        for (field, v) in [
+            ("no_rope_layers", &self.rope_layers),
+            ("layer_types", &self.sliding_layers),
+        ] {
+            if !v.is_empty() && v.len() != self.num_layers {
+                return Err(bad(
+                    field,
+                    format!(
+                        "has {} entries, num_hidden_layers = {}",
+                        v.len(),
+                        self.num_layers
+                    ),
+                ));
+            }
+        }
+        if self.sliding_layers.iter().any(|&s| s) {
+            match self.sliding_window {
+                None => {
+                    return Err(bad(
+                        "sliding_window",
+                        "missing, but some layers are sliding_attention".into(),
+                    ))
+                }
+                Some(0) => return Err(bad("sliding_window", "must be at least 1, got 0".into())),
+                Some(_) => {}
+            }
         }
         if let Some(RopeScaling::Factors { factors }) = &self.rope_scaling {
             if factors.len() != self.head_dim / 2 {
@@ -163,11 +234,19 @@ impl ModelConfig {
     ) -> Result<Value, String> {
         let (qkv, o, mlp) = biases;
         let (arch, model_type, attention_bias, mlp_bias) = match self.family {
-            Family::Llama => {
+            Family::Llama | Family::SmolLM3 | Family::Qwen3 => {
+                let name = self.family.as_str();
                 if qkv != o {
-                    return Err("Llama's `attention_bias` gives q, k, v and o biases together; this model has them on only some".into());
+                    return Err(format!("{name}'s `attention_bias` gives q, k, v and o biases together; this model has them on only some"));
                 }
-                ("LlamaForCausalLM", "llama", qkv, mlp)
+                if mlp && self.family == Family::Qwen3 {
+                    return Err("Qwen3 has no MLP biases; these weights have some".into());
+                }
+                match self.family {
+                    Family::Llama => ("LlamaForCausalLM", "llama", qkv, mlp),
+                    Family::SmolLM3 => ("SmolLM3ForCausalLM", "smollm3", qkv, mlp),
+                    _ => ("Qwen3ForCausalLM", "qwen3", qkv, false),
+                }
             }
             Family::Qwen2 => {
                 if !qkv || o || mlp {
@@ -225,15 +304,56 @@ impl ModelConfig {
             "bos_token_id": self.bos_token_id,
             "eos_token_id": eos,
             "torch_dtype": torch_dtype,
+            "attention_dropout": self.attention_dropout,
             "use_cache": true,
         });
-        if self.family == Family::Llama {
+        if matches!(self.family, Family::Llama | Family::SmolLM3 | Family::Qwen3) {
             v["attention_bias"] = json!(attention_bias);
+        }
+        if matches!(self.family, Family::Llama | Family::SmolLM3) {
             v["mlp_bias"] = json!(mlp_bias);
         }
-        if self.family != Family::Llama {
-            v["sliding_window"] = Value::Null;
-            v["use_sliding_window"] = json!(false);
+        if self.family == Family::SmolLM3 {
+            let layers: Vec<u8> = (0..self.num_layers)
+                .map(|l| self.layer_uses_rope(l) as u8)
+                .collect();
+            v["no_rope_layers"] = json!(layers);
+        } else if self.rope_layers.iter().any(|&r| !r) {
+            return Err(format!(
+                "{} cannot leave layers without rope",
+                self.family.as_str()
+            ));
+        }
+        let sliding = self.sliding_layers.iter().any(|&s| s);
+        let types: Vec<&str> = (0..self.num_layers)
+            .map(|l| match self.layer_window(l) {
+                Some(_) => "sliding_attention",
+                None => "full_attention",
+            })
+            .collect();
+        match self.family {
+            Family::Llama if sliding => {
+                return Err("Llama has no sliding-window attention".into());
+            }
+            Family::Llama => {}
+            Family::Mistral => {
+                if sliding && !self.sliding_layers.iter().all(|&s| s) {
+                    return Err(
+                        "Mistral slides on every layer or none; this model mixes them".into(),
+                    );
+                }
+                v["sliding_window"] = json!(self.sliding_window.filter(|_| sliding));
+            }
+            Family::Qwen2 | Family::Qwen3 | Family::SmolLM3 => {
+                v["use_sliding_window"] = json!(sliding);
+                v["sliding_window"] = json!(self.sliding_window.filter(|_| sliding));
+                if self.family != Family::SmolLM3 {
+                    // 4.x readers without `layer_types` derive it from max_window_layers
+                    let first = self.sliding_layers.iter().position(|&s| s);
+                    v["max_window_layers"] = json!(first.unwrap_or(self.num_layers));
+                }
+                v["layer_types"] = json!(types);
+            }
         }
         Ok(v)
     }
@@ -256,19 +376,22 @@ impl ModelConfig {
             .ok_or_else(|| {
                 field_err(
                     "model_type",
-                    "missing (expected \"llama\", \"qwen2\" or \"mistral\")",
+                    &format!("missing (expected one of {})", Family::SUPPORTED),
                 )
             })?;
         let family = match model_type {
             "llama" => Family::Llama,
             "qwen2" => Family::Qwen2,
+            "qwen3" => Family::Qwen3,
             "mistral" => Family::Mistral,
+            "smollm3" => Family::SmolLM3,
             other => {
                 return Err(field_err(
                     "model_type",
                     &format!(
-                    "architecture \"{other}\" is not supported (supported: llama, qwen2, mistral)"
-                ),
+                        "architecture \"{other}\" is not supported (supported: {})",
+                        Family::SUPPORTED
+                    ),
                 ))
             }
         };
@@ -317,6 +440,8 @@ impl ModelConfig {
         }
         let head_dim = match uint("head_dim")? {
             Some(d) => d,
+            // Qwen3's class default, independent of the hidden size
+            None if family == Family::Qwen3 => 128,
             None => {
                 if hidden_size % num_heads != 0 {
                     return Err(field_err(
@@ -328,7 +453,17 @@ impl ModelConfig {
             }
         };
         let attention_bias = boolean("attention_bias", false)?;
+        if family == Family::Mistral && attention_bias {
+            return Err(field_err(
+                "attention_bias",
+                "true: Mistral has no attention biases",
+            ));
+        }
         refuse_unsupported_math(json, &field_err)?;
+        let num_layers = req("num_hidden_layers")?;
+        let rope_layers = rope_layers(json, family, num_layers, &field_err)?;
+        let (sliding_window, sliding_layers) =
+            sliding_layers(json, family, num_layers, &rope_layers, &field_err)?;
         let (rope_theta, rope_scaling) = rope_settings(json, &field_err)?;
         let eos_token_ids = match json.get("eos_token_id") {
             None | Some(Value::Null) => vec![],
@@ -345,7 +480,7 @@ impl ModelConfig {
             vocab_size: req("vocab_size")?,
             hidden_size,
             intermediate_size: req("intermediate_size")?,
-            num_layers: req("num_hidden_layers")?,
+            num_layers,
             num_heads,
             num_kv_heads: uint("num_key_value_heads")?.unwrap_or(num_heads),
             head_dim,
@@ -353,10 +488,17 @@ impl ModelConfig {
             rope_theta,
             rope_scaling,
             max_position_embeddings: uint("max_position_embeddings")?.unwrap_or(2048),
-            tie_word_embeddings: boolean("tie_word_embeddings", false)?,
+            // SmolLM3's class ties by default, the others do not
+            tie_word_embeddings: boolean("tie_word_embeddings", family == Family::SmolLM3)?,
             qkv_bias: family == Family::Qwen2 || attention_bias,
-            o_bias: family == Family::Llama && attention_bias,
-            mlp_bias: family == Family::Llama && boolean("mlp_bias", false)?,
+            o_bias: family != Family::Qwen2 && attention_bias,
+            mlp_bias: matches!(family, Family::Llama | Family::SmolLM3)
+                && boolean("mlp_bias", false)?,
+            qk_norm: family == Family::Qwen3,
+            rope_layers,
+            sliding_window,
+            sliding_layers,
+            attention_dropout: float("attention_dropout", 0.0)?,
             bos_token_id: uint("bos_token_id")?.map(|n| n as u32),
             eos_token_ids,
         };
@@ -381,10 +523,12 @@ impl ModelConfig {
             "llama" => Family::Llama,
             "mistral" => Family::Mistral,
             "qwen2" => Family::Qwen2,
+            "qwen3" => Family::Qwen3,
+            "smollm3" => Family::SmolLM3,
             other => {
                 return Err(FileError::new(
                     path,
-                    format!("GGUF architecture \"{other}\" is not supported (supported: llama, mistral, qwen2)"),
+                    format!("GGUF architecture \"{other}\" is not supported (supported: llama, mistral, qwen2, qwen3, smollm3)"),
                 ))
             }
         };
@@ -499,12 +643,13 @@ impl ModelConfig {
             (None, Some(factor)) => Some(RopeScaling::Linear { factor }),
             (None, None) => None,
         };
+        let num_layers = req_u("block_count")?;
         let cfg = ModelConfig {
             family,
             vocab_size,
             hidden_size,
             intermediate_size: req_u("feed_forward_length")?,
-            num_layers: req_u("block_count")?,
+            num_layers,
             num_heads,
             num_kv_heads: get_u("attention.head_count_kv")?.unwrap_or(num_heads),
             head_dim,
@@ -516,6 +661,16 @@ impl ModelConfig {
             qkv_bias: has("blk.0.attn_q.bias"),
             o_bias: has("blk.0.attn_output.bias"),
             mlp_bias: has("blk.0.ffn_up.bias"),
+            qk_norm: has("blk.0.attn_q_norm.weight"),
+            // llama.cpp's smollm3 leaves every fourth layer without rope, a fixed pattern
+            rope_layers: if family == Family::SmolLM3 {
+                (0..num_layers).map(|l| (l + 1) % 4 != 0).collect()
+            } else {
+                vec![]
+            },
+            sliding_window: None,
+            sliding_layers: vec![],
+            attention_dropout: 0.0,
             bos_token_id: md_u32("tokenizer.ggml.bos_token_id"),
             eos_token_ids: md_u32("tokenizer.ggml.eos_token_id").into_iter().collect(),
         };
@@ -667,25 +822,183 @@ fn refuse_unsupported_math(json: &Value, field_err: &FieldErr) -> Result<(), Fil
             ));
         }
     }
-    if set("use_sliding_window").and_then(Value::as_bool) == Some(true) {
-        return Err(field_err(
-            "use_sliding_window",
-            "true: sliding-window attention is not supported",
-        ));
-    }
-    if let Some(Value::Array(types)) = set("layer_types") {
-        if let Some((i, t)) = types
-            .iter()
-            .enumerate()
-            .find(|(_, t)| t.as_str() != Some("full_attention"))
-        {
+    Ok(())
+}
+
+/// SmolLM3's `no_rope_layers` (1 = the layer rotates, 0 = it does not), or the pattern its
+/// `no_rope_layer_interval` implies (every n-th layer without rope); empty (all rotate) for
+/// the other families.
+fn rope_layers(
+    json: &Value,
+    family: Family,
+    num_layers: usize,
+    field_err: &FieldErr,
+) -> Result<Vec<bool>, FileError> {
+    if family != Family::SmolLM3 {
+        // a list with a layer left unrotated belongs to another class: refused, not ignored
+        if let Some(v) = json.get("no_rope_layers").filter(|v| {
+            v.as_array()
+                .is_some_and(|a| a.iter().any(|x| x.as_u64() != Some(1)))
+        }) {
             return Err(field_err(
-                &format!("layer_types[{i}]"),
-                &format!("{t} is not supported (every layer must be \"full_attention\")"),
+                "no_rope_layers",
+                &format!("{v}: {} rotates every layer", family.as_str()),
             ));
         }
+        return Ok(vec![]);
     }
-    Ok(())
+    match json.get("no_rope_layers") {
+        None | Some(Value::Null) => {
+            let every = match json.get("no_rope_layer_interval") {
+                None | Some(Value::Null) => 4,
+                Some(v) => v.as_u64().filter(|&n| n > 0).ok_or_else(|| {
+                    field_err(
+                        "no_rope_layer_interval",
+                        &format!("expected a positive integer, got {v}"),
+                    )
+                })? as usize,
+            };
+            Ok((0..num_layers).map(|l| (l + 1) % every != 0).collect())
+        }
+        Some(Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v.as_u64() {
+                Some(0) => Ok(false),
+                Some(1) => Ok(true),
+                _ => Err(field_err(
+                    &format!("no_rope_layers[{i}]"),
+                    &format!("expected 0 or 1, got {v}"),
+                )),
+            })
+            .collect(),
+        Some(v) => Err(field_err(
+            "no_rope_layers",
+            &format!("expected a list of 0 and 1, got {v}"),
+        )),
+    }
+}
+
+/// Which layers use sliding-window attention, and the window, as each family's
+/// transformers class decides it: an explicit `layer_types` list where the family reads one,
+/// else Mistral slides on every layer when `sliding_window` is set (4096 when absent, its
+/// class default), Qwen2/Qwen3 with `use_sliding_window` on the layers from
+/// `max_window_layers` on, SmolLM3 with `use_sliding_window` on the layers without rope.
+fn sliding_layers(
+    json: &Value,
+    family: Family,
+    num_layers: usize,
+    rope_layers: &[bool],
+    field_err: &FieldErr,
+) -> Result<(Option<usize>, Vec<bool>), FileError> {
+    let set = |k: &str| json.get(k).filter(|v| !v.is_null());
+    let window = match set("sliding_window") {
+        None if family == Family::Mistral && json.get("sliding_window").is_none() => Some(4096),
+        None => None,
+        Some(v) => Some(v.as_u64().filter(|&n| n > 0).ok_or_else(|| {
+            field_err(
+                "sliding_window",
+                &format!("expected a positive integer or null, got {v}"),
+            )
+        })? as usize),
+    };
+    let use_sliding = match set("use_sliding_window") {
+        None => false,
+        Some(v) => v.as_bool().ok_or_else(|| {
+            field_err(
+                "use_sliding_window",
+                &format!("expected true or false, got {v}"),
+            )
+        })?,
+    };
+    let listed: Option<Vec<bool>> = match set("layer_types") {
+        None => None,
+        Some(Value::Array(types)) => Some(
+            types
+                .iter()
+                .enumerate()
+                .map(|(i, t)| match t.as_str() {
+                    Some("full_attention") => Ok(false),
+                    Some("sliding_attention") => Ok(true),
+                    _ => Err(field_err(
+                        &format!("layer_types[{i}]"),
+                        &format!(
+                            "{t} is not supported (supported: \"full_attention\", \"sliding_attention\")"
+                        ),
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        Some(v) => {
+            return Err(field_err(
+                "layer_types",
+                &format!("expected a list, got {v}"),
+            ))
+        }
+    };
+    let derived: Vec<bool> = match family {
+        Family::Llama => vec![false; num_layers],
+        Family::Mistral => vec![window.is_some(); num_layers],
+        Family::Qwen2 | Family::Qwen3 => {
+            let from = match set("max_window_layers") {
+                None => 28,
+                Some(v) => v.as_u64().ok_or_else(|| {
+                    field_err(
+                        "max_window_layers",
+                        &format!("expected a non-negative integer, got {v}"),
+                    )
+                })? as usize,
+            };
+            (0..num_layers)
+                .map(|l| use_sliding && window.is_some() && l >= from)
+                .collect()
+        }
+        Family::SmolLM3 => (0..num_layers)
+            .map(|l| {
+                use_sliding && window.is_some() && !rope_layers.get(l).copied().unwrap_or(true)
+            })
+            .collect(),
+    };
+    let layers = match (family, listed) {
+        // Llama's and Mistral's classes ignore `layer_types`: a list that disagrees with what
+        // they compute is a folder meant for another class
+        (Family::Llama | Family::Mistral, Some(l)) if l != derived => {
+            let i = l
+                .iter()
+                .zip(&derived)
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            return Err(field_err(
+                &format!("layer_types[{i}]"),
+                &format!(
+                    "\"{}\" is not what {} computes for this layer",
+                    if l[i] {
+                        "sliding_attention"
+                    } else {
+                        "full_attention"
+                    },
+                    family.as_str()
+                ),
+            ));
+        }
+        (Family::Qwen2 | Family::Qwen3 | Family::SmolLM3, Some(l)) => {
+            // these classes drop the window unless `use_sliding_window` is on
+            if l.iter().any(|&s| s) && !(use_sliding && window.is_some()) {
+                let i = l.iter().position(|&s| s).unwrap_or(0);
+                return Err(field_err(
+                    &format!("layer_types[{i}]"),
+                    "\"sliding_attention\" but use_sliding_window is off or sliding_window is null",
+                ));
+            }
+            l
+        }
+        _ => derived,
+    };
+    if layers.iter().any(|&s| s) {
+        Ok((window, layers))
+    } else {
+        Ok((None, vec![]))
+    }
 }
 
 #[cfg(test)]
@@ -786,14 +1099,19 @@ mod tests {
                 "`final_logit_softcapping`: 30",
             ),
             (
-                "use_sliding_window",
-                json!(true),
-                "`use_sliding_window`: true",
+                "layer_types",
+                json!(["full_attention", "sliding_attention"]),
+                "`layer_types[1]`: \"sliding_attention\" is not what llama computes",
             ),
             (
                 "layer_types",
-                json!(["full_attention", "sliding_attention"]),
-                "`layer_types[1]`: \"sliding_attention\"",
+                json!(["full_attention", "chunked_attention"]),
+                "`layer_types[1]`: \"chunked_attention\" is not supported",
+            ),
+            (
+                "no_rope_layers",
+                json!([1, 0]),
+                "`no_rope_layers`: [1,0]: llama rotates every layer",
             ),
             (
                 "rope_parameters",
@@ -834,6 +1152,126 @@ mod tests {
         v["use_sliding_window"] = json!(false);
         v["layer_types"] = json!(["full_attention", "full_attention"]);
         assert!(ModelConfig::from_hf_value(&v, Path::new("c.json")).is_ok());
+    }
+
+    #[test]
+    fn sliding_windows_and_rope_layers_follow_each_family_class() {
+        let p = Path::new("c.json");
+        let read = |edit: &dyn Fn(&mut Value)| {
+            let mut v = llama();
+            v["num_hidden_layers"] = json!(4);
+            edit(&mut v);
+            ModelConfig::from_hf_value(&v, p)
+        };
+        // Mistral slides everywhere; without the key its class default (4096) holds
+        let c = read(&|v| v["model_type"] = json!("mistral")).unwrap();
+        assert_eq!(c.sliding_window, Some(4096));
+        assert!((0..4).all(|l| c.layer_window(l) == Some(4096)));
+        let c = read(&|v| {
+            v["model_type"] = json!("mistral");
+            v["sliding_window"] = json!(null);
+        })
+        .unwrap();
+        assert!((0..4).all(|l| c.layer_window(l).is_none()));
+        // Qwen2/Qwen3: only with use_sliding_window, from max_window_layers on
+        let c = read(&|v| {
+            v["model_type"] = json!("qwen3");
+            v["sliding_window"] = json!(8);
+            v["max_window_layers"] = json!(2);
+        })
+        .unwrap();
+        assert!(c.sliding_layers.is_empty() && c.qk_norm);
+        let c = read(&|v| {
+            v["model_type"] = json!("qwen2");
+            v["use_sliding_window"] = json!(true);
+            v["sliding_window"] = json!(8);
+            v["max_window_layers"] = json!(2);
+        })
+        .unwrap();
+        assert_eq!(c.sliding_layers, [false, false, true, true]);
+        // an explicit layer_types wins, but must agree with use_sliding_window
+        let c = read(&|v| {
+            v["model_type"] = json!("qwen2");
+            v["use_sliding_window"] = json!(true);
+            v["sliding_window"] = json!(8);
+            v["layer_types"] = json!([
+                "sliding_attention",
+                "full_attention",
+                "full_attention",
+                "full_attention"
+            ]);
+        })
+        .unwrap();
+        assert_eq!(c.layer_window(0), Some(8));
+        let e = read(&|v| {
+            v["model_type"] = json!("qwen2");
+            v["layer_types"] = json!([
+                "sliding_attention",
+                "full_attention",
+                "full_attention",
+                "full_attention"
+            ]);
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("`layer_types[0]`"), "{e}");
+        // SmolLM3: every fourth layer without rope unless listed; ties by default
+        let c = read(&|v| {
+            v["model_type"] = json!("smollm3");
+            v.as_object_mut().unwrap().remove("tie_word_embeddings");
+        })
+        .unwrap();
+        assert_eq!(c.rope_layers, [true, true, true, false]);
+        assert!(c.tie_word_embeddings);
+        let c = read(&|v| {
+            v["model_type"] = json!("smollm3");
+            v["no_rope_layers"] = json!([0, 1, 1, 1]);
+            v["use_sliding_window"] = json!(true);
+            v["sliding_window"] = json!(3);
+        })
+        .unwrap();
+        assert_eq!(c.sliding_layers, [true, false, false, false]);
+        let e = read(&|v| {
+            v["model_type"] = json!("smollm3");
+            v["no_rope_layers"] = json!([1, 2, 1, 1]);
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`no_rope_layers[1]`: expected 0 or 1, got 2"),
+            "{e}"
+        );
+        // Qwen3 without head_dim uses its class default, not hidden / heads
+        let c = read(&|v| {
+            v["model_type"] = json!("qwen3");
+            v.as_object_mut().unwrap().remove("head_dim");
+        })
+        .unwrap();
+        assert_eq!(c.head_dim, 128);
+        // the HF config written for a merged export reads back as the same model
+        for c in [
+            read(&|v| {
+                v["model_type"] = json!("smollm3");
+                v["use_sliding_window"] = json!(true);
+                v["sliding_window"] = json!(3);
+            }),
+            read(&|v| {
+                v["model_type"] = json!("qwen3");
+                v["attention_bias"] = json!(true);
+                v["use_sliding_window"] = json!(true);
+                v["sliding_window"] = json!(5);
+                v["max_window_layers"] = json!(1);
+            }),
+            read(&|v| {
+                v["model_type"] = json!("mistral");
+                v["sliding_window"] = json!(6);
+            }),
+        ] {
+            let c = c.unwrap();
+            let json = c
+                .to_hf_json("float32", (c.qkv_bias, c.o_bias, c.mlp_bias))
+                .unwrap();
+            assert_eq!(ModelConfig::from_hf_value(&json, p).unwrap(), c);
+        }
     }
 
     #[test]

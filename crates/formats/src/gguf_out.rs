@@ -20,15 +20,48 @@ pub fn gguf_architecture(family: Family) -> &'static str {
     match family {
         Family::Llama | Family::Mistral => "llama",
         Family::Qwen2 => "qwen2",
+        Family::Qwen3 => "qwen3",
+        Family::SmolLM3 => "smollm3",
     }
 }
 
-/// Whether llama.cpp's converter permuted this architecture's Q and K rows.
+/// Whether llama.cpp's converter permuted this architecture's Q and K rows (it does for the
+/// architectures whose rope rotates adjacent pairs: `llama` and `smollm3`).
 pub fn permutes_qk(family: Family) -> bool {
-    gguf_architecture(family) == "llama"
+    matches!(gguf_architecture(family), "llama" | "smollm3")
 }
 
 pub use crate::weights::gguf_name;
+
+/// Refuse a model whose computation llama.cpp's architecture for it would not reproduce, so
+/// a GGUF export never silently changes the function: sliding-window layers (the `llama`,
+/// `qwen2` and `qwen3` graphs attend to the whole context) and layers without rope other
+/// than `smollm3`'s fixed every-fourth pattern.
+pub fn check_llama_cpp_math(cfg: &ModelConfig) -> Result<(), String> {
+    let arch = gguf_architecture(cfg.family);
+    if let Some(w) = cfg
+        .sliding_window
+        .filter(|_| cfg.sliding_layers.iter().any(|&s| s))
+    {
+        return Err(format!(
+            "llama.cpp's `{arch}` attends to the whole context, but this model's layers slide \
+             over {w} tokens (`sliding_window`); a GGUF would compute differently beyond {w} \
+             tokens"
+        ));
+    }
+    let llama_cpp_pattern = |l: usize| cfg.family != Family::SmolLM3 || (l + 1) % 4 != 0;
+    if let Some(l) = (0..cfg.num_layers).find(|&l| cfg.layer_uses_rope(l) != llama_cpp_pattern(l)) {
+        return Err(format!(
+            "layer {l} {} rope here but not in llama.cpp's `{arch}` (`no_rope_layers`)",
+            if cfg.layer_uses_rope(l) {
+                "uses"
+            } else {
+                "skips"
+            }
+        ));
+    }
+    Ok(())
+}
 
 /// Interleave the rotary halves of each head's rows, as llama.cpp's converter does to Q and
 /// K (the inverse of [`crate::weights::unpermute_qk`]).

@@ -5,7 +5,7 @@
 //! tensor it needs by name and shape; anything left over is an error, because a tensor the
 //! model does not use means the file describes a different model than the one we built.
 
-use crate::config::{Family, ModelConfig};
+use crate::config::ModelConfig;
 use crate::error::{FileError, WithPath};
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
@@ -189,7 +189,7 @@ const GLOBAL_NAMES: [(&str, &str); 3] = [
 ];
 
 /// Per-layer modules: (llama.cpp's `blk.N.<name>`, HF's `model.layers.N.<name>`).
-pub const LAYER_NAMES: [(&str, &str); 9] = [
+pub const LAYER_NAMES: [(&str, &str); 11] = [
     ("attn_q", "self_attn.q_proj"),
     ("attn_k", "self_attn.k_proj"),
     ("attn_v", "self_attn.v_proj"),
@@ -199,6 +199,8 @@ pub const LAYER_NAMES: [(&str, &str); 9] = [
     ("ffn_down", "mlp.down_proj"),
     ("attn_norm", "input_layernorm"),
     ("ffn_norm", "post_attention_layernorm"),
+    ("attn_q_norm", "self_attn.q_norm"),
+    ("attn_k_norm", "self_attn.k_norm"),
 ];
 
 /// Translate a tensor name between the two namings; `to_hf` picks the direction.
@@ -321,7 +323,7 @@ pub fn load_gguf(
             .dequantize(device)
             .and_then(|t| t.to_dtype(dtype))
             .map_err(|e| FileError::new(path, format!("tensor `{name}` ({:?}): {e}", q.dtype())))?;
-        if cfg.family != Family::Qwen2 {
+        if crate::gguf_out::permutes_qk(cfg.family) {
             let heads = if name.contains(".attn_q.") {
                 Some(cfg.num_heads)
             } else if name.contains(".attn_k.") {

@@ -136,6 +136,11 @@ fn config(e: &Entry) -> ModelConfig {
         qkv_bias: e.family == Family::Qwen2,
         o_bias: false,
         mlp_bias: false,
+        qk_norm: e.family == Family::Qwen3,
+        rope_layers: vec![],
+        sliding_window: None,
+        sliding_layers: vec![],
+        attention_dropout: 0.0,
         bos_token_id: None,
         eos_token_ids: vec![],
     }

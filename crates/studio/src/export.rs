@@ -869,6 +869,8 @@ fn gguf_adapter(
     out: &Path,
     dtype: GgmlDType,
 ) -> Result<(), RunError> {
+    gguf_out::check_llama_cpp_math(&source.config)
+        .map_err(|e| user(format!("cannot export as GGUF: {e}")))?;
     let ck = &job.checkpoint;
     let wf = ck.join("adapter_model.safetensors");
     let tensors = candle_core::safetensors::load(&wf, &Device::Cpu)
@@ -943,6 +945,7 @@ fn gguf_model(
     progress: &dyn Fn(&str),
 ) -> Result<(), RunError> {
     let cfg = &source.config;
+    gguf_out::check_llama_cpp_math(cfg).map_err(|e| user(format!("cannot export as GGUF: {e}")))?;
     // refuse a tokenizer llama.cpp cannot be told about before the slow part
     let tokenizer_md = match source.gguf_content() {
         Some(_) => vec![],

@@ -1,0 +1,132 @@
+"""Today's families end to end: Qwen3 (per-head q/k norms), SmolLM3 (layers without rope) and
+sliding-window layers (Mistral, Qwen2/3, SmolLM3) train, and their exports load in the tools
+that consume them with the NLL Whetstone computes: PEFT adapters in PeftModel, merged folders
+in transformers, GGUF models in llama.cpp. Where llama.cpp's graph would compute something
+else (sliding windows), the GGUF export is refused by name.
+
+Scoring each family against transformers is in test_models.py."""
+import json
+
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors.torch import load_file
+
+import tiny_models as tm
+from test_export import check_manifest, export, llama_cpp_nll, max_diff, score, train
+from test_train import text_data  # noqa: F401  (fixture)
+
+FAMILIES = {
+    "qwen3": dict(family="qwen3"),
+    # four layers: llama.cpp's smollm3 graph leaves every fourth without rope, as the real models do
+    "smollm3": dict(family="smollm3", num_hidden_layers=4, no_rope_layer_interval=4),
+    "mistral-sliding-window": dict(family="mistral", sliding_window=7),
+}
+
+
+def nll_text(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text(tm.TEXT)
+    return text
+
+
+@pytest.mark.parametrize("variant", sorted(FAMILIES))
+def test_lora_trains_and_its_peft_merged_and_gguf_exports_agree(run, tmp_path, text_data, variant):
+    model = tm.make_model(tmp_path / variant, seed=3, **FAMILIES[variant])
+    run_id = train(run, model, text_data, "lora", "max_steps=4", "lr=1e-2", "lora.targets=all-linear")
+    text = nll_text(tmp_path)
+    ours = score(run, model, text, run_id)
+    base = score(run, model, text)
+    assert max_diff(ours["token_nll"], base["token_nll"]) > 1e-3, "the adapter changed nothing"
+
+    peft_dir = check_manifest(export(run, run_id, "peft"), "lora")
+    peft_model = PeftModel.from_pretrained(tm.load_reference(model), peft_dir).eval()
+    d = max_diff(ours["token_nll"], tm.token_nll(peft_model, ours["token_ids"]))
+    print(f"{variant}: PEFT export in PeftModel vs whetstone {d:.2e}")
+    assert d < 1e-3, f"{variant} PEFT export: {d}"
+
+    merged = check_manifest(export(run, run_id, "merged", "--dtype", "f32", "--out", str(tmp_path / "merged")),
+                            "lora")
+    d = max_diff(ours["token_nll"], tm.token_nll(tm.load_reference(merged), ours["token_ids"]))
+    print(f"{variant}: merged folder in transformers vs whetstone {d:.2e}")
+    assert d < 1e-3, f"{variant} merged folder: {d}"
+
+    if "sliding" in variant:
+        p = run("export", run_id, "--format", "gguf", "--out", str(tmp_path / "gguf"), check=False)
+        assert p.returncode == 1 and "sliding_window" in p.stderr and len(p.stderr.strip().splitlines()) == 1, \
+            p.stderr
+        assert not (tmp_path / "gguf").exists()
+        return
+    # a merged GGUF model (DoRA exports as one) from the HF folder, in llama.cpp itself
+    run_id = train(run, model, text_data, "dora", "max_steps=3", "lr=1e-2", "lora.targets=all-linear")
+    ours = score(run, model, text, run_id)
+    report = export(run, run_id, "gguf", "--dtype", "f32", "--out", str(tmp_path / "gguf"))
+    assert report["kind"] == "gguf_model"
+    gguf_file = check_manifest(report, "dora") / "model.gguf"
+    again = score(run, gguf_file, text)
+    assert again["token_ids"] == ours["token_ids"]
+    assert max_diff(again["token_nll"], ours["token_nll"]) < 1e-4
+    d = max_diff(ours["token_nll"], llama_cpp_nll(gguf_file, ours["token_ids"]))
+    print(f"{variant}: merged GGUF in llama.cpp vs whetstone {d:.2e}")
+    assert d < 1e-3, f"{variant} GGUF in llama.cpp: {d}"
+
+
+def test_qwen3_full_fine_tune_trains_the_head_norms_and_merges(run, tmp_path, text_data):
+    model = tm.make_model(tmp_path / "qwen3", seed=4, family="qwen3")
+    run_id = train(run, model, text_data, "full", "max_steps=3", "lr=1e-3")
+    text = nll_text(tmp_path)
+    ours = score(run, model, text, run_id)
+    merged = check_manifest(export(run, run_id, "merged", "--dtype", "f32", "--out", str(tmp_path / "merged")),
+                            "full")
+    before = load_file(str(model / "model.safetensors"))
+    after = load_file(str(merged / "model.safetensors"))
+    for name in ("model.layers.0.self_attn.q_norm.weight", "model.layers.1.self_attn.k_norm.weight"):
+        assert not torch.equal(before[name], after[name]), f"{name} did not train"
+    d = max_diff(ours["token_nll"], tm.token_nll(tm.load_reference(merged), ours["token_ids"]))
+    assert d < 1e-3, f"qwen3 full fine-tune, merged: {d}"
+
+
+@pytest.mark.parametrize("variant", ["qwen3", "smollm3-sliding"])
+def test_lora_gradients_match_peft_on_new_families(run, tmp_path, text_data, variant):
+    spec = dict(family="qwen3") if variant == "qwen3" else dict(
+        family="smollm3", use_sliding_window=True, sliding_window=5, no_rope_layer_interval=2)
+    model = tm.make_model(tmp_path / variant, seed=6, **spec)
+    ref = tm.load_reference(model)
+    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    peft_model = get_peft_model(ref, cfg)
+    tm.randomize_adapter(peft_model, seed=5, scale=0.2)
+    adapter = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter)
+    dump = tmp_path / "grads.safetensors"
+    run("train", "--model", str(model), "--data", str(text_data), "--method", "lora",
+        "--set", f"lora.init={adapter}", "--set", "lora.r=4", "--set", "lora.alpha=8",
+        "--set", "lora.dropout=0", "--set", "lora.targets=all-linear",
+        "--set", "batch_size=4", "--set", "eval_fraction=0", "--dump-first-grads", str(dump))
+    ours = load_file(str(dump))
+    ids, rows, targets = (ours[f"batch.0.{k}"].long() for k in ("input", "rows", "targets"))
+    peft_model.train()
+    peft_model.zero_grad()
+    logits = peft_model(input_ids=ids).logits.reshape(-1, ref.config.vocab_size)
+    loss = torch.nn.functional.cross_entropy(logits[rows], targets, reduction="sum") / len(targets)
+    loss.backward()
+    assert abs(loss.item() - ours["loss"].item()) < 1e-5
+    worst, checked = 0.0, 0
+    for name, p in peft_model.named_parameters():
+        if "lora_" in name:
+            mine = ours["grad." + name.replace(".default", "")]
+            worst = max(worst, (p.grad - mine).abs().max().item() / p.grad.abs().max().item())
+            checked += 1
+    print(f"{variant}: {checked} LoRA gradients vs PEFT, worst relative difference {worst:.2e}")
+    assert checked == 2 * 7 * ref.config.num_hidden_layers and worst < 1e-4
+
+
+def test_a_folder_with_an_unsupported_math_key_is_refused_by_name(run, tmp_path):
+    model = tm.make_model(tmp_path / "q", seed=1, family="qwen3")
+    text = nll_text(tmp_path)
+    config = json.loads((model / "config.json").read_text())
+    for key, value, shown in [("layer_types", ["full_attention", "chunked_attention"], "layer_types[1]"),
+                              ("final_logit_softcapping", 30.0, "final_logit_softcapping"),
+                              ("model_type", "gemma3_text", "gemma3_text")]:
+        (model / "config.json").write_text(json.dumps({**config, key: value}))
+        p = run("score", "--model", str(model), "--text-file", str(text), check=False)
+        assert p.returncode == 1 and shown in p.stderr and "config.json" in p.stderr, p.stderr
