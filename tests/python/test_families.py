@@ -1,8 +1,10 @@
-"""Today's families end to end: Qwen3 (per-head q/k norms), SmolLM3 (layers without rope) and
-sliding-window layers (Mistral, Qwen2/3, SmolLM3) train, and their exports load in the tools
-that consume them with the NLL Whetstone computes: PEFT adapters in PeftModel, merged folders
-in transformers, GGUF models in llama.cpp. Where llama.cpp's graph would compute something
-else (sliding windows), the GGUF export is refused by name.
+"""Today's families end to end: Qwen3 (per-head q/k norms), SmolLM3 (layers without rope),
+Gemma 2 / Gemma 3 (sandwich norms, GeGLU, soft-capping, two ropes) and sliding-window layers
+(Mistral, Qwen2/3, SmolLM3, Gemma) train, and their exports load in the tools that consume them
+with the NLL Whetstone computes: PEFT adapters in PeftModel, merged folders in transformers,
+GGUF models in llama.cpp. Where a GGUF would compute something else (llama.cpp's graph has no
+sliding window for that architecture), or is not written yet (Gemma), the export is refused
+with the reason.
 
 Scoring each family against transformers is in test_models.py."""
 import json
@@ -21,7 +23,13 @@ FAMILIES = {
     # four layers: llama.cpp's smollm3 graph leaves every fourth without rope, as the real models do
     "smollm3": dict(family="smollm3", num_hidden_layers=4, no_rope_layer_interval=4),
     "mistral-sliding-window": dict(family="mistral", sliding_window=7),
+    "gemma2": dict(family="gemma2"),
+    "gemma3": dict(family="gemma3"),
 }
+
+# why a GGUF export of the family is refused (one line naming the reason), where it is
+GGUF_REFUSED = {"mistral-sliding-window": "sliding_window", "gemma2": "not supported yet",
+                "gemma3": "not supported yet"}
 
 
 def nll_text(tmp_path):
@@ -51,10 +59,10 @@ def test_lora_trains_and_its_peft_merged_and_gguf_exports_agree(run, tmp_path, t
     print(f"{variant}: merged folder in transformers vs whetstone {d:.2e}")
     assert d < 1e-3, f"{variant} merged folder: {d}"
 
-    if "sliding" in variant:
+    if variant in GGUF_REFUSED:
         p = run("export", run_id, "--format", "gguf", "--out", str(tmp_path / "gguf"), check=False)
-        assert p.returncode == 1 and "sliding_window" in p.stderr and len(p.stderr.strip().splitlines()) == 1, \
-            p.stderr
+        assert p.returncode == 1 and GGUF_REFUSED[variant] in p.stderr, p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1, p.stderr
         assert not (tmp_path / "gguf").exists()
         return
     # a merged GGUF model (DoRA exports as one) from the HF folder, in llama.cpp itself
@@ -71,8 +79,9 @@ def test_lora_trains_and_its_peft_merged_and_gguf_exports_agree(run, tmp_path, t
     assert d < 1e-3, f"{variant} GGUF in llama.cpp: {d}"
 
 
-def test_qwen3_full_fine_tune_trains_the_head_norms_and_merges(run, tmp_path, text_data):
-    model = tm.make_model(tmp_path / "qwen3", seed=4, family="qwen3")
+@pytest.mark.parametrize("family", ["qwen3", "gemma3"])
+def test_full_fine_tune_trains_the_head_norms_and_merges(run, tmp_path, text_data, family):
+    model = tm.make_model(tmp_path / family, seed=4, family=family)
     run_id = train(run, model, text_data, "full", "max_steps=3", "lr=1e-3")
     text = nll_text(tmp_path)
     ours = score(run, model, text, run_id)
@@ -80,16 +89,26 @@ def test_qwen3_full_fine_tune_trains_the_head_norms_and_merges(run, tmp_path, te
                             "full")
     before = load_file(str(model / "model.safetensors"))
     after = load_file(str(merged / "model.safetensors"))
-    for name in ("model.layers.0.self_attn.q_norm.weight", "model.layers.1.self_attn.k_norm.weight"):
+    names = ["model.layers.0.self_attn.q_norm.weight", "model.layers.1.self_attn.k_norm.weight"]
+    if family == "gemma3":
+        names += ["model.layers.0.pre_feedforward_layernorm.weight", "model.layers.1.post_feedforward_layernorm.weight"]
+    for name in names:
         assert not torch.equal(before[name], after[name]), f"{name} did not train"
     d = max_diff(ours["token_nll"], tm.token_nll(tm.load_reference(merged), ours["token_ids"]))
-    assert d < 1e-3, f"qwen3 full fine-tune, merged: {d}"
+    assert d < 1e-3, f"{family} full fine-tune, merged: {d}"
 
 
-@pytest.mark.parametrize("variant", ["qwen3", "smollm3-sliding"])
+GRADIENT_VARIANTS = {
+    "qwen3": dict(family="qwen3"),
+    "smollm3-sliding": dict(family="smollm3", use_sliding_window=True, sliding_window=5, no_rope_layer_interval=2),
+    "gemma2": dict(family="gemma2"),
+    "gemma3": dict(family="gemma3"),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(GRADIENT_VARIANTS))
 def test_lora_gradients_match_peft_on_new_families(run, tmp_path, text_data, variant):
-    spec = dict(family="qwen3") if variant == "qwen3" else dict(
-        family="smollm3", use_sliding_window=True, sliding_window=5, no_rope_layer_interval=2)
+    spec = GRADIENT_VARIANTS[variant]
     model = tm.make_model(tmp_path / variant, seed=6, **spec)
     ref = tm.load_reference(model)
     cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
@@ -126,7 +145,7 @@ def test_a_folder_with_an_unsupported_math_key_is_refused_by_name(run, tmp_path)
     config = json.loads((model / "config.json").read_text())
     for key, value, shown in [("layer_types", ["full_attention", "chunked_attention"], "layer_types[1]"),
                               ("final_logit_softcapping", 30.0, "final_logit_softcapping"),
-                              ("model_type", "gemma3_text", "gemma3_text")]:
+                              ("model_type", "phi3", "phi3")]:
         (model / "config.json").write_text(json.dumps({**config, key: value}))
         p = run("score", "--model", str(model), "--text-file", str(text), check=False)
         assert p.returncode == 1 and shown in p.stderr and "config.json" in p.stderr, p.stderr

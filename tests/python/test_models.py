@@ -45,6 +45,9 @@ VARIANTS = {
     "mistral-sliding-window": dict(family="mistral", sliding_window=7),
     "qwen2-sliding-window": dict(family="qwen2", use_sliding_window=True, sliding_window=6, max_window_layers=1),
     "smollm3-sliding-window": dict(family="smollm3", use_sliding_window=True, sliding_window=5),
+    "gemma2": dict(family="gemma2"),
+    "gemma3": dict(family="gemma3"),
+    "gemma3-rope-scaling": dict(family="gemma3", rope_scaling={"rope_type": "linear", "factor": 4.0}),
 }
 
 
@@ -344,6 +347,13 @@ HONOURED = [
     ("smollm3", dict(no_rope_layer_interval=1)),
     ("smollm3", dict(attention_bias=True, mlp_bias=True)),
     ("smollm3", dict(use_sliding_window=True, sliding_window=3)),
+    ("gemma2", dict(attn_logit_softcapping=None, final_logit_softcapping=None)),
+    ("gemma2", dict(query_pre_attn_scalar=64, sliding_window=3)),
+    ("gemma2", dict(attention_bias=True)),
+    ("gemma3", dict(rope_local_base_freq=50.0, rope_theta=20000.0)),
+    ("gemma3", dict(final_logit_softcapping=4.0)),
+    ("gemma3", dict(layer_types=["full_attention", "sliding_attention"])),
+    ("gemma3", dict(head_dim=8, query_pre_attn_scalar=8)),
 ]
 
 REFUSED = [
@@ -362,8 +372,12 @@ REFUSED = [
     ("llama", "layer_types", ["sliding_attention", "full_attention"], "layer_types[0]"),
     ("qwen2", "layer_types", ["full_attention", "chunked_attention"], "layer_types[1]"),
     ("mistral", "attention_bias", True, "attention_bias"),
-    ("llama", "model_type", "gemma3_text", "model_type"),
+    ("llama", "model_type", "gemma3", "model_type"),
     ("llama", "model_type", "phi3", "model_type"),
+    ("gemma2", "hidden_activation", "gelu", "hidden_activation"),
+    ("gemma3", "use_bidirectional_attention", True, "use_bidirectional_attention"),
+    ("gemma3", "attn_logit_softcapping", 50.0, "attn_logit_softcapping"),
+    ("gemma3", "rope_scaling", {"rope_type": "yarn", "factor": 8.0}, "rope_scaling.rope_type"),
 ]
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (AutoModelForCausalLM, LlamaConfig, MistralConfig, PreTrainedTokenizerFast, Qwen2Config,
-                          Qwen3Config, SmolLM3Config)
+                          Qwen3Config, SmolLM3Config, Gemma2Config, Gemma3TextConfig)
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -67,6 +67,14 @@ def make_config(family: str, vocab_size: int, **overrides):
                                     use_sliding_window=False)),
         # every second layer without rope (the real models skip every fourth; two layers here)
         "smollm3": (SmolLM3Config, dict(rope_theta=50000.0, tie_word_embeddings=True, no_rope_layer_interval=2)),
+        # soft-capped scores and logits, a query scale other than 1/sqrt(head_dim), a window
+        # shorter than the text on every other layer, GeGLU, sandwich norms, scaled embeddings
+        "gemma2": (Gemma2Config, dict(rope_theta=10000.0, head_dim=16, query_pre_attn_scalar=24,
+                                      attn_logit_softcapping=5.0, final_logit_softcapping=8.0, sliding_window=6)),
+        # and per-head q/k norms, a second rope theta on the sliding layers
+        "gemma3": (Gemma3TextConfig, dict(rope_theta=1000000.0, rope_local_base_freq=500.0, head_dim=16,
+                                          query_pre_attn_scalar=20, sliding_window=6,
+                                          layer_types=["sliding_attention", "full_attention"])),
     }
     cls, defaults = per_family[family]
     return cls(**{**common, **defaults, **overrides})
@@ -105,7 +113,9 @@ def randomize_adapter(peft_model, seed: int, scale: float):
 
 
 def load_reference(path: Path):
-    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32)
+    # eager attention: the reference implementation (SDPA silently drops Gemma 2's score
+    # soft-capping in transformers 4.57)
+    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32, attn_implementation="eager")
     model.eval()
     return model
 

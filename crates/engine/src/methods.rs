@@ -41,6 +41,20 @@ pub fn visit_mut(
             &format!("{p}.post_attention_layernorm.weight"),
             &mut layer.post_attention_layernorm,
         )?;
+        for (name, norm) in [
+            (
+                "pre_feedforward_layernorm",
+                &mut layer.pre_feedforward_layernorm,
+            ),
+            (
+                "post_feedforward_layernorm",
+                &mut layer.post_feedforward_layernorm,
+            ),
+        ] {
+            if let Some(w) = norm {
+                f(&format!("{p}.{name}.weight"), w)?;
+            }
+        }
     }
     f("model.norm.weight", &mut model.norm)?;
     if let Some(h) = &mut model.lm_head {
@@ -407,7 +421,12 @@ pub fn count_params(model: &DecoderModel) -> usize {
     }
     for layer in &model.layers {
         n += layer.input_layernorm.elem_count() + layer.post_attention_layernorm.elem_count();
-        for norm in [&layer.self_attn.q_norm, &layer.self_attn.k_norm] {
+        for norm in [
+            &layer.self_attn.q_norm,
+            &layer.self_attn.k_norm,
+            &layer.pre_feedforward_layernorm,
+            &layer.post_feedforward_layernorm,
+        ] {
             n += norm.as_ref().map_or(0, |w| w.elem_count());
         }
         let mut layer = layer.clone();

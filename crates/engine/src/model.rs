@@ -12,7 +12,7 @@ use crate::quant::Nf4Tensor;
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use whetstone_formats::{FileError, ModelConfig, RopeScaling, Weights};
+use whetstone_formats::{Activation, FileError, ModelConfig, RopeScaling, Weights};
 
 /// A low-rank update beside a frozen linear: `y += scale · (dropout(x) Aᵀ) Bᵀ`.
 #[derive(Debug, Clone)]
@@ -229,7 +229,11 @@ impl Prefix {
 pub struct Layer {
     pub input_layernorm: Tensor,
     pub self_attn: Attention,
+    /// The MLP's input norm, or with sandwich norms (Gemma) the attention output's norm.
     pub post_attention_layernorm: Tensor,
+    /// Gemma: the MLP's input norm and its output's norm.
+    pub pre_feedforward_layernorm: Option<Tensor>,
+    pub post_feedforward_layernorm: Option<Tensor>,
     pub mlp: Mlp,
     /// Houlsby adapters after the attention output and after the FFN output.
     pub adapters: Option<(Bottleneck, Bottleneck)>,
@@ -277,6 +281,8 @@ pub struct DecoderModel {
     pub lm_head: Option<Tensor>,
     /// Rotary inverse frequencies `[head_dim / 2]` (f32), scaling already applied.
     inv_freq: Vec<f32>,
+    /// Gemma 3: the sliding layers' own (unscaled) inverse frequencies.
+    local_inv_freq: Option<Vec<f32>>,
     pub dtype: DType,
     pub device: Device,
     /// Training flag and dropout stream (inference leaves it off).
@@ -289,13 +295,35 @@ pub struct DecoderModel {
     pub prefix: Option<Prefix>,
 }
 
+/// cos and sin tables `[seq, head_dim / 2]` for the positions of one forward pass: the
+/// model's rope, and Gemma 3's second one for its sliding layers.
+#[derive(Debug, Clone)]
+pub struct RopeTables {
+    pub global: (Tensor, Tensor),
+    pub local: Option<(Tensor, Tensor)>,
+}
+
+impl RopeTables {
+    /// The tables layer `l` rotates with.
+    pub fn for_layer(&self, cfg: &ModelConfig, l: usize) -> (&Tensor, &Tensor) {
+        match (&self.local, cfg.layer_window(l)) {
+            (Some((c, s)), Some(_)) => (c, s),
+            _ => (&self.global.0, &self.global.1),
+        }
+    }
+}
+
+/// Unscaled rotary inverse frequencies for `theta`, as transformers computes them.
+fn plain_inv_freq(theta: f64, d: usize) -> Vec<f32> {
+    (0..d)
+        .step_by(2)
+        .map(|i| 1.0 / (theta as f32).powf(i as f32 / d as f32))
+        .collect()
+}
+
 /// Rotary inverse frequencies as transformers computes them, with the configured scaling.
 pub fn rope_inv_freq(cfg: &ModelConfig) -> Vec<f32> {
-    let d = cfg.head_dim;
-    let base: Vec<f32> = (0..d)
-        .step_by(2)
-        .map(|i| 1.0 / (cfg.rope_theta as f32).powf(i as f32 / d as f32))
-        .collect();
+    let base = plain_inv_freq(cfg.rope_theta, cfg.head_dim);
     match &cfg.rope_scaling {
         None => base,
         Some(RopeScaling::Linear { factor }) => base.iter().map(|f| f / *factor as f32).collect(),
@@ -452,6 +480,14 @@ impl DecoderModel {
                 },
                 post_attention_layernorm: w
                     .take(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+                pre_feedforward_layernorm: match c.sandwich_norms {
+                    true => Some(w.take(&format!("{p}.pre_feedforward_layernorm.weight"), &[h])?),
+                    false => None,
+                },
+                post_feedforward_layernorm: match c.sandwich_norms {
+                    true => Some(w.take(&format!("{p}.post_feedforward_layernorm.weight"), &[h])?),
+                    false => None,
+                },
                 mlp: Mlp {
                     gate_proj: linear(
                         &mut w,
@@ -501,6 +537,9 @@ impl DecoderModel {
             norm,
             lm_head,
             inv_freq: rope_inv_freq(config),
+            local_inv_freq: config
+                .local_rope_theta
+                .map(|t| plain_inv_freq(t, config.head_dim)),
             dtype,
             device: device.clone(),
             mode: Arc::new(TrainMode::default()),
@@ -534,21 +573,42 @@ impl DecoderModel {
         Ok(Some(cache))
     }
 
-    /// cos and sin tables `[seq, head_dim / 2]` for absolute positions `offset..offset + seq`.
-    pub fn rope_tables(&self, offset: usize, seq: usize) -> Result<(Tensor, Tensor)> {
-        let half = self.inv_freq.len();
-        let mut cos = Vec::with_capacity(seq * half);
-        let mut sin = Vec::with_capacity(seq * half);
-        for p in offset..offset + seq {
-            for f in &self.inv_freq {
-                let a = p as f32 * f;
-                cos.push(a.cos());
-                sin.push(a.sin());
+    /// cos and sin tables for absolute positions `offset..offset + seq`.
+    pub fn rope_tables(&self, offset: usize, seq: usize) -> Result<RopeTables> {
+        let table = |inv_freq: &[f32]| -> Result<(Tensor, Tensor)> {
+            let half = inv_freq.len();
+            let mut cos = Vec::with_capacity(seq * half);
+            let mut sin = Vec::with_capacity(seq * half);
+            for p in offset..offset + seq {
+                for f in inv_freq {
+                    let a = p as f32 * f;
+                    cos.push(a.cos());
+                    sin.push(a.sin());
+                }
             }
+            let cos = Tensor::from_vec(cos, (seq, half), &self.device)?.to_dtype(self.dtype)?;
+            let sin = Tensor::from_vec(sin, (seq, half), &self.device)?.to_dtype(self.dtype)?;
+            Ok((cos, sin))
+        };
+        Ok(RopeTables {
+            global: table(&self.inv_freq)?,
+            local: self.local_inv_freq.as_deref().map(table).transpose()?,
+        })
+    }
+
+    /// RMSNorm with this family's weight convention: `x̂ · w`, or for Gemma `x̂ · (1 + w)`
+    /// computed in f32 and rounded once (as transformers' Gemma norms do).
+    pub fn norm(&self, x: &Tensor, w: &Tensor, ops: Ops) -> Result<Tensor> {
+        let eps = self.config.rms_norm_eps;
+        if !self.config.unit_offset_norms {
+            return ops::rms_norm(x, w, eps, ops);
         }
-        let cos = Tensor::from_vec(cos, (seq, half), &self.device)?.to_dtype(self.dtype)?;
-        let sin = Tensor::from_vec(sin, (seq, half), &self.device)?.to_dtype(self.dtype)?;
-        Ok((cos, sin))
+        let wide = ops::wide_dtype(x.dtype());
+        let ones = Tensor::ones(w.dims(), wide, w.device())?;
+        let normed = ops::rms_norm(&x.to_dtype(wide)?, &ones, eps, ops)?;
+        normed
+            .broadcast_mul(&(w.to_dtype(wide)? + 1.0)?)?
+            .to_dtype(x.dtype())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -568,7 +628,7 @@ impl DecoderModel {
         let shape = |y: Tensor, heads: usize, norm: Option<&Tensor>| -> Result<Tensor> {
             let y = y.reshape((b, t, heads, c.head_dim))?;
             let y = match norm {
-                Some(w) => ops::rms_norm(&y, w, c.rms_norm_eps, ops)?,
+                Some(w) => self.norm(&y, w, ops)?,
                 None => y,
             };
             y.transpose(1, 2)
@@ -608,7 +668,12 @@ impl DecoderModel {
         let n_rep = c.num_heads / c.num_kv_heads;
         let k = ops::repeat_kv(&k, n_rep)?.contiguous()?;
         let v = ops::repeat_kv(&v, n_rep)?.contiguous()?;
-        let y = ops::attention(&q.contiguous()?, &k, &v, offset, c.layer_window(l), ops)?;
+        let how = ops::Scores {
+            window: c.layer_window(l),
+            scale: c.query_pre_attn_scalar.map(|s| 1.0 / s.sqrt()),
+            softcap: c.attn_softcap,
+        };
+        let y = ops::attention(&q.contiguous()?, &k, &v, offset, how, ops)?;
         let y = y
             .transpose(1, 2)?
             .reshape((b, t, c.num_heads * c.head_dim))?;
@@ -618,39 +683,58 @@ impl DecoderModel {
     /// Token embeddings `[b, t, hidden]`.
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        self.embed_tokens
+        let x = self
+            .embed_tokens
             .index_select(&ids.flatten_all()?, 0)?
-            .reshape((b, t, self.config.hidden_size))
+            .reshape((b, t, self.config.hidden_size))?;
+        if self.config.scale_embeddings {
+            // √hidden rounded to the weights' dtype first, as transformers' Gemma does
+            let scale = Tensor::new(&[(self.config.hidden_size as f64).sqrt()], x.device())?
+                .to_dtype(x.dtype())?;
+            x.broadcast_mul(&scale)
+        } else {
+            Ok(x)
+        }
     }
 
-    /// One decoder layer: pre-norm attention and SwiGLU MLP, each with a residual.
+    /// One decoder layer: pre-norm attention and gated MLP, each with a residual (with
+    /// sandwich norms, each sublayer's output is normalised before it is added).
     pub fn layer_forward(
         &self,
         l: usize,
         x: &Tensor,
-        rope: (&Tensor, &Tensor),
+        rope: &RopeTables,
         offset: usize,
         slot: Option<&mut Option<(Tensor, Tensor)>>,
         ops: Ops,
     ) -> Result<Tensor> {
         let c = &self.config;
         let layer = &self.layers[l];
-        let h = ops::rms_norm(x, &layer.input_layernorm, c.rms_norm_eps, ops)?;
+        let h = self.norm(x, &layer.input_layernorm, ops)?;
+        let rope = rope.for_layer(c, l);
         let a = self.attention(l, &layer.self_attn, &h, rope, offset, slot, ops)?;
+        let (pre_mlp, a) = match &layer.pre_feedforward_layernorm {
+            Some(pre) => (pre, self.norm(&a, &layer.post_attention_layernorm, ops)?),
+            None => (&layer.post_attention_layernorm, a),
+        };
         let a = match &layer.adapters {
             Some((after_attn, _)) => after_attn.forward(&a, &self.mode)?,
             None => a,
         };
         let x = (x + a)?;
-        let h = ops::rms_norm(&x, &layer.post_attention_layernorm, c.rms_norm_eps, ops)?;
+        let h = self.norm(&x, pre_mlp, ops)?;
         let m = &layer.mlp;
-        let y = m.down_proj.forward_mode(
-            &ops::swiglu(
-                &m.gate_proj.forward_mode(&h, &self.mode)?,
-                &m.up_proj.forward_mode(&h, &self.mode)?,
-            )?,
-            &self.mode,
-        )?;
+        let gate = m.gate_proj.forward_mode(&h, &self.mode)?;
+        let up = m.up_proj.forward_mode(&h, &self.mode)?;
+        let act = match c.activation {
+            Activation::Silu => ops::swiglu(&gate, &up)?,
+            Activation::GeluTanh => ops::geglu_tanh(&gate, &up)?,
+        };
+        let y = m.down_proj.forward_mode(&act, &self.mode)?;
+        let y = match &layer.post_feedforward_layernorm {
+            Some(post) => self.norm(&y, post, ops)?,
+            None => y,
+        };
         let y = match &layer.adapters {
             Some((_, after_ffn)) => after_ffn.forward(&y, &self.mode)?,
             None => y,
@@ -660,7 +744,7 @@ impl DecoderModel {
 
     /// The final norm.
     pub fn final_norm(&self, x: &Tensor, ops: Ops) -> Result<Tensor> {
-        ops::rms_norm(x, &self.norm, self.config.rms_norm_eps, ops)
+        self.norm(x, &self.norm, ops)
     }
 
     /// The first layer's input for `ids` at real-token `offset`: the token embeddings, with
@@ -696,7 +780,7 @@ impl DecoderModel {
     ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let (mut x, start, lead) = self.layer_input(ids, offset)?;
-        let (cos, sin) = self.rope_tables(start, x.dim(1)?)?;
+        let rope = self.rope_tables(start, x.dim(1)?)?;
         // prefixes enter as a KV cache filled before the first token
         let mut own;
         let mut cache = match cache {
@@ -714,7 +798,7 @@ impl DecoderModel {
         };
         for l in 0..self.layers.len() {
             let slot = cache.as_deref_mut().map(|kv| &mut kv.layers[l]);
-            x = self.layer_forward(l, &x, (&cos, &sin), start, slot, ops)?;
+            x = self.layer_forward(l, &x, &rope, start, slot, ops)?;
         }
         if lead > 0 {
             x = x.narrow(1, lead, t)?;
@@ -725,10 +809,14 @@ impl DecoderModel {
     /// Project hidden states to vocabulary logits.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let w = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
-        if self.mode.training() {
-            ops::frozen_linear(hidden, w)
+        let logits = if self.mode.training() {
+            ops::frozen_linear(hidden, w)?
         } else {
-            ops::matmul_2d(&hidden.contiguous()?, &w.t()?)
+            ops::matmul_2d(&hidden.contiguous()?, &w.t()?)?
+        };
+        match self.config.final_softcap {
+            Some(c) => ops::softcap(&logits, c),
+            None => Ok(logits),
         }
     }
 

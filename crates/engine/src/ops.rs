@@ -107,6 +107,16 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     gate.silu()? * up
 }
 
+/// GeGLU with the tanh approximation of GELU (`gelu_pytorch_tanh`): `gelu(gate) · up`.
+pub fn geglu_tanh(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    gate.gelu()? * up
+}
+
+/// Soft-capping `c·tanh(x/c)`.
+pub fn softcap(x: &Tensor, c: f64) -> Result<Tensor> {
+    (x / c)?.tanh()? * c
+}
+
 /// A fused kernel's output with a hand-written backward.
 ///
 /// candle's fused kernels (`rms_norm`, `rope`, `softmax_last_dim`) are fast and work on every
@@ -461,19 +471,31 @@ pub fn row_norms(w: &Tensor) -> Result<Tensor> {
 
 /// Scaled dot-product attention with a causal mask. `q`: `[b, h, t, d]`; `k`, `v`:
 /// `[b, h, T, d]` (already repeated for grouped-query attention).
-/// Causal attention of `q` (at positions `offset..`) over `k`/`v` (positions `0..`); with a
-/// `window`, each query sees only the last `window` keys up to itself.
+/// How one layer turns query-key products into attention scores.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Scores {
+    /// Sliding window: each query sees only the last `window` keys up to itself.
+    pub window: Option<usize>,
+    /// The factor on `q·k`; `None` for `1/√head_dim`.
+    pub scale: Option<f64>,
+    /// Soft-capping `c·tanh(s/c)` of the scaled scores, before the mask (Gemma 2).
+    pub softcap: Option<f64>,
+}
+
+/// Causal attention of `q` (at positions `offset..`) over `k`/`v` (positions `0..`), scored
+/// as `how` says.
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     offset: usize,
-    window: Option<usize>,
+    how: Scores,
     ops: Ops,
 ) -> Result<Tensor> {
     let (_, _, t, d) = q.dims4()?;
     let kv_len = k.dim(2)?;
-    let scale = 1.0 / (d as f64).sqrt();
+    let scale = how.scale.unwrap_or(1.0 / (d as f64).sqrt());
+    let window = how.window;
     let scores = q.matmul(&k.t()?)?;
     let dtype = scores.dtype();
     // bf16 / f16 scores are normalised in f32 (as PyTorch's attention kernels do): their
@@ -482,13 +504,17 @@ pub fn attention(
     // scaled, masked scores in the wide dtype
     let masked = |x: Tensor| -> Result<Tensor> {
         let x = (x.to_dtype(wide)? * scale)?;
+        let x = match how.softcap {
+            Some(c) => ((x / c)?.tanh()? * c)?,
+            None => x,
+        };
         if t > 1 || offset + t < kv_len || window.is_some_and(|w| kv_len > w) {
             x.broadcast_add(&causal_mask(t, kv_len, offset, window, wide, q.device())?)
         } else {
             Ok(x)
         }
     };
-    if ops == Ops::Differentiable && fused_training(&scores) {
+    if ops == Ops::Differentiable && fused_training(&scores) && how.softcap.is_none() {
         // softmax(s·x + mask): fused forward; backward s·p∘(g − Σ g∘p)
         let m = masked(scores.detach())?;
         let p = candle_nn::ops::softmax_last_dim(&m.contiguous()?)?.to_dtype(dtype)?;
@@ -664,6 +690,8 @@ pub(crate) mod tests {
         check_grad(&[4, 5], 11, |g| swiglu(&(g * 3.0)?, &up));
         let gate = rand_t(&[4, 5], 12);
         check_grad(&[4, 5], 13, |u| swiglu(&gate, u));
+        check_grad(&[4, 5], 14, |g| geglu_tanh(&(g * 3.0)?, &up));
+        check_grad(&[4, 5], 15, |x| softcap(&(x * 4.0)?, 2.5));
     }
 
     #[test]
@@ -674,13 +702,13 @@ pub(crate) mod tests {
             rand_t(&[1, 2, 3, 4], 22),
         );
         check_grad(&[1, 2, 3, 4], 23, |x| {
-            attention(x, &k, &v, 0, None, Ops::Differentiable)
+            attention(x, &k, &v, 0, Scores::default(), Ops::Differentiable)
         });
         check_grad(&[1, 2, 3, 4], 24, |x| {
-            attention(&q, x, &v, 0, None, Ops::Differentiable)
+            attention(&q, x, &v, 0, Scores::default(), Ops::Differentiable)
         });
         check_grad(&[1, 2, 3, 4], 25, |x| {
-            attention(&q, &k, x, 0, None, Ops::Differentiable)
+            attention(&q, &k, x, 0, Scores::default(), Ops::Differentiable)
         });
         // grouped-query: gradients of the shared kv heads sum over their query heads
         let q4 = rand_t(&[1, 4, 3, 4], 26);
@@ -690,13 +718,26 @@ pub(crate) mod tests {
                 &repeat_kv(x, 2)?,
                 &repeat_kv(&v, 2)?,
                 0,
-                None,
+                Scores::default(),
                 Ops::Differentiable,
             )
         });
         // a sliding window of 2 keys: the masked keys get no gradient, the rest do
+        let slide = Scores {
+            window: Some(2),
+            ..Scores::default()
+        };
         check_grad(&[1, 2, 3, 4], 28, |x| {
-            attention(&q, x, &v, 0, Some(2), Ops::Differentiable)
+            attention(&q, x, &v, 0, slide, Ops::Differentiable)
+        });
+        // Gemma 2: a scale of its own and soft-capped scores
+        let capped = Scores {
+            window: None,
+            scale: Some(0.7),
+            softcap: Some(1.5),
+        };
+        check_grad(&[1, 2, 3, 4], 29, |x| {
+            attention(x, &k, &v, 0, capped, Ops::Differentiable)
         });
     }
 
@@ -852,7 +893,8 @@ pub(crate) mod tests {
                     1 => (conv(&q)?, conv(x)?, conv(&v)?),
                     _ => (conv(&q)?, conv(&k)?, conv(x)?),
                 };
-                attention(&q, &k, &v, 0, None, Ops::Differentiable)?.to_dtype(DType::F32)
+                attention(&q, &k, &v, 0, Scores::default(), Ops::Differentiable)?
+                    .to_dtype(DType::F32)
             };
             let x = [&q, &k, &v][which];
             let a = grad_of(x, &r, |x| pick(x, false));

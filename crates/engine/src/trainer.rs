@@ -263,7 +263,7 @@ pub fn forward_backward(
     }
     let t = batch.input.dim(1)?;
     let (x0, start, lead) = model.layer_input(&batch.input, 0)?;
-    let (cos, sin) = model.rope_tables(start, x0.dim(1)?)?;
+    let rope = model.rope_tables(start, x0.dim(1)?)?;
     // prefix tuning: each layer's prefix keys/values, still connected to their parameters,
     // so every replayed layer sends its share of their gradient back
     let prefix = model.prefix_cache(batch.input.dim(0)?)?;
@@ -275,7 +275,7 @@ pub fn forward_backward(
         inputs.push(x.clone());
         rng_at.push(model.mode.rng_state());
         x = model
-            .layer_forward(l, &x, (&cos, &sin), start, slot(l).as_mut(), ops)?
+            .layer_forward(l, &x, &rope, start, slot(l).as_mut(), ops)?
             .detach();
     }
     let rng_after = model.mode.rng_state();
@@ -292,14 +292,7 @@ pub fn forward_backward(
     for l in (0..model.layers.len()).rev() {
         let input = Var::from_tensor(&inputs[l])?;
         model.mode.set_rng_state(rng_at[l]);
-        let out = model.layer_forward(
-            l,
-            input.as_tensor(),
-            (&cos, &sin),
-            start,
-            slot(l).as_mut(),
-            ops,
-        )?;
+        let out = model.layer_forward(l, input.as_tensor(), &rope, start, slot(l).as_mut(), ops)?;
         let store = (out * &grad_out)?.sum_all()?.backward()?;
         add_grads(params, &store, acc)?;
         grad_out = match store.get(input.as_tensor()) {

@@ -19,6 +19,8 @@ pub enum Family {
     Qwen3,
     Mistral,
     SmolLM3,
+    Gemma2,
+    Gemma3,
 }
 
 impl Family {
@@ -29,11 +31,19 @@ impl Family {
             Family::Qwen3 => "qwen3",
             Family::Mistral => "mistral",
             Family::SmolLM3 => "smollm3",
+            Family::Gemma2 => "gemma2",
+            Family::Gemma3 => "gemma3",
         }
     }
 
+    /// Gemma 2 and Gemma 3's text models share their layer layout.
+    pub fn is_gemma(self) -> bool {
+        matches!(self, Family::Gemma2 | Family::Gemma3)
+    }
+
     /// The families an HF `model_type` names, for error messages.
-    pub const SUPPORTED: &'static str = "llama, qwen2, qwen3, mistral, smollm3";
+    pub const SUPPORTED: &'static str =
+        "llama, qwen2, qwen3, mistral, smollm3, gemma2, gemma3_text";
 }
 
 /// How rotary frequencies are adjusted for long contexts.
@@ -51,6 +61,16 @@ pub enum RopeScaling {
     },
     /// Per-frequency divisors, as llama.cpp stores Llama 3.1 scaling (`rope_freqs.weight`).
     Factors { factors: Vec<f32> },
+}
+
+/// The MLP's gate activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// SwiGLU: `silu(gate) · up`.
+    Silu,
+    /// GeGLU with the tanh approximation (`gelu_pytorch_tanh`): Gemma.
+    GeluTanh,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -88,6 +108,25 @@ pub struct ModelConfig {
     /// Dropout on the attention probabilities while training (transformers applies it in
     /// train mode); Whetstone refuses to train a model that sets it (see the trainer).
     pub attention_dropout: f64,
+    /// The MLP's gate activation.
+    pub activation: Activation,
+    /// Gemma: RMSNorm weights are offsets from one (`x̂ · (1 + w)`, computed in f32).
+    pub unit_offset_norms: bool,
+    /// Gemma: token embeddings are multiplied by √hidden (rounded to the weights' dtype).
+    pub scale_embeddings: bool,
+    /// Gemma: the attention and MLP outputs are normalised before their residual add
+    /// (`post_attention_layernorm`, `post_feedforward_layernorm`) and the MLP's input by
+    /// `pre_feedforward_layernorm`.
+    pub sandwich_norms: bool,
+    /// Gemma: scores are scaled by `query_pre_attn_scalar^-1/2` instead of `head_dim^-1/2`.
+    pub query_pre_attn_scalar: Option<f64>,
+    /// Gemma 2: attention scores soft-capped as `c·tanh(s/c)` before the mask.
+    pub attn_softcap: Option<f64>,
+    /// Gemma 2: output logits soft-capped as `c·tanh(z/c)`.
+    pub final_softcap: Option<f64>,
+    /// Gemma 3: the rope theta of sliding-window layers (no scaling); `None` when every
+    /// layer uses `rope_theta` and `rope_scaling`.
+    pub local_rope_theta: Option<f64>,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
 }
@@ -124,6 +163,9 @@ impl ModelConfig {
         }
         if self.qk_norm {
             layer += 2 * self.head_dim as u64;
+        }
+        if self.sandwich_norms {
+            layer += 2 * h;
         }
         let embed = self.vocab_size as u64 * h;
         let head = if self.tie_word_embeddings { 0 } else { embed };
@@ -168,6 +210,15 @@ impl ModelConfig {
             return Err(bad(
                 "rms_norm_eps",
                 format!("{} is not in (0, 1)", self.rms_norm_eps),
+            ));
+        }
+        if let Some(t) = self
+            .local_rope_theta
+            .filter(|t| !(t.is_finite() && *t > 1.0))
+        {
+            return Err(bad(
+                "rope_local_base_freq",
+                format!("{t} must be a number > 1"),
             ));
         }
         if !(0.0..1.0).contains(&self.attention_dropout) {
@@ -260,6 +311,15 @@ impl ModelConfig {
                 }
                 ("MistralForCausalLM", "mistral", false, false)
             }
+            Family::Gemma2 | Family::Gemma3 => {
+                if qkv != o || mlp {
+                    return Err("Gemma's `attention_bias` gives q, k, v and o biases together and its MLP has none; these weights differ".into());
+                }
+                match self.family {
+                    Family::Gemma2 => ("Gemma2ForCausalLM", "gemma2", qkv, false),
+                    _ => ("Gemma3ForCausalLM", "gemma3_text", qkv, false),
+                }
+            }
         };
         let rope_scaling = match &self.rope_scaling {
             None => Value::Null,
@@ -335,6 +395,10 @@ impl ModelConfig {
             Family::Llama if sliding => {
                 return Err("Llama has no sliding-window attention".into());
             }
+            Family::Gemma2 | Family::Gemma3 => {
+                v["sliding_window"] = json!(self.sliding_window.filter(|_| sliding));
+                v["layer_types"] = json!(types);
+            }
             Family::Llama => {}
             Family::Mistral => {
                 if sliding && !self.sliding_layers.iter().all(|&s| s) {
@@ -385,6 +449,8 @@ impl ModelConfig {
             "qwen3" => Family::Qwen3,
             "mistral" => Family::Mistral,
             "smollm3" => Family::SmolLM3,
+            "gemma2" => Family::Gemma2,
+            "gemma3_text" => Family::Gemma3,
             other => {
                 return Err(field_err(
                     "model_type",
@@ -422,14 +488,52 @@ impl ModelConfig {
                     .ok_or_else(|| field_err(field, &format!("expected true or false, got {v}"))),
             }
         };
-        if let Some(act) = json.get("hidden_act").and_then(Value::as_str) {
-            if act != "silu" {
+        let gemma = family.is_gemma();
+        // Gemma's classes read `hidden_activation` (GeGLU, tanh approximation), the others
+        // `hidden_act` (SwiGLU)
+        let (act_key, act_want) = match gemma {
+            true if json.get("hidden_activation").is_some() => {
+                ("hidden_activation", "gelu_pytorch_tanh")
+            }
+            true => ("hidden_act", "gelu_pytorch_tanh"),
+            false => ("hidden_act", "silu"),
+        };
+        if let Some(act) = json.get(act_key).filter(|v| !v.is_null()) {
+            if act.as_str() != Some(act_want) {
                 return Err(field_err(
-                    "hidden_act",
-                    &format!("\"{act}\" is not supported (only silu)"),
+                    act_key,
+                    &format!("{act} is not supported (only \"{act_want}\")"),
                 ));
             }
         }
+        let activation = if gemma {
+            Activation::GeluTanh
+        } else {
+            Activation::Silu
+        };
+        if gemma && boolean("use_bidirectional_attention", false)? {
+            return Err(field_err(
+                "use_bidirectional_attention",
+                "true: bidirectional (embedding-model) attention is not supported",
+            ));
+        }
+        // a number, null (off) or absent (the class default)
+        let optional = |field: &str, default: Option<f64>| -> Result<Option<f64>, FileError> {
+            match json.get(field) {
+                None => Ok(default),
+                Some(Value::Null) => Ok(None),
+                Some(v) => v
+                    .as_f64()
+                    .filter(|x| x.is_finite() && *x > 0.0)
+                    .map(Some)
+                    .ok_or_else(|| {
+                        field_err(
+                            field,
+                            &format!("expected a positive number or null, got {v}"),
+                        )
+                    }),
+            }
+        };
         let hidden_size = req("hidden_size")?;
         let num_heads = req("num_attention_heads")?;
         if num_heads == 0 {
@@ -440,8 +544,9 @@ impl ModelConfig {
         }
         let head_dim = match uint("head_dim")? {
             Some(d) => d,
-            // Qwen3's class default, independent of the hidden size
+            // the class defaults of Qwen3 and Gemma, independent of the hidden size
             None if family == Family::Qwen3 => 128,
+            None if gemma => 256,
             None => {
                 if hidden_size % num_heads != 0 {
                     return Err(field_err(
@@ -459,12 +564,21 @@ impl ModelConfig {
                 "true: Mistral has no attention biases",
             ));
         }
-        refuse_unsupported_math(json, &field_err)?;
+        if !gemma {
+            refuse_unsupported_math(json, &field_err)?;
+        } else {
+            refuse_partial_rotary(json, "partial_rotary_factor", &field_err)?;
+        }
         let num_layers = req("num_hidden_layers")?;
         let rope_layers = rope_layers(json, family, num_layers, &field_err)?;
         let (sliding_window, sliding_layers) =
             sliding_layers(json, family, num_layers, &rope_layers, &field_err)?;
-        let (rope_theta, rope_scaling) = rope_settings(json, &field_err)?;
+        let (rope_theta, rope_scaling, local_rope_theta) = if family == Family::Gemma3 {
+            gemma3_rope(json, &field_err)?
+        } else {
+            let (theta, scaling) = rope_settings(json, &field_err)?;
+            (theta, scaling, None)
+        };
         let eos_token_ids = match json.get("eos_token_id") {
             None | Some(Value::Null) => vec![],
             Some(Value::Array(a)) => a
@@ -488,17 +602,56 @@ impl ModelConfig {
             rope_theta,
             rope_scaling,
             max_position_embeddings: uint("max_position_embeddings")?.unwrap_or(2048),
-            // SmolLM3's class ties by default, the others do not
-            tie_word_embeddings: boolean("tie_word_embeddings", family == Family::SmolLM3)?,
+            // SmolLM3's and Gemma's classes tie by default, the others do not
+            tie_word_embeddings: boolean(
+                "tie_word_embeddings",
+                family == Family::SmolLM3 || gemma,
+            )?,
             qkv_bias: family == Family::Qwen2 || attention_bias,
             o_bias: family != Family::Qwen2 && attention_bias,
             mlp_bias: matches!(family, Family::Llama | Family::SmolLM3)
                 && boolean("mlp_bias", false)?,
-            qk_norm: family == Family::Qwen3,
+            qk_norm: matches!(family, Family::Qwen3 | Family::Gemma3),
             rope_layers,
             sliding_window,
             sliding_layers,
             attention_dropout: float("attention_dropout", 0.0)?,
+            activation,
+            unit_offset_norms: gemma,
+            scale_embeddings: gemma,
+            sandwich_norms: gemma,
+            query_pre_attn_scalar: match gemma {
+                true => Some(
+                    optional("query_pre_attn_scalar", Some(256.0))?.ok_or_else(|| {
+                        field_err(
+                            "query_pre_attn_scalar",
+                            "must be a positive number, got null",
+                        )
+                    })?,
+                ),
+                false => None,
+            },
+            attn_softcap: match family {
+                Family::Gemma2 => optional("attn_logit_softcapping", Some(50.0))?,
+                // transformers' Gemma 3 class reads the key but never applies it: a config that
+                // sets it means something no implementation agrees on
+                Family::Gemma3 => match optional("attn_logit_softcapping", None)? {
+                    Some(c) => {
+                        return Err(field_err(
+                            "attn_logit_softcapping",
+                            &format!("{c}: Gemma 3 has no score soft-capping (transformers ignores this key)"),
+                        ))
+                    }
+                    None => None,
+                },
+                _ => None,
+            },
+            final_softcap: match family {
+                Family::Gemma2 => optional("final_logit_softcapping", Some(30.0))?,
+                Family::Gemma3 => optional("final_logit_softcapping", None)?,
+                _ => None,
+            },
+            local_rope_theta,
             bos_token_id: uint("bos_token_id")?.map(|n| n as u32),
             eos_token_ids,
         };
@@ -671,6 +824,14 @@ impl ModelConfig {
             sliding_window: None,
             sliding_layers: vec![],
             attention_dropout: 0.0,
+            activation: Activation::Silu,
+            unit_offset_norms: false,
+            scale_embeddings: false,
+            sandwich_norms: false,
+            query_pre_attn_scalar: None,
+            attn_softcap: None,
+            final_softcap: None,
+            local_rope_theta: None,
             bos_token_id: md_u32("tokenizer.ggml.bos_token_id"),
             eos_token_ids: md_u32("tokenizer.ggml.eos_token_id").into_iter().collect(),
         };
@@ -765,6 +926,80 @@ fn rope_settings(
         }
     }
     Ok((theta.or(top_theta).unwrap_or(10_000.0), scaling))
+}
+
+/// Gemma 3's two ropes: the full-attention layers' theta and scaling, and the sliding
+/// layers' theta (always unscaled). transformers 4 writes `rope_theta`, `rope_scaling` (for
+/// the full layers) and `rope_local_base_freq`; transformers 5 one `rope_parameters` object
+/// per layer type. Where both forms are present they must agree.
+fn gemma3_rope(
+    json: &Value,
+    field_err: &FieldErr,
+) -> Result<(f64, Option<RopeScaling>, Option<f64>), FileError> {
+    let top_theta = optional_number(json, "rope_theta", "rope_theta", field_err)?;
+    let top_local = optional_number(
+        json,
+        "rope_local_base_freq",
+        "rope_local_base_freq",
+        field_err,
+    )?;
+    let old_scaling = match json.get("rope_scaling") {
+        None | Some(Value::Null) => None,
+        Some(v) => rope_scaling_from(v, "rope_scaling", field_err)?,
+    };
+    let (mut theta, mut scaling, mut local) = (
+        top_theta.unwrap_or(1_000_000.0),
+        old_scaling.clone(),
+        top_local.unwrap_or(10_000.0),
+    );
+    if let Some(params) = json.get("rope_parameters").filter(|v| !v.is_null()) {
+        let part = |kind: &str| -> Result<Option<(Option<f64>, Option<RopeScaling>)>, FileError> {
+            let at = format!("rope_parameters.{kind}");
+            match params.get(kind) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => Ok(Some((
+                    optional_number(v, "rope_theta", &format!("{at}.rope_theta"), field_err)?,
+                    rope_scaling_from(v, &at, field_err)?,
+                ))),
+            }
+        };
+        if !params.is_object() {
+            return Err(field_err(
+                "rope_parameters",
+                &format!("expected an object, got {params}"),
+            ));
+        }
+        if let Some((t, sc)) = part("full_attention")? {
+            if let (Some(a), Some(b)) = (top_theta, t) {
+                if a != b {
+                    return Err(field_err(
+                        "rope_parameters.full_attention.rope_theta",
+                        &format!("{b} disagrees with the top-level rope_theta = {a}"),
+                    ));
+                }
+            }
+            theta = t.unwrap_or(theta);
+            scaling = sc;
+        }
+        if let Some((t, sc)) = part("sliding_attention")? {
+            if let Some(sc) = sc {
+                return Err(field_err(
+                    "rope_parameters.sliding_attention.rope_type",
+                    &format!("{sc:?}: scaling the sliding layers' rope is not supported"),
+                ));
+            }
+            if let (Some(a), Some(b)) = (top_local, t) {
+                if a != b {
+                    return Err(field_err(
+                        "rope_parameters.sliding_attention.rope_theta",
+                        &format!("{b} disagrees with rope_local_base_freq = {a}"),
+                    ));
+                }
+            }
+            local = t.unwrap_or(local);
+        }
+    }
+    Ok((theta, scaling, Some(local)))
 }
 
 /// The scaling a `rope_scaling` (4.x) or `rope_parameters` (5.x) object describes; `None`
@@ -893,7 +1128,11 @@ fn sliding_layers(
 ) -> Result<(Option<usize>, Vec<bool>), FileError> {
     let set = |k: &str| json.get(k).filter(|v| !v.is_null());
     let window = match set("sliding_window") {
-        None if family == Family::Mistral && json.get("sliding_window").is_none() => Some(4096),
+        None if matches!(family, Family::Mistral | Family::Gemma2 | Family::Gemma3)
+            && json.get("sliding_window").is_none() =>
+        {
+            Some(4096)
+        }
         None => None,
         Some(v) => Some(v.as_u64().filter(|&n| n > 0).ok_or_else(|| {
             field_err(
@@ -958,6 +1197,22 @@ fn sliding_layers(
                 use_sliding && window.is_some() && !rope_layers.get(l).copied().unwrap_or(true)
             })
             .collect(),
+        // every layer but each `pattern`-th slides (Gemma 2: every other one)
+        Family::Gemma2 | Family::Gemma3 => {
+            let pattern = match (family, set("sliding_window_pattern")) {
+                (Family::Gemma2, _) => 2,
+                (_, None) => 6,
+                (_, Some(v)) => v.as_u64().filter(|&n| n > 0).ok_or_else(|| {
+                    field_err(
+                        "sliding_window_pattern",
+                        &format!("expected a positive integer, got {v}"),
+                    )
+                })? as usize,
+            };
+            (0..num_layers)
+                .map(|l| window.is_some() && (l + 1) % pattern != 0)
+                .collect()
+        }
     };
     let layers = match (family, listed) {
         // Llama's and Mistral's classes ignore `layer_types`: a list that disagrees with what
@@ -980,6 +1235,16 @@ fn sliding_layers(
                     family.as_str()
                 ),
             ));
+        }
+        (Family::Gemma2 | Family::Gemma3, Some(l)) => {
+            if l.iter().any(|&s| s) && window.is_none() {
+                let i = l.iter().position(|&s| s).unwrap_or(0);
+                return Err(field_err(
+                    &format!("layer_types[{i}]"),
+                    "\"sliding_attention\" but sliding_window is null",
+                ));
+            }
+            l
         }
         (Family::Qwen2 | Family::Qwen3 | Family::SmolLM3, Some(l)) => {
             // these classes drop the window unless `use_sliding_window` is on

@@ -22,6 +22,8 @@ pub fn gguf_architecture(family: Family) -> &'static str {
         Family::Qwen2 => "qwen2",
         Family::Qwen3 => "qwen3",
         Family::SmolLM3 => "smollm3",
+        Family::Gemma2 => "gemma2",
+        Family::Gemma3 => "gemma3",
     }
 }
 
@@ -39,6 +41,11 @@ pub use crate::weights::gguf_name;
 /// than `smollm3`'s fixed every-fourth pattern.
 pub fn check_llama_cpp_math(cfg: &ModelConfig) -> Result<(), String> {
     let arch = gguf_architecture(cfg.family);
+    if cfg.family.is_gemma() {
+        return Err(format!(
+            "writing `{arch}` GGUF files is not supported yet (export PEFT or a merged folder)"
+        ));
+    }
     if let Some(w) = cfg
         .sliding_window
         .filter(|_| cfg.sliding_layers.iter().any(|&s| s))

@@ -13,7 +13,7 @@ pub mod source;
 pub mod tokenizer;
 pub mod weights;
 
-pub use config::{Family, ModelConfig, RopeScaling};
+pub use config::{Activation, Family, ModelConfig, RopeScaling};
 pub use error::{FileError, WithPath};
 pub use gguf::{GgufError, GgufSummary};
 pub use hash::{sha256_file, HashError};
