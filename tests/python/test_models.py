@@ -9,6 +9,7 @@
 import copy
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -77,43 +78,51 @@ def test_tiny_model_matches_transformers(run, tmp_path, variant):
     tm.assert_greedy_agrees(tm.last_logits(ref), g["prompt_ids"], g["token_ids"], max_tokens=32)
 
 
-def to_transformers5_form(config: dict) -> dict:
-    """The same config as transformers 5 saves it: the rope under `rope_parameters`, the
-    weights' dtype under `dtype` (transformers 4.57, which the tests pin, cannot write it)."""
-    c = dict(config)
-    rope = {"rope_type": "default", **(c.pop("rope_scaling", None) or {})}
-    rope.pop("type", None)
-    rope["rope_theta"] = c.pop("rope_theta")
-    c["rope_parameters"] = rope
-    c["dtype"] = c.pop("torch_dtype", "float32")
-    return c
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "transformers4"
 
 
-@pytest.mark.parametrize("variant", ["qwen2", "llama3-rope-scaling"])
-def test_a_transformers5_config_gives_the_same_model(run, tmp_path, variant):
-    # Qwen2's theta (1e6) and Llama 3's rope scaling live in `rope_parameters` in a folder
-    # saved by transformers 5; read as the 4.x keys only, theta would fall back to 10,000 and
-    # the NLL would be off by nats. The truth is transformers on the 4.x form of the folder.
-    spec = dict(VARIANTS[variant])
-    old = tm.make_model(tmp_path / "old", seed=7, **spec)
+def max_diff(a, b):
+    assert len(a) == len(b)
+    return max(abs(x - y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("variant", sorted(p.name for p in FIXTURES.iterdir()))
+def test_a_folder_in_the_transformers4_or_5_form_gives_the_same_model(run, tmp_path, variant):
+    """The committed folders were saved by transformers 4.57 (top-level rope_theta / rope_scaling,
+    rope_local_base_freq) with the NLL it computed; the transformers under test saves the same
+    model in its own form (transformers 5: everything rope under `rope_parameters`). Both forms
+    must give 4.57's NLL, in Whetstone and in today's transformers."""
+    old = FIXTURES / variant
+    expected = json.loads((old / "expected.json").read_text())
+    got = score(run, old, tmp_path, text=expected["text"])
+    assert got["token_ids"] == expected["token_ids"]
+    ref = tm.load_reference(old)
+    assert max_diff(tm.token_nll(ref, got["token_ids"]), expected["token_nll"]) < TOL, "transformers moved"
+    d_old = max_diff(got["token_nll"], expected["token_nll"])
+    assert d_old < TOL, f"{variant}, 4.x form: {d_old:.2e}"
+
     new = tmp_path / "new"
     shutil.copytree(old, new)
-    config = json.loads((old / "config.json").read_text())
-    assert "rope_theta" in config
-    (new / "config.json").write_text(json.dumps(to_transformers5_form(config), indent=2))
-    want = tm.token_nll(tm.load_reference(old), score(run, old, tmp_path)["token_ids"])
-    for folder in (old, new):
-        got = score(run, folder, tmp_path)
-        diff = max(abs(a - b) for a, b in zip(got["token_nll"], want))
-        assert diff < TOL, f"{folder.name}: max |NLL - transformers| = {diff:.2e}"
+    (new / "config.json").unlink()
+    ref.save_pretrained(new)
+    config = json.loads((new / "config.json").read_text())
+    if tm.transformers.__version__.startswith("5."):
+        assert "rope_parameters" in config and "rope_theta" not in config, config
+    got = score(run, new, tmp_path, text=expected["text"])
+    d_new = max_diff(got["token_nll"], expected["token_nll"])
+    assert d_new < TOL, f"{variant}, {tm.transformers.__version__} form: {d_new:.2e}"
+    print(f"{variant}: 4.x form {d_old:.1e}, {tm.transformers.__version__} form {d_new:.1e}")
+
     # a folder stating its rope twice, differently, is refused by name
-    both = json.loads((new / "config.json").read_text())
-    both["rope_theta"] = both["rope_parameters"]["rope_theta"] / 100
-    (new / "config.json").write_text(json.dumps(both))
-    text = tmp_path / "t.txt"
-    text.write_text("hi")
-    p = run("score", "--model", str(new), "--text-file", str(text), check=False)
-    assert p.returncode == 1 and "rope_parameters.rope_theta" in p.stderr, p.stderr
+    rope = config.get("rope_parameters") or {}
+    if "full_attention" in rope:
+        rope, shown = rope["full_attention"], "rope_parameters.full_attention.rope_theta"
+    else:
+        shown = "rope_parameters.rope_theta"
+    if "rope_theta" in rope:
+        (new / "config.json").write_text(json.dumps({**config, "rope_theta": rope["rope_theta"] / 100}))
+        p = run("score", "--model", str(new), "--text-file", str(tmp_path / "text.txt"), check=False)
+        assert p.returncode == 1 and shown in p.stderr, p.stderr
 
 
 @pytest.fixture(scope="module")
@@ -387,7 +396,7 @@ def test_every_math_key_is_honoured(run, tmp_path, family, overrides):
     path = tm.make_model(tmp_path / "m", family, seed=9, **overrides)
     saved = json.loads((path / "config.json").read_text())
     for k in overrides:
-        if k != "rope_theta" and k != "rope_scaling":  # transformers 5 moves these into rope_parameters
+        if k not in ("rope_theta", "rope_scaling", "rope_local_base_freq"):  # transformers 5: in rope_parameters
             assert k in saved, f"{k} was not saved"
     got = score(run, path, tmp_path)
     want = tm.token_nll(tm.load_reference(path), got["token_ids"])

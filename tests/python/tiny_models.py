@@ -8,6 +8,7 @@ show up in the logits.
 from pathlib import Path
 
 import torch
+import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (AutoModelForCausalLM, LlamaConfig, MistralConfig, PreTrainedTokenizerFast, Qwen2Config,
                           Qwen3Config, SmolLM3Config, Gemma2Config, Gemma3TextConfig)
