@@ -23,13 +23,19 @@ FAMILIES = {
     # four layers: llama.cpp's smollm3 graph leaves every fourth without rope, as the real models do
     "smollm3": dict(family="smollm3", num_hidden_layers=4, no_rope_layer_interval=4),
     "mistral-sliding-window": dict(family="mistral", sliding_window=7),
-    "gemma2": dict(family="gemma2"),
-    "gemma3": dict(family="gemma3"),
+    # llama.cpp scales Gemma's queries by 1/sqrt(head_dim) whatever the file says
+    "gemma2": dict(family="gemma2", query_pre_attn_scalar=16),
+    "gemma3": dict(family="gemma3", query_pre_attn_scalar=16),
+    "gemma2-own-query-scale": dict(family="gemma2"),
 }
 
 # why a GGUF export of the family is refused (one line naming the reason), where it is
-GGUF_REFUSED = {"mistral-sliding-window": "sliding_window", "gemma2": "not supported yet",
-                "gemma3": "not supported yet"}
+GGUF_REFUSED = {"mistral-sliding-window": "sliding_window", "gemma2-own-query-scale": "query_pre_attn_scalar"}
+
+# ggml computes GELU through an f16 lookup table (its CPU GELU rounds the input to f16), so
+# llama.cpp's Gemma differs from the exact f32 function by a few 1e-3 nats (measured
+# 1.7e-3 for Gemma 2, 6e-3 for Gemma 3); a misread setting moves the NLL by a nat or more
+GGUF_TOL = {"gemma2": 2e-2, "gemma3": 2e-2}
 
 
 def nll_text(tmp_path):
@@ -76,7 +82,7 @@ def test_lora_trains_and_its_peft_merged_and_gguf_exports_agree(run, tmp_path, t
     assert max_diff(again["token_nll"], ours["token_nll"]) < 1e-4
     d = max_diff(ours["token_nll"], llama_cpp_nll(gguf_file, ours["token_ids"]))
     print(f"{variant}: merged GGUF in llama.cpp vs whetstone {d:.2e}")
-    assert d < 1e-3, f"{variant} GGUF in llama.cpp: {d}"
+    assert d < GGUF_TOL.get(variant, 1e-3), f"{variant} GGUF in llama.cpp: {d}"
 
 
 @pytest.mark.parametrize("family", ["qwen3", "gemma3"])

@@ -678,13 +678,16 @@ impl ModelConfig {
             "qwen2" => Family::Qwen2,
             "qwen3" => Family::Qwen3,
             "smollm3" => Family::SmolLM3,
+            "gemma2" => Family::Gemma2,
+            "gemma3" => Family::Gemma3,
             other => {
                 return Err(FileError::new(
                     path,
-                    format!("GGUF architecture \"{other}\" is not supported (supported: llama, mistral, qwen2, qwen3, smollm3)"),
+                    format!("GGUF architecture \"{other}\" is not supported (supported: llama, mistral, qwen2, qwen3, smollm3, gemma2, gemma3)"),
                 ))
             }
         };
+        let gemma = family.is_gemma();
         let key = |k: &str| format!("{arch}.{k}");
         let get_u = |k: &str| -> Result<Option<usize>, FileError> {
             match md.get(&key(k)) {
@@ -771,32 +774,77 @@ impl ModelConfig {
                 ));
             }
         }
-        for k in ["attn_logit_softcapping", "final_logit_softcapping"] {
-            if let Some(v) = get_f(k)?.filter(|&v| v != 0.0) {
-                return Err(FileError::new(
-                    path,
-                    format!(
-                        "metadata key `{}` = {v}: logit soft-capping is not supported",
-                        key(k)
-                    ),
-                ));
+        let num_layers = req_u("block_count")?;
+        let md_err =
+            |k: &str, why: String| FileError::new(path, format!("metadata key `{}`{why}", key(k)));
+        if !gemma {
+            for k in ["attn_logit_softcapping", "final_logit_softcapping"] {
+                if let Some(v) = get_f(k)?.filter(|&v| v != 0.0) {
+                    return Err(md_err(
+                        k,
+                        format!(" = {v}: logit soft-capping is not supported"),
+                    ));
+                }
             }
         }
-        if let Some(w) = get_u("attention.sliding_window")?.filter(|&w| w != 0) {
-            return Err(FileError::new(
-                path,
-                format!(
-                    "metadata key `{}` = {w}: sliding-window attention is not supported",
-                    key("attention.sliding_window")
-                ),
+        let window = get_u("attention.sliding_window")?.filter(|&w| w != 0);
+        let sliding_layers = match (window, gemma) {
+            (Some(w), false) => {
+                return Err(md_err(
+                    "attention.sliding_window",
+                    format!(" = {w}: sliding-window attention is not supported"),
+                ))
+            }
+            (None, _) => vec![],
+            // llama.cpp: layer i slides when i % pattern < pattern - 1 (Gemma 2: every other
+            // layer, Gemma 3: five of every six), the pattern overridable by a key
+            (Some(_), true) => {
+                let pattern = match md.get(&key("attention.sliding_window_pattern")) {
+                    None => {
+                        if family == Family::Gemma2 {
+                            2
+                        } else {
+                            6
+                        }
+                    }
+                    Some(v) => v.to_u32().ok().filter(|&p| p > 0).ok_or_else(|| {
+                        md_err(
+                            "attention.sliding_window_pattern",
+                            " is not a positive integer (a per-layer list is not supported)".into(),
+                        )
+                    })? as usize,
+                };
+                (0..num_layers).map(|l| l % pattern < pattern - 1).collect()
+            }
+        };
+        if family == Family::Gemma3 && window.is_none() {
+            // llama.cpp's Gemma 3 graph without a window soft-caps the logits unasked
+            return Err(md_err(
+                "attention.sliding_window",
+                " is missing: a Gemma 3 without sliding layers is not supported".into(),
             ));
         }
+        // llama.cpp scales Gemma's queries by its own rule (it ignores `attention.scale` for
+        // these architectures, so a file stating another scale is refused)
+        let query_pre_attn_scalar = if gemma {
+            let rule = gemma_query_scalar(family, num_layers, hidden_size, num_heads, head_dim);
+            if let Some(s) = get_f("attention.scale")? {
+                if (s * rule.sqrt() - 1.0).abs() > 1e-4 {
+                    return Err(md_err(
+                        "attention.scale",
+                        format!(" = {s}: llama.cpp scales this model's queries by 1/√{rule} and ignores the key"),
+                    ));
+                }
+            }
+            Some(rule)
+        } else {
+            None
+        };
         let rope_scaling = match (rope_factors, linear_factor) {
             (Some(factors), _) => Some(RopeScaling::Factors { factors }),
             (None, Some(factor)) => Some(RopeScaling::Linear { factor }),
             (None, None) => None,
         };
-        let num_layers = req_u("block_count")?;
         let cfg = ModelConfig {
             family,
             vocab_size,
@@ -821,22 +869,56 @@ impl ModelConfig {
             } else {
                 vec![]
             },
-            sliding_window: None,
-            sliding_layers: vec![],
+            sliding_window: window.filter(|_| !sliding_layers.is_empty()),
+            sliding_layers,
             attention_dropout: 0.0,
-            activation: Activation::Silu,
-            unit_offset_norms: false,
-            scale_embeddings: false,
-            sandwich_norms: false,
-            query_pre_attn_scalar: None,
-            attn_softcap: None,
-            final_softcap: None,
-            local_rope_theta: None,
+            activation: if gemma {
+                Activation::GeluTanh
+            } else {
+                Activation::Silu
+            },
+            unit_offset_norms: gemma,
+            scale_embeddings: gemma,
+            sandwich_norms: gemma,
+            query_pre_attn_scalar,
+            // llama.cpp's Gemma 2 always soft-caps (50 and 30 unless the file says)
+            attn_softcap: match family {
+                Family::Gemma2 => Some(get_f("attn_logit_softcapping")?.unwrap_or(50.0)),
+                _ => None,
+            },
+            final_softcap: match family {
+                Family::Gemma2 => Some(get_f("final_logit_softcapping")?.unwrap_or(30.0)),
+                _ => None,
+            },
+            local_rope_theta: match family {
+                Family::Gemma3 => Some(get_f("rope.freq_base_swa")?.unwrap_or(10_000.0)),
+                _ => None,
+            },
             bos_token_id: md_u32("tokenizer.ggml.bos_token_id"),
             eos_token_ids: md_u32("tokenizer.ggml.eos_token_id").into_iter().collect(),
         };
         cfg.validate(path)?;
         Ok(cfg)
+    }
+}
+
+/// The `query_pre_attn_scalar` llama.cpp's Gemma graphs use: `head_dim`, except for the 27B
+/// models (46 layers for Gemma 2, 62 for Gemma 3), which use `hidden / heads`.
+pub fn gemma_query_scalar(
+    family: Family,
+    num_layers: usize,
+    hidden_size: usize,
+    num_heads: usize,
+    head_dim: usize,
+) -> f64 {
+    let big = matches!(
+        (family, num_layers),
+        (Family::Gemma2, 46) | (Family::Gemma3, 62)
+    );
+    if big {
+        (hidden_size / num_heads) as f64
+    } else {
+        head_dim as f64
     }
 }
 

@@ -42,9 +42,7 @@ pub use crate::weights::gguf_name;
 pub fn check_llama_cpp_math(cfg: &ModelConfig) -> Result<(), String> {
     let arch = gguf_architecture(cfg.family);
     if cfg.family.is_gemma() {
-        return Err(format!(
-            "writing `{arch}` GGUF files is not supported yet (export PEFT or a merged folder)"
-        ));
+        return check_gemma(cfg, arch);
     }
     if let Some(w) = cfg
         .sliding_window
@@ -68,6 +66,60 @@ pub fn check_llama_cpp_math(cfg: &ModelConfig) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The sliding-layer period llama.cpp assumes for a Gemma architecture unless the file
+/// states one (`attention.sliding_window_pattern`).
+fn gemma_default_pattern(family: Family) -> usize {
+    if family == Family::Gemma2 {
+        2
+    } else {
+        6
+    }
+}
+
+/// The smallest period `p` with layer `l` sliding exactly when `l % p < p - 1` (llama.cpp's
+/// rule), if the model's sliding layers follow one.
+fn gemma_pattern(cfg: &ModelConfig) -> Option<usize> {
+    (1..=cfg.num_layers.max(1))
+        .find(|&p| (0..cfg.num_layers).all(|l| (cfg.layer_window(l).is_some()) == (l % p < p - 1)))
+}
+
+/// What llama.cpp's Gemma graphs can reproduce: Gemma 2 always soft-caps scores and logits;
+/// Gemma 3 slides on a periodic pattern and never soft-caps.
+fn check_gemma(cfg: &ModelConfig, arch: &str) -> Result<(), String> {
+    if cfg.sliding_window.is_none() {
+        return Err(format!(
+            "llama.cpp's `{arch}` expects sliding-window layers, and this model has none"
+        ));
+    }
+    if gemma_pattern(cfg).is_none() {
+        return Err(format!(
+            "the sliding layers (`layer_types`) do not follow a period llama.cpp's `{arch}` can state"
+        ));
+    }
+    let rule = crate::config::gemma_query_scalar(
+        cfg.family,
+        cfg.num_layers,
+        cfg.hidden_size,
+        cfg.num_heads,
+        cfg.head_dim,
+    );
+    if cfg.query_pre_attn_scalar != Some(rule) {
+        return Err(format!(
+            "llama.cpp's `{arch}` scales queries by 1/√{rule}, this model by 1/√{} (`query_pre_attn_scalar`)",
+            cfg.query_pre_attn_scalar.unwrap_or(0.0)
+        ));
+    }
+    match cfg.family {
+        Family::Gemma2 if cfg.attn_softcap.is_none() || cfg.final_softcap.is_none() => Err(
+            format!("llama.cpp's `{arch}` always soft-caps scores and logits; this model does not (`attn_logit_softcapping` / `final_logit_softcapping` null)"),
+        ),
+        Family::Gemma3 if cfg.final_softcap.is_some() => Err(format!(
+            "llama.cpp's `{arch}` with sliding layers does not soft-cap logits (`final_logit_softcapping`)"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Interleave the rotary halves of each head's rows, as llama.cpp's converter does to Q and
@@ -160,6 +212,29 @@ pub fn model_metadata(cfg: &ModelConfig, name: &str, file_type: u32) -> Vec<(Str
         md.push((k("rope.scaling.type"), GgufValue::String("linear".into())));
         md.push((k("rope.scaling.factor"), GgufValue::F32(*factor as f32)));
     }
+    if cfg.family.is_gemma() {
+        if let Some(w) = cfg.sliding_window {
+            md.push((k("attention.sliding_window"), u(w)));
+        }
+        if let Some(p) = gemma_pattern(cfg).filter(|&p| p != gemma_default_pattern(cfg.family)) {
+            md.push((k("attention.sliding_window_pattern"), u(p)));
+        }
+        if let Some(s) = cfg.query_pre_attn_scalar {
+            md.push((
+                k("attention.scale"),
+                GgufValue::F32((1.0 / s.sqrt()) as f32),
+            ));
+        }
+        for (key, v) in [
+            ("attn_logit_softcapping", cfg.attn_softcap),
+            ("final_logit_softcapping", cfg.final_softcap),
+            ("rope.freq_base_swa", cfg.local_rope_theta),
+        ] {
+            if let Some(v) = v {
+                md.push((k(key), GgufValue::F32(v as f32)));
+            }
+        }
+    }
     md
 }
 
@@ -210,11 +285,11 @@ mod tests {
             "model.layers.12.mlp.down_proj.weight",
             "model.layers.1.post_attention_layernorm.weight",
         ] {
-            let g = gguf_name(hf).unwrap();
-            assert_eq!(hf_name(&g).as_deref(), Some(hf), "{g}");
+            let g = gguf_name(hf, Family::Llama).unwrap();
+            assert_eq!(hf_name(&g, Family::Llama).as_deref(), Some(hf), "{g}");
         }
         assert_eq!(
-            gguf_name("model.layers.2.self_attn.o_proj.weight").unwrap(),
+            gguf_name("model.layers.2.self_attn.o_proj.weight", Family::Llama).unwrap(),
             "blk.2.attn_output.weight"
         );
     }

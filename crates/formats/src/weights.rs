@@ -5,7 +5,7 @@
 //! tensor it needs by name and shape; anything left over is an error, because a tensor the
 //! model does not use means the file describes a different model than the one we built.
 
-use crate::config::ModelConfig;
+use crate::config::{Family, ModelConfig};
 use crate::error::{FileError, WithPath};
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
@@ -203,8 +203,15 @@ pub const LAYER_NAMES: [(&str, &str); 11] = [
     ("attn_k_norm", "self_attn.k_norm"),
 ];
 
+/// Gemma's sandwich norms, which take the place of `ffn_norm` in llama.cpp's naming.
+const GEMMA_LAYER_NAMES: [(&str, &str); 3] = [
+    ("post_attention_norm", "post_attention_layernorm"),
+    ("ffn_norm", "pre_feedforward_layernorm"),
+    ("post_ffw_norm", "post_feedforward_layernorm"),
+];
+
 /// Translate a tensor name between the two namings; `to_hf` picks the direction.
-fn translate(name: &str, to_hf: bool) -> Option<String> {
+fn translate(name: &str, family: Family, to_hf: bool) -> Option<String> {
     let from = |p: &(&'static str, &'static str)| if to_hf { p.0 } else { p.1 };
     let to = |p: &(&'static str, &'static str)| if to_hf { p.1 } else { p.0 };
     if let Some(g) = GLOBAL_NAMES.iter().find(|p| from(p) == name) {
@@ -218,18 +225,33 @@ fn translate(name: &str, to_hf: bool) -> Option<String> {
     let (layer, rest) = name.strip_prefix(prefix)?.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
     let (module, kind) = rest.rsplit_once('.')?;
-    let m = LAYER_NAMES.iter().find(|p| from(p) == module)?;
+    let own: &[(&str, &str)] = if family.is_gemma() {
+        &GEMMA_LAYER_NAMES
+    } else {
+        &[]
+    };
+    let m = own
+        .iter()
+        .chain(LAYER_NAMES.iter())
+        .find(|p| from(p) == module)?;
     Some(format!("{out_prefix}{layer}.{}.{kind}", to(m)))
 }
 
-/// The HF name of a GGUF tensor (llama.cpp's naming), or None when it has no HF counterpart.
-pub fn hf_name(gguf_name: &str) -> Option<String> {
-    translate(gguf_name, true)
+/// The HF name of a GGUF tensor of `family` (llama.cpp's naming), or None when it has no HF
+/// counterpart.
+pub fn hf_name(gguf_name: &str, family: Family) -> Option<String> {
+    translate(gguf_name, family, true)
 }
 
-/// The GGUF name of an HF tensor, or None when llama.cpp has no counterpart.
-pub fn gguf_name(hf_name: &str) -> Option<String> {
-    translate(hf_name, false)
+/// The GGUF name of an HF tensor of `family`, or None when llama.cpp has no counterpart.
+pub fn gguf_name(hf_name: &str, family: Family) -> Option<String> {
+    translate(hf_name, family, false)
+}
+
+/// llama.cpp stores Gemma's RMSNorm weights as `1 + w` (its norm multiplies by the weight);
+/// HF stores `w`. The shift to add when writing a GGUF (and subtract when reading one).
+pub fn gguf_norm_shift(hf_name: &str, family: Family) -> Option<f64> {
+    (family.is_gemma() && hf_name.ends_with("norm.weight")).then_some(1.0)
 }
 
 /// Undo llama.cpp's interleaving of the rotary halves in Q and K rows
@@ -307,7 +329,7 @@ pub fn load_gguf(
         if name == "rope_freqs.weight" {
             continue; // folded into the config's rope scaling
         }
-        let hf = hf_name(name).ok_or_else(|| {
+        let hf = hf_name(name, cfg.family).ok_or_else(|| {
             FileError::new(
                 path,
                 format!(
@@ -319,8 +341,13 @@ pub fn load_gguf(
         let q = content
             .tensor(&mut file, name, device)
             .map_err(|e| FileError::new(path, format!("tensor `{name}`: {e}")))?;
+        let shift = gguf_norm_shift(&hf, cfg.family);
         let mut t = q
             .dequantize(device)
+            .and_then(|t| match shift {
+                Some(s) => t - s,
+                None => Ok(t),
+            })
             .and_then(|t| t.to_dtype(dtype))
             .map_err(|e| FileError::new(path, format!("tensor `{name}` ({:?}): {e}", q.dtype())))?;
         if crate::gguf_out::permutes_qk(cfg.family) {
@@ -362,19 +389,67 @@ mod tests {
     #[test]
     fn gguf_names_map_to_hf() {
         assert_eq!(
-            hf_name("blk.3.attn_q.weight").unwrap(),
+            hf_name("blk.3.attn_q.weight", Family::Llama).unwrap(),
             "model.layers.3.self_attn.q_proj.weight"
         );
         assert_eq!(
-            hf_name("blk.0.attn_q.bias").unwrap(),
+            hf_name("blk.0.attn_q.bias", Family::Llama).unwrap(),
             "model.layers.0.self_attn.q_proj.bias"
         );
         assert_eq!(
-            hf_name("blk.12.ffn_norm.weight").unwrap(),
+            hf_name("blk.12.ffn_norm.weight", Family::Llama).unwrap(),
             "model.layers.12.post_attention_layernorm.weight"
         );
-        assert_eq!(hf_name("output.weight").unwrap(), "lm_head.weight");
-        assert!(hf_name("blk.0.attn_qkv.weight").is_none());
+        assert_eq!(
+            hf_name("output.weight", Family::Llama).unwrap(),
+            "lm_head.weight"
+        );
+        assert!(hf_name("blk.0.attn_qkv.weight", Family::Llama).is_none());
+    }
+
+    #[test]
+    fn gemma_sandwich_norms_have_their_own_gguf_names_and_a_unit_shift() {
+        let g = Family::Gemma3;
+        for (gguf, hf) in [
+            (
+                "blk.1.ffn_norm.weight",
+                "model.layers.1.pre_feedforward_layernorm.weight",
+            ),
+            (
+                "blk.1.post_attention_norm.weight",
+                "model.layers.1.post_attention_layernorm.weight",
+            ),
+            (
+                "blk.1.post_ffw_norm.weight",
+                "model.layers.1.post_feedforward_layernorm.weight",
+            ),
+            (
+                "blk.1.attn_q_norm.weight",
+                "model.layers.1.self_attn.q_norm.weight",
+            ),
+            (
+                "blk.1.attn_q.weight",
+                "model.layers.1.self_attn.q_proj.weight",
+            ),
+        ] {
+            assert_eq!(hf_name(gguf, g).as_deref(), Some(hf));
+            assert_eq!(gguf_name(hf, g).as_deref(), Some(gguf));
+        }
+        // the same GGUF name is the MLP input norm of a Llama
+        assert_eq!(
+            hf_name("blk.1.ffn_norm.weight", Family::Llama).unwrap(),
+            "model.layers.1.post_attention_layernorm.weight"
+        );
+        assert_eq!(gguf_norm_shift("model.norm.weight", g), Some(1.0));
+        assert_eq!(
+            gguf_norm_shift("model.layers.0.self_attn.k_norm.weight", g),
+            Some(1.0)
+        );
+        assert_eq!(
+            gguf_norm_shift("model.layers.0.self_attn.q_proj.weight", g),
+            None
+        );
+        assert_eq!(gguf_norm_shift("model.norm.weight", Family::Llama), None);
     }
 
     #[test]

@@ -898,7 +898,7 @@ fn gguf_adapter(
             )));
         };
         let base_name = format!("{module}.weight");
-        let g = gguf_out::gguf_name(&base_name).ok_or_else(|| {
+        let g = gguf_out::gguf_name(&base_name, source.config.family).ok_or_else(|| {
             user(format!(
                 "{}: `{module}` has no llama.cpp counterpart",
                 wf.display()
@@ -962,10 +962,15 @@ fn gguf_model(
     cfg.to_hf_json("float32", merge::bias_layout(&model))
         .map_err(|e| user(format!("the merged model cannot be written as GGUF: {e}")))?;
     progress("quantizing and writing model.gguf");
-    // llama.cpp's layout: Q/K rows interleaved for the `llama` architecture
+    // llama.cpp's layout: Q/K rows interleaved for the `llama` architecture, Gemma's norm
+    // weights stored as 1 + w
     let convert = |hf: &str, t: Tensor| -> Result<candle_core::quantized::QTensor, RunError> {
         let t = match gguf_out::qk_heads(hf, cfg) {
             Some(h) => gguf_out::permute_qk(&t, h).map_err(internal)?,
+            None => t,
+        };
+        let t = match whetstone_formats::weights::gguf_norm_shift(hf, cfg.family) {
+            Some(shift) => (t + shift).map_err(internal)?,
             None => t,
         };
         gguf_out::to_qtensor(&t, dtype).map_err(internal)
@@ -983,7 +988,7 @@ fn gguf_model(
             infos.sort_by_key(|(_, off)| *off);
             let mut file = std::fs::File::open(&source.path).map_err(internal)?;
             for (gname, _) in infos {
-                match whetstone_formats::weights::hf_name(gname) {
+                match whetstone_formats::weights::hf_name(gname, cfg.family) {
                     Some(hf) if by_name.contains_key(&hf) => {
                         let t = by_name.remove(&hf).expect("checked");
                         out_tensors.push((gname.clone(), convert(&hf, t)?));
@@ -1039,8 +1044,8 @@ fn gguf_model(
     let mut rest: Vec<(String, Tensor)> = by_name.into_iter().collect();
     rest.sort_by_key(|a| tensor_order(&a.0));
     for (hf, t) in rest {
-        let g =
-            gguf_out::gguf_name(&hf).ok_or_else(|| internal(format!("`{hf}` has no GGUF name")))?;
+        let g = gguf_out::gguf_name(&hf, cfg.family)
+            .ok_or_else(|| internal(format!("`{hf}` has no GGUF name")))?;
         out_tensors.push((g, convert(&hf, t)?));
     }
     gguf_out::write(out, &md, &out_tensors).map_err(user)
