@@ -106,7 +106,10 @@ fn layer_params(c: &ModelConfig) -> u64 {
         .iter()
         .map(|&(m, i, o)| i * o + if has_bias(c, m) { o } else { 0 })
         .sum();
-    (lin + 2 * c.hidden_size) as u64
+    // two norms per layer, four with Gemma's sandwich; Qwen3 / Gemma 3 per-head q/k norms
+    let norms = if c.sandwich_norms { 4 } else { 2 } * c.hidden_size;
+    let qk = if c.qk_norm { 2 * c.head_dim } else { 0 };
+    (lin + norms + qk) as u64
 }
 
 /// All parameters of the base model.

@@ -102,6 +102,42 @@ const ENTRIES: &[Entry] = &[
         shape: (151936, 1536, 8960, 28, 12, 2, 128, true),
     },
     Entry {
+        id: "Qwen/Qwen3-0.6B",
+        name: "Qwen3 0.6B",
+        license: "apache-2.0",
+        gated: false,
+        note: "thinks before it answers; per-head q/k norms",
+        family: Family::Qwen3,
+        shape: (151936, 1024, 3072, 28, 16, 8, 128, true),
+    },
+    Entry {
+        id: "google/gemma-3-270m-it",
+        name: "Gemma 3 270M Instruct",
+        license: "gemma",
+        gated: true,
+        note: "gated: accept Google's terms on the hub; a 262k vocabulary in a tiny model",
+        family: Family::Gemma3,
+        shape: (262144, 640, 2048, 18, 4, 1, 256, true),
+    },
+    Entry {
+        id: "google/gemma-3-1b-it",
+        name: "Gemma 3 1B Instruct",
+        license: "gemma",
+        gated: true,
+        note: "gated: accept Google's terms on the hub; sliding-window layers",
+        family: Family::Gemma3,
+        shape: (262144, 1152, 6912, 26, 4, 1, 256, true),
+    },
+    Entry {
+        id: "HuggingFaceTB/SmolLM3-3B",
+        name: "SmolLM3 3B",
+        license: "apache-2.0",
+        gated: false,
+        note: "every fourth layer without rope; QLoRA on 8 GB GPUs",
+        family: Family::SmolLM3,
+        shape: (128256, 2048, 11008, 36, 16, 4, 128, true),
+    },
+    Entry {
         id: "HuggingFaceTB/SmolLM2-1.7B-Instruct",
         name: "SmolLM2 1.7B Instruct",
         license: "apache-2.0",
@@ -114,6 +150,12 @@ const ENTRIES: &[Entry] = &[
 
 fn config(e: &Entry) -> ModelConfig {
     let (vocab, hidden, inter, layers, heads, kv, head_dim, tied) = e.shape;
+    let gemma = e.family.is_gemma();
+    // Gemma 3: five sliding layers of 512 tokens for every full one
+    let sliding_layers: Vec<bool> = match gemma {
+        true => (0..layers).map(|l| (l + 1) % 6 != 0).collect(),
+        false => vec![],
+    };
     ModelConfig {
         family: e.family,
         vocab_size: vocab,
@@ -136,19 +178,26 @@ fn config(e: &Entry) -> ModelConfig {
         qkv_bias: e.family == Family::Qwen2,
         o_bias: false,
         mlp_bias: false,
-        qk_norm: e.family == Family::Qwen3,
-        rope_layers: vec![],
-        sliding_window: None,
-        sliding_layers: vec![],
+        qk_norm: matches!(e.family, Family::Qwen3 | Family::Gemma3),
+        rope_layers: match e.family {
+            Family::SmolLM3 => (0..layers).map(|l| (l + 1) % 4 != 0).collect(),
+            _ => vec![],
+        },
+        sliding_window: gemma.then_some(512),
+        sliding_layers,
         attention_dropout: 0.0,
-        activation: whetstone_formats::Activation::Silu,
-        unit_offset_norms: false,
-        scale_embeddings: false,
-        sandwich_norms: false,
-        query_pre_attn_scalar: None,
+        activation: if gemma {
+            whetstone_formats::Activation::GeluTanh
+        } else {
+            whetstone_formats::Activation::Silu
+        },
+        unit_offset_norms: gemma,
+        scale_embeddings: gemma,
+        sandwich_norms: gemma,
+        query_pre_attn_scalar: gemma.then_some(head_dim as f64),
         attn_softcap: None,
         final_softcap: None,
-        local_rope_theta: None,
+        local_rope_theta: gemma.then_some(10_000.0),
         bos_token_id: None,
         eos_token_ids: vec![],
     }
@@ -211,6 +260,10 @@ mod tests {
         assert_eq!(params("Qwen2.5-0.5B-Instruct") / 1_000_000, 494);
         assert_eq!(params("TinyLlama-1.1B-Chat-v1.0") / 1_000_000, 1100);
         assert_eq!(params("Llama-3.2-1B-Instruct") / 1_000_000, 1235);
+        assert_eq!(params("Qwen3-0.6B") / 1_000_000, 596);
+        assert_eq!(params("gemma-3-270m-it"), 268_098_176);
+        assert_eq!(params("gemma-3-1b-it"), 999_885_952);
+        assert_eq!(params("SmolLM3-3B") / 1_000_000, 3075);
         assert!(list.windows(2).all(|w| w[0].parameters <= w[1].parameters));
         // one sequence with checkpointing: the 4-bit base is what counts
         assert!(list.iter().all(|m| m.qlora_bytes < m.lora_bytes));
