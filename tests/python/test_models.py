@@ -49,6 +49,7 @@ VARIANTS = {
     "gemma2": dict(family="gemma2"),
     "gemma3": dict(family="gemma3"),
     "gemma3-rope-scaling": dict(family="gemma3", rope_scaling={"rope_type": "linear", "factor": 4.0}),
+    "gemma3-bf16-sharded": dict(family="gemma3", dtype=torch.bfloat16, shard=True),
 }
 
 
