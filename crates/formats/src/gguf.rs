@@ -218,6 +218,14 @@ impl Bounded {
         };
         Ok(match t {
             0 => Some(self.bytes(1, &what)?[0] as u64),
+            7 => match self.bytes(1, &what)?[0] {
+                b @ (0 | 1) => Some(b as u64),
+                b => {
+                    return Err(format!(
+                        "metadata key `{key}`: bool value {b} is not 0 or 1"
+                    ))
+                }
+            },
             4 => Some(self.u32(&what)? as u64),
             2 => {
                 let b = self.bytes(2, &what)?;
@@ -467,6 +475,16 @@ mod tests {
             e.contains("file is truncated: tensor `t` needs bytes up to"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_bool_that_is_not_0_or_1_names_its_key() {
+        let mut kv = 1u64.to_le_bytes().to_vec();
+        kv.extend(b"b");
+        kv.extend(7u32.to_le_bytes());
+        kv.push(189);
+        let e = refusal(&gguf_bytes(&kv, 1, &[4], 0, 0));
+        assert!(e.contains("metadata key `b`: bool value 189"), "{e}");
     }
 
     #[test]

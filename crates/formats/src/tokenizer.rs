@@ -156,7 +156,22 @@ fn check_document(doc: &Value) -> Result<(), String> {
             ));
         }
     }
-    check_post_processor(&doc["post_processor"], "post_processor")
+    check_post_processor(&doc["post_processor"], "post_processor")?;
+    check_decoder(&doc["decoder"], "decoder")
+}
+
+/// A `Strip` decoder that strips from the end indexes before the start of a token made only
+/// of the stripped character (the library panics); real tokenizers strip from the start only.
+fn check_decoder(d: &Value, at: &str) -> Result<(), String> {
+    for (i, inner) in d["decoders"].as_array().into_iter().flatten().enumerate() {
+        check_decoder(inner, &format!("{at}.decoders[{i}]"))?;
+    }
+    if d.get("start").is_some() && d["stop"].as_u64().is_some_and(|n| n > 0) {
+        return Err(format!(
+            "field `{at}.stop`: stripping from the end of tokens is not supported (only `stop: 0`)"
+        ));
+    }
+    Ok(())
 }
 
 /// The library picks the post-processor by its shape, not its `type`, so every object with
@@ -639,7 +654,7 @@ mod tests {
     }
 
     #[test]
-    fn merges_outside_the_vocabulary_and_a_missing_unk_token_are_refused() {
+    fn bad_merges_unk_token_and_strip_decoder_are_refused() {
         let mut doc = word_level(json!({}));
         doc["model"] = json!({"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": ["a b"]});
         let e = refused(doc.clone());
@@ -651,6 +666,11 @@ mod tests {
             json!({"model": {"type": "WordLevel", "vocab": {"a": 0}, "unk_token": "[UNK]"}}),
         ));
         assert!(e.contains("`model.unk_token`"), "{e}");
+        let e = refused(word_level(
+            json!({"decoder": {"type": "Sequence", "decoders": [
+            {"type": "Strip", "content": " ", "start": 1, "stop": 3}]}}),
+        ));
+        assert!(e.contains("`decoder.decoders[0].stop`"), "{e}");
     }
 
     #[test]
