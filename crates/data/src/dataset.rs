@@ -7,7 +7,7 @@
 //! with a column mapping. Every problem names the file, the line (or CSV row, or record
 //! number in a JSON array) and the field.
 
-use crate::template::ChatMessage;
+use crate::template::{one_line, ChatMessage};
 use serde::Serialize;
 use serde_json::Value;
 use std::fmt;
@@ -140,7 +140,7 @@ impl Dataset {
 fn file_err(path: &Path, message: impl Into<String>) -> DatasetError {
     DatasetError::File {
         path: path.to_path_buf(),
-        message: message.into(),
+        message: one_line(&message.into()),
     }
 }
 
@@ -628,7 +628,11 @@ pub fn load(
     let mut dropped = vec![];
     let mut push = |at: Location, r: Check<Example>| match r {
         Ok(e) => examples.push((at, e)),
-        Err((field, message)) => dropped.push(Problem { at, field, message }),
+        Err((field, message)) => dropped.push(Problem {
+            at,
+            field: field.as_deref().map(one_line),
+            message: one_line(&message),
+        }),
     };
     match (&raw, format) {
         (Raw::Lines(lines), DatasetFormat::Text) => {
@@ -800,6 +804,26 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no assistant message"));
+    }
+
+    // Found by whetstone-fuzz: values from the file (a role, a column name) put line
+    // breaks into the one-line error.
+    #[test]
+    fn errors_quoting_the_file_stay_on_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "c.jsonl",
+            "{\"messages\": [{\"role\": \"us\\ner\", \"content\": \"x\"}]}\n",
+        );
+        let e = load(&p, None, None, false).unwrap_err().to_string();
+        assert!(
+            e.contains("field `messages[0].role`: \"us\\ner\"") && !e.contains('\n'),
+            "{e}"
+        );
+        let p = write(dir.path(), "d.csv", "\"pro\nmpt\",response\na,b\n");
+        let e = load(&p, None, None, false).unwrap_err().to_string();
+        assert!(!e.contains('\n'), "{e}");
     }
 
     #[test]

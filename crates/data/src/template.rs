@@ -51,8 +51,9 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
+        env.set_fuel(Some(RENDER_FUEL));
         env.add_template_owned("chat", source.to_string())
-            .map_err(|e| TemplateError::Syntax(e.to_string()))?;
+            .map_err(|e| TemplateError::Syntax(one_line(&e.to_string())))?;
         Ok(Self {
             env,
             bos_token: bos_token.into(),
@@ -70,15 +71,69 @@ impl ChatTemplate {
         let tmpl = self
             .env
             .get_template("chat")
-            .map_err(|e| TemplateError::Syntax(e.to_string()))?;
-        tmpl.render(minijinja::context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => &self.bos_token,
-            eos_token => &self.eos_token,
-        })
-        .map_err(|e| TemplateError::Render(e.to_string()))
+            .map_err(|e| TemplateError::Syntax(one_line(&e.to_string())))?;
+        let text: usize = messages
+            .iter()
+            .map(|m| m.role.len() + m.content.len())
+            .sum();
+        let mut out = CappedOutput {
+            text: Vec::new(),
+            limit: OUTPUT_SLACK + 8 * text,
+            overflowed: false,
+        };
+        let rendered = tmpl.render_captured_to(
+            minijinja::context! {
+                messages => messages,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => &self.bos_token,
+                eos_token => &self.eos_token,
+            },
+            &mut out,
+        );
+        if out.overflowed {
+            return Err(TemplateError::Render(format!(
+                "the output passed {} bytes (1 MiB plus 8 times the messages): a chat template frames messages, it does not multiply them",
+                out.limit
+            )));
+        }
+        rendered.map_err(|e| TemplateError::Render(one_line(&e.to_string())))?;
+        String::from_utf8(out.text).map_err(|e| TemplateError::Render(e.to_string()))
     }
+}
+
+/// Instructions one render may execute: real templates take thousands for a long
+/// conversation; nested loops over `range(99999)` would take hours.
+const RENDER_FUEL: u64 = 5_000_000;
+
+/// Output a render may write beyond 8 bytes per byte of its messages.
+const OUTPUT_SLACK: usize = 1 << 20;
+
+/// Collects a render's output and fails the write that would pass `limit`.
+struct CappedOutput {
+    text: Vec<u8>,
+    limit: usize,
+    overflowed: bool,
+}
+
+impl std::io::Write for CappedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.text.len() + buf.len() > self.limit {
+            self.overflowed = true;
+            return Err(std::io::Error::other("chat template output limit"));
+        }
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A message on one line: text from a file (a template's own `raise_exception` message, a
+/// role or a column name in a dataset) may hold line breaks, and errors print one per line.
+pub(crate) fn one_line(text: &str) -> String {
+    text.replace('\r', "\\r").replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -124,6 +179,37 @@ mod tests {
             .unwrap_err();
         assert!(
             e.to_string().contains("Conversation must start with user"),
+            "{e}"
+        );
+    }
+
+    // Found by whetstone-fuzz: a template's own message spanned lines; nested loops ran for
+    // hours; `indent` and string repetition multiplied the output without bound.
+    #[test]
+    fn errors_are_one_line_and_renders_are_bounded() {
+        let t = ChatTemplate::new("{{ raise_exception('two\nlines') }}", "", "").unwrap();
+        let e = t.render(&[], false).unwrap_err().to_string();
+        assert!(e.contains("two\\nlines") && !e.contains('\n'), "{e}");
+        let start = std::time::Instant::now();
+        let t = ChatTemplate::new(
+            "{% for a in range(99999) %}{% for b in range(99999) %}{% endfor %}{% endfor %}",
+            "",
+            "",
+        )
+        .unwrap();
+        assert!(t.render(&[], false).is_err());
+        assert!(start.elapsed().as_secs() < 60);
+        let t = ChatTemplate::new(
+            "{% for i in range(99999) %}{{ 'x' * 99999 }}{% endfor %}",
+            "",
+            "",
+        )
+        .unwrap();
+        let e = t
+            .render(&[ChatMessage::new("user", "hi")], false)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("the output passed 1048624 bytes"),
             "{e}"
         );
     }

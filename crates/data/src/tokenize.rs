@@ -7,7 +7,7 @@
 //! tokens. Plain documents learn every token and end with the EOS token.
 
 use crate::dataset::Example;
-use crate::template::ChatTemplate;
+use crate::template::{one_line, ChatTemplate};
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -65,7 +65,7 @@ pub fn tokenize_example(
         Example::Text { text } => {
             let enc = tokenizer
                 .encode(text.as_str(), true)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| one_line(&e.to_string()))?;
             let mut ids = enc.get_ids().to_vec();
             if let Some(e) = eos {
                 ids.push(e);
@@ -80,7 +80,7 @@ pub fn tokenize_example(
             // The template writes the special tokens itself (as apply_chat_template does).
             let enc = tokenizer
                 .encode(full.as_str(), false)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| one_line(&e.to_string()))?;
             let ids = enc.get_ids().to_vec();
             let trained = if train_on_prompt {
                 vec![true; ids.len()]

@@ -683,7 +683,7 @@ impl ModelConfig {
             other => {
                 return Err(FileError::new(
                     path,
-                    format!("GGUF architecture \"{other}\" is not supported (supported: llama, mistral, qwen2, qwen3, smollm3, gemma2, gemma3)"),
+                    format!("metadata key `general.architecture`: GGUF architecture \"{other}\" is not supported (supported: llama, mistral, qwen2, qwen3, smollm3, gemma2, gemma3)"),
                 ))
             }
         };
@@ -744,7 +744,12 @@ impl ModelConfig {
                         .get("token_embd.weight")
                         .map(|t| t.shape.dims()[0])
                 })
-                .ok_or_else(|| FileError::new(path, "cannot tell the vocabulary size"))?,
+                .ok_or_else(|| {
+                    FileError::new(
+                        path,
+                        format!("cannot tell the vocabulary size: no `{}`, `tokenizer.ggml.tokens` or `token_embd.weight`", key("vocab_size")),
+                    )
+                })?,
         };
         let has = |name: &str| content.tensor_infos.contains_key(name);
         let md_u32 = |k: &str| md.get(k).and_then(|v| v.to_u32().ok());
@@ -756,7 +761,10 @@ impl ModelConfig {
             Some(t) if t != "none" => {
                 return Err(FileError::new(
                     path,
-                    format!("rope scaling type \"{t}\" is not supported"),
+                    format!(
+                        "metadata key `{}`: rope scaling type \"{t}\" is not supported",
+                        key("rope.scaling.type")
+                    ),
                 ))
             }
             _ => None,

@@ -155,7 +155,9 @@ impl ModelSource {
         let factors = weights::gguf_rope_factors(path, &content)?;
         let config = ModelConfig::from_gguf(path, &content, factors)?;
         let tokenizer = tokenizer_from_gguf(path, &content)?;
-        tokenizer.check_fits(config.vocab_size, path)?;
+        tokenizer
+            .check_fits(config.vocab_size, path)
+            .map_err(|e| FileError::new(path, format!("`tokenizer.ggml.tokens`: {}", e.message)))?;
         let chat_template = content
             .metadata
             .get("tokenizer.chat_template")

@@ -32,8 +32,16 @@ pub struct ModelTokenizer {
 
 impl ModelTokenizer {
     pub fn from_json(json: Value, source: &Path) -> Result<Self, FileError> {
-        let inner = tokenizers::Tokenizer::from_str(&json.to_string())
+        check_document(&json).map_err(|e| FileError::new(source, e))?;
+        let mut inner = tokenizers::Tokenizer::from_str(&json.to_string())
             .map_err(|e| FileError::new(source, format!("not a usable tokenizer: {e}")))?;
+        // transformers turns the document's padding and truncation off unless a call asks
+        // for them (and Whetstone pads and truncates rows itself); a hostile fixed padding
+        // length would otherwise size an allocation on every encode
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| FileError::new(source, format!("field `truncation`: {e}")))?;
         Ok(Self {
             inner,
             bos_token: None,
@@ -57,13 +65,13 @@ impl ModelTokenizer {
         self.inner
             .encode(text, add_special_tokens)
             .map(|e| e.get_ids().to_vec())
-            .map_err(|e| e.to_string())
+            .map_err(|e| crate::error::one_line(&e.to_string()))
     }
 
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, String> {
         self.inner
             .decode(ids, skip_special_tokens)
-            .map_err(|e| e.to_string())
+            .map_err(|e| crate::error::one_line(&e.to_string()))
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
@@ -97,6 +105,95 @@ impl ModelTokenizer {
         }
         Ok(())
     }
+}
+
+/// Refuse documents the tokenizers library accepts but then panics on: a BPE merge whose
+/// result is not in the vocabulary, or whose second part lacks the continuing-subword prefix
+/// (the library slices a buffer sized by the longest token), and a template post-processor
+/// that uses a special token it does not define (looked up without a check on every encode).
+fn check_document(doc: &Value) -> Result<(), String> {
+    let model = &doc["model"];
+    if model["type"] == "BPE" {
+        let prefix = model["continuing_subword_prefix"].as_str().unwrap_or("");
+        if let (Some(vocab), Some(merges)) =
+            (model["vocab"].as_object(), model["merges"].as_array())
+        {
+            for (i, m) in merges.iter().enumerate() {
+                let (a, b) = match m {
+                    Value::String(s) => match s.split_once(' ') {
+                        Some(p) => p,
+                        None => continue,
+                    },
+                    Value::Array(p) => match (
+                        p.first().and_then(Value::as_str),
+                        p.get(1).and_then(Value::as_str),
+                    ) {
+                        (Some(a), Some(b)) => (a, b),
+                        _ => continue,
+                    },
+                    _ => continue,
+                };
+                if !(vocab.contains_key(a) && vocab.contains_key(b)) {
+                    continue; // the library reports a part missing from the vocabulary
+                }
+                let merged = b
+                    .strip_prefix(prefix)
+                    .map(|rest| format!("{a}{rest}"))
+                    .filter(|t| vocab.contains_key(t));
+                if merged.is_none() {
+                    return Err(format!(
+                        "field `model.merges[{i}]`: merging {a:?} and {b:?} does not give a token of `model.vocab`"
+                    ));
+                }
+            }
+        }
+    }
+    // the library only looks the unknown token up when it first needs it, mid-encode
+    if let (Some(unk), Some(vocab)) = (model["unk_token"].as_str(), model["vocab"].as_object()) {
+        if !vocab.contains_key(unk) {
+            return Err(format!(
+                "field `model.unk_token`: {unk:?} is not in `model.vocab`"
+            ));
+        }
+    }
+    check_post_processor(&doc["post_processor"], "post_processor")?;
+    check_decoder(&doc["decoder"], "decoder")
+}
+
+/// A `Strip` decoder that strips from the end indexes before the start of a token made only
+/// of the stripped character (the library panics); real tokenizers strip from the start only.
+fn check_decoder(d: &Value, at: &str) -> Result<(), String> {
+    for (i, inner) in d["decoders"].as_array().into_iter().flatten().enumerate() {
+        check_decoder(inner, &format!("{at}.decoders[{i}]"))?;
+    }
+    if d.get("start").is_some() && d["stop"].as_u64().is_some_and(|n| n > 0) {
+        return Err(format!(
+            "field `{at}.stop`: stripping from the end of tokens is not supported (only `stop: 0`)"
+        ));
+    }
+    Ok(())
+}
+
+/// The library picks the post-processor by its shape, not its `type`, so every object with
+/// a `single` or `pair` template is checked.
+fn check_post_processor(p: &Value, at: &str) -> Result<(), String> {
+    for (i, inner) in p["processors"].as_array().into_iter().flatten().enumerate() {
+        check_post_processor(inner, &format!("{at}.processors[{i}]"))?;
+    }
+    let defined = p["special_tokens"].as_object();
+    for part in ["single", "pair"] {
+        for piece in p[part].as_array().into_iter().flatten() {
+            let Some(id) = piece["SpecialToken"]["id"].as_str() else {
+                continue;
+            };
+            if !defined.is_some_and(|d| d.contains_key(id)) {
+                return Err(format!(
+                    "field `{at}.{part}`: special token {id:?} is not defined in `{at}.special_tokens`"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn md_str<'a>(content: &'a gguf_file::Content, key: &str) -> Option<&'a String> {
@@ -294,7 +391,8 @@ pub fn tokenizer_from_gguf(
             ))
         }
     };
-    let mut tok = ModelTokenizer::from_json(doc, path)?;
+    let mut tok = ModelTokenizer::from_json(doc, path)
+        .map_err(|e| FileError::new(path, format!("`tokenizer.ggml.*` metadata: {}", e.message)))?;
     tok.bos_token = name_of(bos_id);
     tok.eos_token = name_of(eos_id);
     tok.eos_ids = eos_id.into_iter().collect();
@@ -507,6 +605,72 @@ mod tests {
             sentencepiece_merges(&tokens, &scores, &types),
             vec!["ab c", "a b"]
         );
+    }
+
+    fn word_level(extra: Value) -> Value {
+        let mut doc = json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+            "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
+            "decoder": null,
+            "model": {"type": "WordLevel", "vocab": {"[UNK]": 0, "a": 1, "b": 2, "ab": 3}, "unk_token": "[UNK]"}
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            doc[k] = v.clone();
+        }
+        doc
+    }
+
+    fn refused(doc: Value) -> String {
+        let e = ModelTokenizer::from_json(doc, Path::new("tokenizer.json"))
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.starts_with("tokenizer.json: field `"), "{e}");
+        e
+    }
+
+    // Found by whetstone-fuzz: documents the tokenizers library accepts and then panics on
+    // (or sizes an allocation by) when encoding.
+    #[test]
+    fn padding_and_truncation_of_the_document_are_ignored() {
+        let doc = word_level(
+            json!({"padding": {"strategy": {"Fixed": 1u64 << 40}, "direction": "Right",
+            "pad_to_multiple_of": null, "pad_id": 0, "pad_type_id": 0, "pad_token": "[UNK]"},
+            "truncation": {"direction": "Right", "max_length": 1, "strategy": "LongestFirst", "stride": 0}}),
+        );
+        let tok = ModelTokenizer::from_json(doc, Path::new("tokenizer.json")).unwrap();
+        assert_eq!(tok.encode("a b a", false).unwrap(), vec![1, 2, 1]);
+    }
+
+    #[test]
+    fn a_template_using_an_undefined_special_token_is_refused() {
+        let e = refused(word_level(json!({"post_processor": {"type": true,
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [], "special_tokens": {}}})));
+        assert!(
+            e.contains("`post_processor.single`") && e.contains("\"<s>\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_merges_unk_token_and_strip_decoder_are_refused() {
+        let mut doc = word_level(json!({}));
+        doc["model"] = json!({"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": ["a b"]});
+        let e = refused(doc.clone());
+        assert!(e.contains("`model.merges[0]`"), "{e}");
+        doc["model"]["continuing_subword_prefix"] = json!("##");
+        doc["model"]["vocab"]["ab"] = json!(2);
+        assert!(refused(doc).contains("`model.merges[0]`"));
+        let e = refused(word_level(
+            json!({"model": {"type": "WordLevel", "vocab": {"a": 0}, "unk_token": "[UNK]"}}),
+        ));
+        assert!(e.contains("`model.unk_token`"), "{e}");
+        let e = refused(word_level(
+            json!({"decoder": {"type": "Sequence", "decoders": [
+            {"type": "Strip", "content": " ", "start": 1, "stop": 3}]}}),
+        ));
+        assert!(e.contains("`decoder.decoders[0].stop`"), "{e}");
     }
 
     #[test]

@@ -267,32 +267,15 @@ pub fn unpermute_qk(w: &Tensor, n_head: usize) -> candle_core::Result<Tensor> {
         .reshape(dims)
 }
 
-/// Check that every tensor's data lies inside the file, so a truncated download is reported
-/// as such instead of as a read error halfway through loading.
-fn check_gguf_extent(path: &Path, content: &gguf_file::Content) -> Result<(), FileError> {
-    let len = std::fs::metadata(path).at(path)?.len();
-    for (name, info) in &content.tensor_infos {
-        let dt = info.ggml_dtype;
-        let bytes = info.shape.elem_count() / dt.block_size() * dt.type_size();
-        let end = content.tensor_data_offset + info.offset + bytes as u64;
-        if end > len {
-            return Err(FileError::new(
-                path,
-                format!("file is truncated: tensor `{name}` needs bytes up to {end} but the file has {len}"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Read the GGUF header and metadata.
+/// Read the GGUF header and metadata, after checking the file's layout (every length and
+/// tensor extent against the file's size, so a truncated download is reported as such).
 pub fn read_gguf(path: &Path) -> Result<gguf_file::Content, FileError> {
+    crate::gguf::check_layout(path)
+        .map_err(|e| FileError::new(path, format!("not a readable GGUF file: {e}")))?;
     let mut file =
         std::fs::File::open(path).map_err(|e| FileError::new(path, format!("cannot open: {e}")))?;
-    let content = gguf_file::Content::read(&mut file)
-        .map_err(|e| FileError::new(path, format!("not a readable GGUF file: {e}")))?;
-    check_gguf_extent(path, &content)?;
-    Ok(content)
+    gguf_file::Content::read(&mut file)
+        .map_err(|e| FileError::new(path, format!("not a readable GGUF file: {e}")))
 }
 
 /// llama.cpp's per-frequency rope divisors (Llama 3.1 long-context scaling), if present.

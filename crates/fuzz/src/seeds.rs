@@ -1,0 +1,700 @@
+//! Small valid inputs, built in code, that the mutator starts from: GGUF models (written with
+//! candle's GGUF writer and the crate's own metadata), safetensors, `config.json` for every
+//! family, tokenizer documents of every model type, chat templates, and a dataset file in
+//! every layout `whetstone_data::dataset` reads.
+
+use candle_core::quantized::gguf_file::{self, Value as GValue};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
+use serde_json::{json, Value};
+use std::path::Path;
+use whetstone_formats::gguf_out;
+use whetstone_formats::tokenizer::{gguf_tokenizer_metadata, tokenizer_from_gguf};
+use whetstone_formats::{ModelConfig, ModelTokenizer};
+
+/// A GGUF seed kept as its parts, so the mutator can change metadata and tensor names and
+/// write it again, as well as poke the bytes.
+pub struct GgufSeed {
+    pub metadata: Vec<(String, GValue)>,
+    pub tensors: Vec<(String, QTensor)>,
+}
+
+impl GgufSeed {
+    pub fn to_bytes(&self) -> Option<Vec<u8>> {
+        let md: Vec<(&str, &GValue)> = self.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let ts: Vec<(&str, &QTensor)> = self.tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let mut out = std::io::Cursor::new(Vec::new());
+        gguf_file::write(&mut out, &md, &ts).ok()?;
+        Some(out.into_inner())
+    }
+}
+
+/// SmolLM2's ChatML template.
+pub const CHATML: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+const LLAMA3: &str = "{{- bos_token }}{%- if messages[0]['role'] == 'system' %}{%- set system_message = messages[0]['content']|trim %}{%- set messages = messages[1:] %}{%- else %}{%- set system_message = \"\" %}{%- endif %}{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}{{- system_message }}{{- \"<|eot_id|>\" }}{%- for message in messages %}{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' }}{%- endfor %}{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}";
+
+const MISTRAL: &str = "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}";
+
+const ZEPHYR: &str = "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + eos_token }}\n{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}";
+
+/// Python-flavoured features real templates use: namespaces, macros, filters, methods.
+const FEATURES: &str = "{%- set ns = namespace(first=true, n=0) -%}{%- macro turn(m) -%}<{{ m.role | upper }}>{{ m.content.strip() | replace('\\n', ' ') }}{%- endmacro -%}{%- for m in messages if m.role != 'tool' -%}{%- set ns.n = ns.n + 1 -%}{%- if m.content.startswith('#') %}{% continue %}{% endif -%}{{ turn(m) }}{% if loop.last %}{{ messages | length }}:{{ ns.n }}{% endif %}{%- endfor -%}{%- for k, v in {'a': 1}.items() %}{{ k }}={{ v | tojson }}{% endfor -%}{% if add_generation_prompt %}<ASSISTANT>{% endif %}";
+
+pub fn templates() -> Vec<(&'static str, String)> {
+    [
+        ("chatml.jinja", CHATML),
+        ("llama3.jinja", LLAMA3),
+        ("mistral.jinja", MISTRAL),
+        ("zephyr.jinja", ZEPHYR),
+        ("features.jinja", FEATURES),
+    ]
+    .into_iter()
+    .map(|(n, t)| (n, t.to_string()))
+    .collect()
+}
+
+/// GPT-2's byte-to-character table: printable bytes stand for themselves, the rest are
+/// shifted above U+0100.
+fn byte_chars() -> Vec<char> {
+    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
+    let mut shifted = 0;
+    (0u32..256)
+        .map(|b| {
+            if printable(b) {
+                char::from_u32(b).unwrap_or('?')
+            } else {
+                shifted += 1;
+                char::from_u32(255 + shifted).unwrap_or('?')
+            }
+        })
+        .collect()
+}
+
+/// A byte-level BPE `tokenizer.json` (GPT-2 split rules) with ChatML specials.
+pub fn bpe_tokenizer() -> Value {
+    let mut vocab = serde_json::Map::new();
+    for (i, c) in byte_chars().into_iter().enumerate() {
+        vocab.insert(c.to_string(), json!(i));
+    }
+    let merges = ["Ġ t", "h e", "Ġt he", "i n", "Ġ a", "e r"];
+    for m in merges {
+        let id = vocab.len();
+        vocab.insert(m.replace(' ', ""), json!(id));
+    }
+    let n = vocab.len();
+    let special = |id: usize, content: &str| {
+        json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+               "rstrip": false, "normalized": false, "special": true})
+    };
+    json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [special(n, "<|endoftext|>"), special(n + 1, "<|im_start|>"), special(n + 2, "<|im_end|>")],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+        "post_processor": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                  "ignore_merges": false, "vocab": vocab, "merges": merges}
+    })
+}
+
+/// A `{"word": id}` vocabulary, ids in list order.
+fn vocab_of(words: &[&str]) -> serde_json::Map<String, Value> {
+    words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.to_string(), json!(i)))
+        .collect()
+}
+
+fn word_level_tokenizer() -> Value {
+    let words = [
+        "[UNK]", "<s>", "</s>", "[U]", "[A]", "hi", "yo", "there", "doc",
+    ];
+    let vocab = vocab_of(&words);
+    json!({
+        "version": "1.0", "truncation": {"direction": "Right", "max_length": 16, "strategy": "LongestFirst", "stride": 0},
+        "padding": {"strategy": {"Fixed": 8}, "direction": "Right", "pad_to_multiple_of": null, "pad_id": 0, "pad_type_id": 0, "pad_token": "[UNK]"},
+        "added_tokens": [
+            {"id": 1, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+            {"id": 2, "content": "</s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}],
+        "normalizer": {"type": "Sequence", "normalizers": [{"type": "NFKC"}, {"type": "Lowercase"}, {"type": "Strip", "strip_left": true, "strip_right": true}]},
+        "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": {"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
+    })
+}
+
+fn unigram_tokenizer() -> Value {
+    json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"},
+        "pre_tokenizer": {"type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": "always", "split": true},
+        "post_processor": null,
+        "decoder": {"type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": "always", "split": true},
+        "model": {"type": "Unigram", "unk_id": 0, "byte_fallback": false,
+                  "vocab": [["<unk>", 0.0], ["\u{2581}", -1.0], ["a", -2.0], ["b", -2.5], ["\u{2581}a", -1.5], ["ab", -1.2], ["c", -3.0]]}
+    })
+}
+
+fn word_piece_tokenizer() -> Value {
+    let words = [
+        "[UNK]", "[CLS]", "[SEP]", "hello", "world", "##s", "##ing", "play",
+    ];
+    let vocab = vocab_of(&words);
+    json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true, "strip_accents": null, "lowercase": true},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 2], "cls": ["[CLS]", 1]},
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                  "max_input_chars_per_word": 100, "vocab": vocab}
+    })
+}
+
+/// `config.json` seeds: the three families, transformers 4 and 5 forms.
+pub fn configs() -> Vec<Value> {
+    let llama = json!({
+        "model_type": "llama", "vocab_size": 100, "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": true,
+        "max_position_embeddings": 512, "hidden_act": "silu", "bos_token_id": 1, "eos_token_id": [2, 3]
+    });
+    let mut qwen2 = llama.clone();
+    qwen2["model_type"] = json!("qwen2");
+    qwen2["rope_scaling"] = json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
+    qwen2["use_sliding_window"] = json!(false);
+    qwen2["sliding_window"] = json!(4096);
+    let mut mistral = llama.clone();
+    mistral["model_type"] = json!("mistral");
+    mistral["head_dim"] = json!(16);
+    mistral["sliding_window"] = json!(4096);
+    mistral["rope_scaling"] = json!({"type": "linear", "factor": 2.0});
+    let mut v5 = llama.clone();
+    v5.as_object_mut().map(|m| m.remove("rope_theta"));
+    v5["rope_parameters"] = json!({"rope_type": "default", "rope_theta": 500000.0});
+    v5["dtype"] = json!("bfloat16");
+    v5["layer_types"] = json!(["full_attention", "full_attention"]);
+    vec![llama, qwen2, mistral, v5]
+}
+
+/// Keys the config reader looks at, for the JSON mutator.
+pub const CONFIG_KEYS: &[&str] = &[
+    "model_type",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "rms_norm_eps",
+    "rope_theta",
+    "rope_scaling",
+    "rope_parameters",
+    "rope_type",
+    "type",
+    "factor",
+    "low_freq_factor",
+    "high_freq_factor",
+    "original_max_position_embeddings",
+    "partial_rotary_factor",
+    "attn_logit_softcapping",
+    "final_logit_softcapping",
+    "use_sliding_window",
+    "layer_types",
+    "sliding_window",
+    "max_position_embeddings",
+    "tie_word_embeddings",
+    "attention_bias",
+    "mlp_bias",
+    "bos_token_id",
+    "eos_token_id",
+    "hidden_act",
+    "llama3",
+    "linear",
+    "yarn",
+];
+
+pub const TOKENIZER_KEYS: &[&str] = &[
+    "version",
+    "added_tokens",
+    "normalizer",
+    "pre_tokenizer",
+    "post_processor",
+    "decoder",
+    "model",
+    "type",
+    "vocab",
+    "merges",
+    "unk_token",
+    "unk_id",
+    "byte_fallback",
+    "dropout",
+    "continuing_subword_prefix",
+    "end_of_word_suffix",
+    "fuse_unk",
+    "ignore_merges",
+    "id",
+    "content",
+    "special",
+    "pattern",
+    "Regex",
+    "String",
+    "behavior",
+    "single",
+    "pair",
+    "special_tokens",
+    "ids",
+    "tokens",
+    "SpecialToken",
+    "Sequence",
+    "truncation",
+    "padding",
+    "max_length",
+    "stride",
+    "pad_id",
+    "max_input_chars_per_word",
+    "BPE",
+    "WordLevel",
+    "Unigram",
+    "WordPiece",
+    "ByteLevel",
+    "Split",
+    "Metaspace",
+    "TemplateProcessing",
+    "pretokenizers",
+    "normalizers",
+    "decoders",
+    "processors",
+    "prepend_scheme",
+    "replacement",
+];
+
+pub fn tokenizers() -> Vec<Value> {
+    let mut out = vec![
+        bpe_tokenizer(),
+        word_level_tokenizer(),
+        unigram_tokenizer(),
+        word_piece_tokenizer(),
+    ];
+    // the documents Whetstone itself writes from GGUF vocabularies (both kinds)
+    for seed in gguf_models() {
+        let Some(bytes) = seed.to_bytes() else {
+            continue;
+        };
+        let mut cur = std::io::Cursor::new(bytes);
+        if let Ok(content) = gguf_file::Content::read(&mut cur) {
+            if let Ok(t) = tokenizer_from_gguf(Path::new("seed.gguf"), &content) {
+                out.push(t.json);
+            }
+        }
+    }
+    out
+}
+
+fn q(t: &Tensor, dtype: GgmlDType) -> QTensor {
+    gguf_out::to_qtensor(t, dtype).expect("seed tensor quantizes")
+}
+
+fn tensor(shape: &[usize], salt: f32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|i| ((i as f32 + salt) * 0.37).sin() * 0.1)
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).expect("seed tensor")
+}
+
+/// The decoder tensors of a one-layer model (GGUF names, ggml types of every kind we read).
+fn model_tensors(cfg: &ModelConfig) -> Vec<(String, QTensor)> {
+    let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+    let (qd, kvd) = (
+        cfg.num_heads * cfg.head_dim,
+        cfg.num_kv_heads * cfg.head_dim,
+    );
+    let mut ts = vec![
+        ("token_embd.weight", vec![v, h], GgmlDType::Q8_0),
+        ("output_norm.weight", vec![h], GgmlDType::F32),
+        ("blk.0.attn_norm.weight", vec![h], GgmlDType::F32),
+        ("blk.0.ffn_norm.weight", vec![h], GgmlDType::F32),
+        ("blk.0.attn_q.weight", vec![qd, h], GgmlDType::Q8_0),
+        ("blk.0.attn_k.weight", vec![kvd, h], GgmlDType::F16),
+        ("blk.0.attn_v.weight", vec![kvd, h], GgmlDType::Q4_0),
+        ("blk.0.attn_output.weight", vec![h, qd], GgmlDType::Q4_1),
+        ("blk.0.ffn_gate.weight", vec![i, h], GgmlDType::BF16),
+        ("blk.0.ffn_up.weight", vec![i, h], GgmlDType::F32),
+        ("blk.0.ffn_down.weight", vec![h, i], GgmlDType::Q8_0),
+    ];
+    if cfg.qkv_bias {
+        ts.push(("blk.0.attn_q.bias", vec![qd], GgmlDType::F32));
+        ts.push(("blk.0.attn_k.bias", vec![kvd], GgmlDType::F32));
+        ts.push(("blk.0.attn_v.bias", vec![kvd], GgmlDType::F32));
+    }
+    ts.into_iter()
+        .enumerate()
+        .map(|(k, (name, shape, dt))| (name.to_string(), q(&tensor(&shape, k as f32), dt)))
+        .collect()
+}
+
+fn tiny_config(family: &str, vocab: usize) -> ModelConfig {
+    let json = json!({
+        "model_type": family, "vocab_size": vocab, "hidden_size": 32, "intermediate_size": 64,
+        "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": true,
+        "max_position_embeddings": 128, "bos_token_id": 1, "eos_token_id": 2
+    });
+    ModelConfig::from_hf_value(&json, Path::new("seed/config.json")).expect("seed config is valid")
+}
+
+/// SentencePiece (`llama` vocabulary) metadata: pieces with scores and token types.
+fn sentencepiece_metadata() -> (usize, Vec<(String, GValue)>) {
+    let mut pieces: Vec<(String, f32, i32)> = vec![
+        ("<unk>".into(), 0.0, 2),
+        ("<s>".into(), 0.0, 3),
+        ("</s>".into(), 0.0, 3),
+    ];
+    for b in [b'\n', b' ', b'!', 0xe2, 0x96, 0x81] {
+        pieces.push((format!("<0x{b:02X}>"), 0.0, 6));
+    }
+    for (i, p) in [
+        "\u{2581}",
+        "a",
+        "b",
+        "\u{2581}a",
+        "ab",
+        "\u{2581}ab",
+        "c",
+        "[INST]",
+    ]
+    .iter()
+    .enumerate()
+    {
+        pieces.push((
+            p.to_string(),
+            -(i as f32),
+            if *p == "[INST]" { 4 } else { 1 },
+        ));
+    }
+    let md = vec![
+        (
+            "tokenizer.ggml.model".into(),
+            GValue::String("llama".into()),
+        ),
+        (
+            "tokenizer.ggml.tokens".into(),
+            GValue::Array(pieces.iter().map(|p| GValue::String(p.0.clone())).collect()),
+        ),
+        (
+            "tokenizer.ggml.scores".into(),
+            GValue::Array(pieces.iter().map(|p| GValue::F32(p.1)).collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type".into(),
+            GValue::Array(pieces.iter().map(|p| GValue::I32(p.2)).collect()),
+        ),
+        ("tokenizer.ggml.bos_token_id".into(), GValue::U32(1)),
+        ("tokenizer.ggml.eos_token_id".into(), GValue::U32(2)),
+        ("tokenizer.ggml.add_bos_token".into(), GValue::Bool(true)),
+        (
+            "tokenizer.chat_template".into(),
+            GValue::String(MISTRAL.into()),
+        ),
+    ];
+    (pieces.len(), md)
+}
+
+/// GGUF seeds: a Llama with a byte-level BPE vocabulary and Llama 3 rope factors, a Qwen2
+/// with biases and a SentencePiece vocabulary, and a LoRA adapter.
+pub fn gguf_models() -> Vec<GgufSeed> {
+    let mut out = vec![];
+    let tok = ModelTokenizer::from_json(bpe_tokenizer(), Path::new("seed/tokenizer.json"))
+        .expect("seed tokenizer is valid");
+    let vocab = tok.vocab_size();
+    let cfg = tiny_config("llama", vocab);
+    let mut metadata = gguf_out::model_metadata(&cfg, "tiny-llama", 7);
+    metadata.extend(
+        gguf_tokenizer_metadata(&tok, vocab, Some(CHATML), Path::new("seed/tokenizer.json"))
+            .expect("seed tokenizer converts"),
+    );
+    metadata.push(("general.alignment".into(), GValue::U32(32)));
+    let mut tensors = model_tensors(&cfg);
+    let factors = Tensor::new(&[1f32, 1.0, 2.0, 4.0], &Device::Cpu).expect("factors");
+    tensors.push(("rope_freqs.weight".into(), q(&factors, GgmlDType::F32)));
+    out.push(GgufSeed { metadata, tensors });
+
+    let (vocab, tok_md) = sentencepiece_metadata();
+    let cfg = tiny_config("qwen2", vocab);
+    let mut metadata = gguf_out::model_metadata(&cfg, "tiny-qwen2", 1);
+    metadata.extend(tok_md);
+    let tensors = model_tensors(&cfg);
+    out.push(GgufSeed { metadata, tensors });
+
+    let metadata = gguf_out::adapter_metadata(&cfg, 16.0, "adapter");
+    let a = tensor(&[4, 32], 1.0);
+    let b = tensor(&[32, 4], 2.0);
+    let tensors = vec![
+        ("blk.0.attn_q.weight.lora_a".into(), q(&a, GgmlDType::F32)),
+        ("blk.0.attn_q.weight.lora_b".into(), q(&b, GgmlDType::F16)),
+    ];
+    out.push(GgufSeed { metadata, tensors });
+    out
+}
+
+/// GGUF metadata keys and tensor names the readers look for.
+pub const GGUF_KEYS: &[&str] = &[
+    "general.architecture",
+    "general.alignment",
+    "general.name",
+    "general.type",
+    "llama.block_count",
+    "llama.embedding_length",
+    "llama.feed_forward_length",
+    "llama.attention.head_count",
+    "llama.attention.head_count_kv",
+    "llama.attention.key_length",
+    "llama.vocab_size",
+    "llama.context_length",
+    "llama.rope.freq_base",
+    "llama.rope.dimension_count",
+    "llama.rope.scaling.type",
+    "llama.rope.scaling.factor",
+    "llama.attention.layer_norm_rms_epsilon",
+    "llama.attention.sliding_window",
+    "llama.final_logit_softcapping",
+    "qwen2.block_count",
+    "qwen2.attention.head_count",
+    "tokenizer.ggml.model",
+    "tokenizer.ggml.pre",
+    "tokenizer.ggml.tokens",
+    "tokenizer.ggml.token_type",
+    "tokenizer.ggml.merges",
+    "tokenizer.ggml.scores",
+    "tokenizer.ggml.bos_token_id",
+    "tokenizer.ggml.eos_token_id",
+    "tokenizer.ggml.unknown_token_id",
+    "tokenizer.ggml.add_bos_token",
+    "tokenizer.ggml.add_space_prefix",
+    "tokenizer.chat_template",
+    "adapter.lora.alpha",
+];
+
+pub const GGUF_TENSOR_NAMES: &[&str] = &[
+    "token_embd.weight",
+    "output.weight",
+    "output_norm.weight",
+    "rope_freqs.weight",
+    "blk.0.attn_q.weight",
+    "blk.0.attn_k.weight",
+    "blk.0.attn_q.bias",
+    "blk.1.attn_q.weight",
+    "blk.0.attn_qkv.weight",
+    "blk.99999999999999999999.attn_q.weight",
+    "blk..weight",
+    "",
+];
+
+/// A small safetensors file of every float dtype the loader takes (and one it refuses).
+pub fn safetensors_files() -> Vec<Vec<u8>> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut out = vec![];
+    let sets: Vec<Vec<(String, Tensor)>> = vec![
+        vec![
+            ("model.embed_tokens.weight".into(), tensor(&[4, 8], 0.0)),
+            (
+                "model.norm.weight".into(),
+                tensor(&[8], 1.0).to_dtype(DType::F16).expect("f16"),
+            ),
+            (
+                "lm_head.weight".into(),
+                tensor(&[4, 8], 2.0).to_dtype(DType::BF16).expect("bf16"),
+            ),
+        ],
+        vec![
+            ("a".into(), tensor(&[2, 3, 4], 3.0)),
+            (
+                "ids".into(),
+                Tensor::new(&[1i64, 2, 3], &Device::Cpu).expect("i64"),
+            ),
+            (
+                "scalar".into(),
+                Tensor::new(1f32, &Device::Cpu).expect("scalar"),
+            ),
+        ],
+    ];
+    for (k, set) in sets.into_iter().enumerate() {
+        let p = dir.path().join(format!("{k}.safetensors"));
+        if whetstone_formats::weights::save_safetensors(&p, &set).is_ok() {
+            if let Ok(b) = std::fs::read(&p) {
+                out.push(b);
+            }
+        }
+    }
+    out
+}
+
+pub const SAFETENSORS_KEYS: &[&str] = &[
+    "dtype",
+    "shape",
+    "data_offsets",
+    "__metadata__",
+    "format",
+    "F32",
+    "F16",
+    "BF16",
+    "I64",
+    "U8",
+    "BOOL",
+    "F8_E4M3",
+    "F64",
+    "I32",
+    "U64",
+    "model.embed_tokens.weight",
+];
+
+/// Dataset files in every layout the dataset reader detects, by file name.
+pub fn datasets() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "alpaca.json",
+            r#"[{"instruction": "Say hi", "input": "", "output": "hi"},
+ {"instruction": "Add", "input": "1 + 2", "output": "3", "system": "Be brief.", "history": [["q", "a"]]}]"#
+                .into(),
+        ),
+        (
+            "alpaca.jsonl",
+            "{\"instruction\": \"Name a colour\", \"output\": \"red\"}\n\n{\"instruction\": \"Echo\", \"input\": \"x\\ny\", \"output\": \"x\\ny\", \"history\": []}\n".into(),
+        ),
+        (
+            "chat.jsonl",
+            "{\"messages\": [{\"role\": \"system\", \"content\": \"Be kind.\"}, {\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"Hello!\"}]}\n{\"messages\": [{\"role\": \"user\", \"content\": \"2+2?\"}, {\"role\": \"assistant\", \"content\": \"4\"}, {\"role\": \"user\", \"content\": \"and 3+3?\"}, {\"role\": \"assistant\", \"content\": \"6\"}]}\n".into(),
+        ),
+        (
+            "sharegpt.jsonl",
+            "{\"system\": \"sys\", \"conversations\": [{\"from\": \"human\", \"value\": \"hey\"}, {\"from\": \"gpt\", \"value\": \"hello\"}]}\n".into(),
+        ),
+        (
+            "text.jsonl",
+            "{\"text\": \"The first document.\"}\n{\"text\": \"The second one, with \\u00e9 and \\ud83d\\ude00.\"}\n".into(),
+        ),
+        ("notes.txt", "First line of text.\n\n  second line  \r\nthird\n".into()),
+        (
+            "pairs.csv",
+            "prompt,response,system\n\"What is 2+2?\",4,\n\"Quote \"\"this\"\"\",\"multi\nline\",be brief\r\nplain,answer,\n".into(),
+        ),
+        ("pairs.tsv", "question\tanswer\nWhy?\tBecause.\n\"tab\there\"\tok\n".into()),
+        ("docs.csv", "text\n\"a document\"\n\"another, with a comma\"\n".into()),
+    ]
+}
+
+pub const DATASET_KEYS: &[&str] = &[
+    "instruction",
+    "input",
+    "output",
+    "system",
+    "history",
+    "messages",
+    "role",
+    "content",
+    "conversations",
+    "from",
+    "value",
+    "text",
+    "user",
+    "assistant",
+    "human",
+    "gpt",
+    "tool",
+];
+
+/// Tokens worth inserting into Jinja templates: syntax, loops, filters, big numbers.
+pub const JINJA_DICT: &[&[u8]] = &[
+    b"{%",
+    b"%}",
+    b"{{",
+    b"}}",
+    b"{#",
+    b"#}",
+    b"{%-",
+    b"-%}",
+    b"{% for m in messages %}",
+    b"{% endfor %}",
+    b"{% if %}",
+    b"{% endif %}",
+    b"{% set x = ",
+    b"{% macro f(a) %}{{ f(a) }}",
+    b"{% endmacro %}",
+    b"{{ f(1) }}",
+    b"{% for i in range(99999) %}",
+    b"range(100001)",
+    // not `[] * 9223372036854775807`: minijinja repeats an empty list without spending
+    // fuel, which loops for ages (a known upstream issue, see docs/TESTING.md)
+    b" * 999999",
+    b"|join(messages)",
+    b"|tojson",
+    b"|safe",
+    b"|int",
+    b"|length",
+    b"|selectattr('role')",
+    b"|replace('', 'x')",
+    b"|indent(999999)",
+    b"messages[99999999999]",
+    b"messages[-1]",
+    b"[:-1]",
+    b".items()",
+    b".strip()",
+    b".split()",
+    b"loop.index",
+    b"namespace(",
+    b"raise_exception('x')",
+    b"raise_exception('two\nlines')",
+    b"strftime_now('%Y')",
+    b"{% break %}",
+    b"{% continue %}",
+    b"((((((((((((((((((((",
+    b"))))))))))))))))))))",
+    b"9999999999999999999999",
+    b"1e400",
+    b"'\\u",
+    b"\"",
+    b"'",
+    b"{% raw %}",
+    b"{% endraw %}",
+    b"{% include 'chat' %}",
+    b"{% extends 'chat' %}",
+    b"{% call f(1) %}",
+    b"{% filter upper %}",
+];
+
+/// Tokens for text formats: separators, quotes, line ends, a byte-order mark.
+pub const TEXT_DICT: &[&[u8]] = &[
+    b"\"",
+    b",",
+    b"\t",
+    b"\n",
+    b"\r\n",
+    b"\r",
+    b"\"\"",
+    b"\xef\xbb\xbf",
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b":",
+    b"null",
+    b"true",
+    b"1e400",
+    b"-0",
+    b"\\u0000",
+    b"\\ud800",
+    b"{\"messages\": []}",
+    b"{\"text\": 1}",
+    b"{\"conversations\": [{\"from\": \"x\"}]}",
+];
