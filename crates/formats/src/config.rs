@@ -570,6 +570,12 @@ impl ModelConfig {
             refuse_partial_rotary(json, "partial_rotary_factor", &field_err)?;
         }
         let num_layers = req("num_hidden_layers")?;
+        if num_layers > MAX_LAYERS {
+            return Err(field_err(
+                "num_hidden_layers",
+                &format!("{num_layers} is more than {MAX_LAYERS} layers"),
+            ));
+        }
         let rope_layers = rope_layers(json, family, num_layers, &field_err)?;
         let (sliding_window, sliding_layers) =
             sliding_layers(json, family, num_layers, &rope_layers, &field_err)?;
@@ -783,6 +789,15 @@ impl ModelConfig {
             }
         }
         let num_layers = req_u("block_count")?;
+        if num_layers > MAX_LAYERS {
+            return Err(FileError::new(
+                path,
+                format!(
+                    "metadata key `{}` = {num_layers}: more than {MAX_LAYERS} layers",
+                    key("block_count")
+                ),
+            ));
+        }
         let md_err =
             |k: &str, why: String| FileError::new(path, format!("metadata key `{}`{why}", key(k)));
         if !gemma {
@@ -929,6 +944,10 @@ pub fn gemma_query_scalar(
         head_dim as f64
     }
 }
+
+/// More layers than any published model has (the largest have about 130): a bound on what
+/// per-layer lists a config may make the reader allocate.
+pub const MAX_LAYERS: usize = 4096;
 
 type FieldErr<'a> = dyn Fn(&str, &str) -> FileError + 'a;
 
@@ -1185,6 +1204,10 @@ fn rope_layers(
             };
             Ok((0..num_layers).map(|l| (l + 1) % every != 0).collect())
         }
+        Some(Value::Array(a)) if a.len() != num_layers => Err(field_err(
+            "no_rope_layers",
+            &format!("has {} entries, num_hidden_layers = {num_layers}", a.len()),
+        )),
         Some(Value::Array(a)) => a
             .iter()
             .enumerate()
@@ -1265,6 +1288,12 @@ fn sliding_layers(
             ))
         }
     };
+    if let Some(l) = listed.as_ref().filter(|l| l.len() != num_layers) {
+        return Err(field_err(
+            "layer_types",
+            &format!("has {} entries, num_hidden_layers = {num_layers}", l.len()),
+        ));
+    }
     let derived: Vec<bool> = match family {
         Family::Llama => vec![false; num_layers],
         Family::Mistral => vec![window.is_some(); num_layers],
@@ -1595,6 +1624,31 @@ mod tests {
                 .contains("`no_rope_layers[1]`: expected 0 or 1, got 2"),
             "{e}"
         );
+        // per-layer lists of the wrong length, and layer counts no model has, are refused
+        // before anything is allocated for them (found by whetstone-fuzz: an index panic and
+        // a 4 GiB allocation)
+        for (edit, want) in [
+            (
+                json!({"layer_types": []}),
+                "`layer_types`: has 0 entries, num_hidden_layers = 4",
+            ),
+            (
+                json!({"model_type": "smollm3", "no_rope_layers": [1, 1]}),
+                "`no_rope_layers`: has 2 entries",
+            ),
+            (
+                json!({"num_hidden_layers": 4294967295u64}),
+                "`num_hidden_layers`: 4294967295 is more than 4096 layers",
+            ),
+        ] {
+            let e = read(&|v| {
+                for (k, x) in edit.as_object().unwrap() {
+                    v[k] = x.clone();
+                }
+            })
+            .unwrap_err();
+            assert!(e.to_string().contains(want), "{e}");
+        }
         // Qwen3 without head_dim uses its class default, not hidden / heads
         let c = read(&|v| {
             v["model_type"] = json!("qwen3");

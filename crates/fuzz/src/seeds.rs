@@ -183,7 +183,34 @@ pub fn configs() -> Vec<Value> {
     v5["rope_parameters"] = json!({"rope_type": "default", "rope_theta": 500000.0});
     v5["dtype"] = json!("bfloat16");
     v5["layer_types"] = json!(["full_attention", "full_attention"]);
-    vec![llama, qwen2, mistral, v5]
+    let mut qwen3 = llama.clone();
+    qwen3["model_type"] = json!("qwen3");
+    qwen3["head_dim"] = json!(8);
+    qwen3["use_sliding_window"] = json!(true);
+    qwen3["sliding_window"] = json!(16);
+    qwen3["max_window_layers"] = json!(1);
+    let mut smollm3 = llama.clone();
+    smollm3["model_type"] = json!("smollm3");
+    smollm3["no_rope_layers"] = json!([1, 0]);
+    smollm3["attention_dropout"] = json!(0.0);
+    let mut gemma2 = llama.clone();
+    gemma2["model_type"] = json!("gemma2");
+    gemma2["hidden_activation"] = json!("gelu_pytorch_tanh");
+    gemma2["query_pre_attn_scalar"] = json!(16);
+    gemma2["attn_logit_softcapping"] = json!(50.0);
+    gemma2["final_logit_softcapping"] = json!(30.0);
+    gemma2["sliding_window"] = json!(8);
+    gemma2["layer_types"] = json!(["sliding_attention", "full_attention"]);
+    // Gemma 3 in the transformers 5 form: one rope per layer type
+    let mut gemma3 = gemma2.clone();
+    gemma3["model_type"] = json!("gemma3_text");
+    gemma3.as_object_mut().map(|m| m.remove("rope_theta"));
+    gemma3["attn_logit_softcapping"] = json!(null);
+    gemma3["final_logit_softcapping"] = json!(null);
+    gemma3["rope_parameters"] = json!({
+        "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+        "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}});
+    vec![llama, qwen2, mistral, v5, qwen3, smollm3, gemma2, gemma3]
 }
 
 /// Keys the config reader looks at, for the JSON mutator.
@@ -219,6 +246,17 @@ pub const CONFIG_KEYS: &[&str] = &[
     "bos_token_id",
     "eos_token_id",
     "hidden_act",
+    "hidden_activation",
+    "query_pre_attn_scalar",
+    "rope_local_base_freq",
+    "sliding_window_pattern",
+    "use_bidirectional_attention",
+    "max_window_layers",
+    "no_rope_layers",
+    "no_rope_layer_interval",
+    "attention_dropout",
+    "full_attention",
+    "sliding_attention",
     "llama3",
     "linear",
     "yarn",
@@ -333,6 +371,22 @@ fn model_tensors(cfg: &ModelConfig) -> Vec<(String, QTensor)> {
         ("blk.0.ffn_up.weight", vec![i, h], GgmlDType::F32),
         ("blk.0.ffn_down.weight", vec![h, i], GgmlDType::Q8_0),
     ];
+    if cfg.qk_norm {
+        ts.push((
+            "blk.0.attn_q_norm.weight",
+            vec![cfg.head_dim],
+            GgmlDType::F32,
+        ));
+        ts.push((
+            "blk.0.attn_k_norm.weight",
+            vec![cfg.head_dim],
+            GgmlDType::F32,
+        ));
+    }
+    if cfg.sandwich_norms {
+        ts.push(("blk.0.post_attention_norm.weight", vec![h], GgmlDType::F32));
+        ts.push(("blk.0.post_ffw_norm.weight", vec![h], GgmlDType::F32));
+    }
     if cfg.qkv_bias {
         ts.push(("blk.0.attn_q.bias", vec![qd], GgmlDType::F32));
         ts.push(("blk.0.attn_k.bias", vec![kvd], GgmlDType::F32));
@@ -344,14 +398,18 @@ fn model_tensors(cfg: &ModelConfig) -> Vec<(String, QTensor)> {
         .collect()
 }
 
-fn tiny_config(family: &str, vocab: usize) -> ModelConfig {
-    let json = json!({
+fn tiny_json(family: &str, vocab: usize) -> Value {
+    json!({
         "model_type": family, "vocab_size": vocab, "hidden_size": 32, "intermediate_size": 64,
         "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2,
         "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": true,
         "max_position_embeddings": 128, "bos_token_id": 1, "eos_token_id": 2
-    });
-    ModelConfig::from_hf_value(&json, Path::new("seed/config.json")).expect("seed config is valid")
+    })
+}
+
+fn tiny_config(family: &str, vocab: usize) -> ModelConfig {
+    ModelConfig::from_hf_value(&tiny_json(family, vocab), Path::new("seed/config.json"))
+        .expect("seed config is valid")
 }
 
 /// SentencePiece (`llama` vocabulary) metadata: pieces with scores and token types.
@@ -437,6 +495,25 @@ pub fn gguf_models() -> Vec<GgufSeed> {
     let tensors = model_tensors(&cfg);
     out.push(GgufSeed { metadata, tensors });
 
+    // a Gemma 3 (sandwich and q/k norms, a sliding window, the sliding layers' rope base)
+    let tok = ModelTokenizer::from_json(bpe_tokenizer(), Path::new("seed/tokenizer.json"))
+        .expect("seed tokenizer is valid");
+    let vocab = tok.vocab_size();
+    let mut json = tiny_json("gemma3_text", vocab);
+    json["sliding_window"] = json!(8);
+    json["query_pre_attn_scalar"] = json!(8);
+    let gemma = ModelConfig::from_hf_value(&json, Path::new("seed/config.json"))
+        .expect("seed config is valid");
+    let mut metadata = gguf_out::model_metadata(&gemma, "tiny-gemma3", 1);
+    metadata.extend(
+        gguf_tokenizer_metadata(&tok, vocab, Some(CHATML), Path::new("seed/tokenizer.json"))
+            .expect("seed tokenizer converts"),
+    );
+    out.push(GgufSeed {
+        metadata,
+        tensors: model_tensors(&gemma),
+    });
+
     let metadata = gguf_out::adapter_metadata(&cfg, 16.0, "adapter");
     let a = tensor(&[4, 32], 1.0);
     let b = tensor(&[32, 4], 2.0);
@@ -471,6 +548,13 @@ pub const GGUF_KEYS: &[&str] = &[
     "llama.final_logit_softcapping",
     "qwen2.block_count",
     "qwen2.attention.head_count",
+    "gemma3.attention.sliding_window",
+    "gemma3.attention.sliding_window_pattern",
+    "gemma3.rope.freq_base_swa",
+    "gemma3.attention.scale",
+    "gemma2.attn_logit_softcapping",
+    "blk.0.attn_q_norm.weight",
+    "blk.0.post_ffw_norm.weight",
     "tokenizer.ggml.model",
     "tokenizer.ggml.pre",
     "tokenizer.ggml.tokens",
