@@ -50,6 +50,11 @@ VARIANTS = {
     "gemma3": dict(family="gemma3"),
     "gemma3-rope-scaling": dict(family="gemma3", rope_scaling={"rope_type": "linear", "factor": 4.0}),
     "gemma3-bf16-sharded": dict(family="gemma3", dtype=torch.bfloat16, shard=True),
+    "phi3": dict(family="phi3"),
+    # Phi-4-mini's shape: half of each head rotated, LongRoPE past an original context of 32
+    # (the text is longer, so its long factors and the attention factor apply)
+    "phi3-longrope-partial-rotary": dict(family="phi3", **tm.PHI3_LONGROPE),
+    "phi3-sliding-window": dict(family="phi3", sliding_window=7),
 }
 
 
@@ -364,6 +369,10 @@ HONOURED = [
     ("gemma3", dict(final_logit_softcapping=4.0)),
     ("gemma3", dict(layer_types=["full_attention", "sliding_attention"])),
     ("gemma3", dict(head_dim=8, query_pre_attn_scalar=8)),
+    ("phi3", dict(partial_rotary_factor=0.75)),
+    ("phi3", dict(sliding_window=5)),
+    ("phi3", tm.PHI3_LONGROPE),
+    ("phi3", dict(tm.PHI3_LONGROPE, max_position_embeddings=32)),
 ]
 
 REFUSED = [
@@ -383,7 +392,10 @@ REFUSED = [
     ("qwen2", "layer_types", ["full_attention", "chunked_attention"], "layer_types[1]"),
     ("mistral", "attention_bias", True, "attention_bias"),
     ("llama", "model_type", "gemma3", "model_type"),
-    ("llama", "model_type", "phi3", "model_type"),
+    ("llama", "model_type", "phimoe", "model_type"),
+    # refused as an unsupported type (4.x form) or as disagreeing with rope_parameters (5.x form)
+    ("phi3", "rope_scaling", {"type": "dynamic", "factor": 2.0}, "rope_scaling"),
+    ("phi3", "partial_rotary_factor", 0.3, "partial_rotary_factor"),
     ("gemma2", "hidden_activation", "gelu", "hidden_activation"),
     ("gemma3", "use_bidirectional_attention", True, "use_bidirectional_attention"),
     ("gemma3", "attn_logit_softcapping", 50.0, "attn_logit_softcapping"),
@@ -397,7 +409,8 @@ def test_every_math_key_is_honoured(run, tmp_path, family, overrides):
     path = tm.make_model(tmp_path / "m", family, seed=9, **overrides)
     saved = json.loads((path / "config.json").read_text())
     for k in overrides:
-        if k not in ("rope_theta", "rope_scaling", "rope_local_base_freq"):  # transformers 5: in rope_parameters
+        if k not in ("rope_theta", "rope_scaling", "rope_local_base_freq", "partial_rotary_factor",
+                     "original_max_position_embeddings"):  # transformers 5: in rope_parameters
             assert k in saved, f"{k} was not saved"
     got = score(run, path, tmp_path)
     want = tm.token_nll(tm.load_reference(path), got["token_ids"])
@@ -416,11 +429,12 @@ def test_every_unsupported_math_key_is_refused_by_name(run, tmp_path, family, ke
     p = run("score", "--model", str(path), "--text-file", str(text), check=False)
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 1 and len(lines) == 1, p.stderr
-    assert "config.json" in lines[0] and f"`{shown}`" in lines[0], lines[0]
+    assert "config.json" in lines[0] and (f"`{shown}`" in lines[0] or f"`{shown}." in lines[0]), lines[0]
 
 
-def test_attention_dropout_is_refused_for_training_not_for_scoring(run, tmp_path):
-    path = tm.make_model(tmp_path / "m", "qwen3", seed=9, attention_dropout=0.1)
+@pytest.mark.parametrize("family,key", [("qwen3", "attention_dropout"), ("phi3", "resid_pdrop")])
+def test_dropout_is_refused_for_training_not_for_scoring(run, tmp_path, family, key):
+    path = tm.make_model(tmp_path / "m", family, seed=9, **{key: 0.1})
     got = score(run, path, tmp_path)  # inference has no dropout: honoured
     want = tm.token_nll(tm.load_reference(path), got["token_ids"])
     assert max(abs(a - b) for a, b in zip(got["token_nll"], want)) < TOL
@@ -428,4 +442,4 @@ def test_attention_dropout_is_refused_for_training_not_for_scoring(run, tmp_path
     data.write_text("\n".join([tm.TEXT] * 8))
     p = run("train", "--model", str(path), "--data", str(data), "--method", "lora", "--set", "max_steps=1",
             check=False)
-    assert p.returncode == 1 and "`attention_dropout` = 0.1" in p.stderr, p.stderr
+    assert p.returncode == 1 and f"`{key}` = 0.1" in p.stderr, p.stderr

@@ -11,7 +11,7 @@ import torch
 import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (AutoModelForCausalLM, LlamaConfig, MistralConfig, PreTrainedTokenizerFast, Qwen2Config,
-                          Qwen3Config, SmolLM3Config, Gemma2Config, Gemma3TextConfig)
+                          Qwen3Config, SmolLM3Config, Gemma2Config, Gemma3TextConfig, Phi3Config)
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -76,9 +76,20 @@ def make_config(family: str, vocab_size: int, **overrides):
         "gemma3": (Gemma3TextConfig, dict(rope_theta=1000000.0, rope_local_base_freq=500.0, head_dim=16,
                                           query_pre_attn_scalar=20, sliding_window=6,
                                           layer_types=["sliding_attention", "full_attention"])),
+        # fused qkv_proj and gate_up_proj
+        "phi3": (Phi3Config, dict(rope_theta=10000.0, tie_word_embeddings=False, sliding_window=None,
+                                  resid_pdrop=0.0, embd_pdrop=0.0)),
     }
     cls, defaults = per_family[family]
     return cls(**{**common, **defaults, **overrides})
+
+
+# LongRoPE with half of each 16-wide head rotated (4 frequency pairs), an original context of
+# 32 positions and room for 256 (factor 8: attention factor sqrt(1 + ln 8 / ln 32) = 1.26)
+PHI3_LONGROPE = dict(
+    partial_rotary_factor=0.5, original_max_position_embeddings=32, max_position_embeddings=256,
+    rope_scaling={"type": "longrope", "short_factor": [1.0, 1.2, 1.5, 2.0], "long_factor": [1.0, 2.0, 4.0, 8.0]},
+)
 
 
 def perturb(model, seed: int):

@@ -70,14 +70,22 @@ pub struct Estimate {
 }
 
 /// `(in, out)` of each decoder linear, by HF module name.
-fn linear_dims(c: &ModelConfig) -> [(&'static str, usize, usize); 7] {
+fn linear_dims(c: &ModelConfig) -> Vec<(&'static str, usize, usize)> {
     let (h, q, kv, i) = (
         c.hidden_size,
         c.num_heads * c.head_dim,
         c.num_kv_heads * c.head_dim,
         c.intermediate_size,
     );
-    [
+    if c.fused_projections {
+        return vec![
+            ("qkv_proj", h, q + 2 * kv),
+            ("o_proj", q, h),
+            ("gate_up_proj", h, 2 * i),
+            ("down_proj", i, h),
+        ];
+    }
+    vec![
         ("q_proj", h, q),
         ("k_proj", h, kv),
         ("v_proj", h, kv),
@@ -88,13 +96,22 @@ fn linear_dims(c: &ModelConfig) -> [(&'static str, usize, usize); 7] {
     ]
 }
 
+/// The modules a target list selects in `c` (none where the list does not fit the model:
+/// the run's validation reports that).
+fn selected(key: &str, targets: &[String], c: &ModelConfig) -> Vec<&'static str> {
+    crate::config::resolve_targets(key, targets, c).unwrap_or_default()
+}
+
 fn is_mlp(module: &str) -> bool {
-    matches!(module, "gate_proj" | "up_proj" | "down_proj")
+    matches!(
+        module,
+        "gate_proj" | "up_proj" | "down_proj" | "gate_up_proj"
+    )
 }
 
 fn has_bias(c: &ModelConfig, module: &str) -> bool {
     match module {
-        "q_proj" | "k_proj" | "v_proj" => c.qkv_bias,
+        "q_proj" | "k_proj" | "v_proj" | "qkv_proj" => c.qkv_bias,
         "o_proj" => c.o_bias,
         _ => c.mlp_bias,
     }
@@ -123,10 +140,11 @@ pub fn base_params(c: &ModelConfig) -> u64 {
 pub fn trainable_params(c: &ModelConfig, cfg: &TrainConfig) -> u64 {
     let layers = c.num_layers as u64;
     let kv = (c.num_kv_heads * c.head_dim) as u64;
-    let targets = |list: &[String]| -> Vec<(&'static str, usize, usize)> {
+    let targets = |key: &str, list: &[String]| -> Vec<(&'static str, usize, usize)> {
+        let sel = selected(key, list, c);
         linear_dims(c)
             .into_iter()
-            .filter(|(m, _, _)| list.iter().any(|t| t == m))
+            .filter(|(m, _, _)| sel.contains(m))
             .collect()
     };
     match cfg.method {
@@ -148,14 +166,14 @@ pub fn trainable_params(c: &ModelConfig, cfg: &TrainConfig) -> u64 {
         MethodKind::Lora | MethodKind::Qlora | MethodKind::LoraPlus | MethodKind::Dora => {
             let r = cfg.lora.r;
             let dora = cfg.method == MethodKind::Dora;
-            let per: usize = targets(&cfg.lora.targets)
+            let per: usize = targets("lora.targets", &cfg.lora.targets)
                 .into_iter()
                 .map(|(_, i, o)| r * (i + o) + if dora { o } else { 0 })
                 .sum();
             layers * per as u64
         }
         MethodKind::Ia3 => {
-            let per: usize = targets(&cfg.ia3.targets)
+            let per: usize = targets("ia3.targets", &cfg.ia3.targets)
                 .into_iter()
                 .map(|(m, i, o)| if is_mlp(m) { i } else { o })
                 .sum();
@@ -211,7 +229,7 @@ fn layer_floats_per_row(c: &ModelConfig, cfg: &TrainConfig, keys: usize) -> f64 
     let lora: usize = match cfg.method {
         m if m.is_lora() => linear_dims(c)
             .iter()
-            .filter(|(name, _, _)| cfg.lora.targets.iter().any(|t| t == name))
+            .filter(|(name, _, _)| selected("lora.targets", &cfg.lora.targets, c).contains(name))
             .map(|&(_, inp, out)| {
                 let dropped = if cfg.lora.dropout > 0.0 { 2 * inp } else { 0 };
                 let dora = if m == MethodKind::Dora { 4 * out } else { 0 };
@@ -224,7 +242,7 @@ fn layer_floats_per_row(c: &ModelConfig, cfg: &TrainConfig, keys: usize) -> f64 
         m if m.is_lora() => 0,
         MethodKind::Ia3 => linear_dims(c)
             .iter()
-            .filter(|(name, _, _)| cfg.ia3.targets.iter().any(|t| t == name))
+            .filter(|(name, _, _)| selected("ia3.targets", &cfg.ia3.targets, c).contains(name))
             .map(|&(name, inp, out)| if is_mlp(name) { inp } else { out })
             .sum(),
         MethodKind::Adapter => 2 * (2 * cfg.adapter.bottleneck + 2 * h),
@@ -323,7 +341,16 @@ mod tests {
     fn linear_names_match_the_lora_targets() {
         let c = tiny_model(DType::F32, 1).config;
         let names: Vec<&str> = linear_dims(&c).iter().map(|x| x.0).collect();
-        assert_eq!(names, LORA_TARGETS);
+        assert_eq!(names, crate::config::model_linears(&c));
+        assert!(names.iter().all(|n| LORA_TARGETS.contains(n)));
+        // the fused layout (Phi-3) names its two fused modules
+        let fused = whetstone_formats::ModelConfig {
+            fused_projections: true,
+            ..c
+        };
+        let names: Vec<&str> = linear_dims(&fused).iter().map(|x| x.0).collect();
+        assert_eq!(names, crate::config::model_linears(&fused));
+        assert_eq!(names, ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]);
     }
 
     #[test]

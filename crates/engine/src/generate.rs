@@ -214,8 +214,17 @@ pub fn generate(
         if out.len() == params.max_tokens {
             break;
         }
-        let step = Tensor::new(&[next], &model.device)?.unsqueeze(0)?;
-        logits = model.forward_last(&step, context.len() - 1, Some(&mut cache))?;
+        if model.long_rope_context() == Some(context.len() - 1) {
+            // LongRoPE switches to its long factors past the original context: the cached
+            // keys were rotated with the short ones, so the whole context is run again (as
+            // transformers' Phi-3 does)
+            cache = KvCache::new(model.config.num_layers);
+            let all = Tensor::new(context.as_slice(), &model.device)?.unsqueeze(0)?;
+            logits = model.forward_last(&all, 0, Some(&mut cache))?;
+        } else {
+            let step = Tensor::new(&[next], &model.device)?.unsqueeze(0)?;
+            logits = model.forward_last(&step, context.len() - 1, Some(&mut cache))?;
+        }
     }
     if text.len() > emitted {
         on_text(&text[emitted..]);

@@ -98,13 +98,15 @@ pub fn bias_layout(model: &DecoderModel) -> (bool, bool, bool) {
     let mut mlp = false;
     for layer in &model.layers {
         let a = &layer.self_attn;
-        qkv |= [&a.q_proj, &a.k_proj, &a.v_proj]
+        qkv |= [Some(&a.q_proj), a.k_proj.as_ref(), a.v_proj.as_ref()]
             .iter()
+            .flatten()
             .any(|l| l.bias.is_some());
         o |= a.o_proj.bias.is_some();
         let m = &layer.mlp;
-        mlp |= [&m.gate_proj, &m.up_proj, &m.down_proj]
+        mlp |= [Some(&m.gate_proj), m.up_proj.as_ref(), Some(&m.down_proj)]
             .iter()
+            .flatten()
             .any(|l| l.bias.is_some());
     }
     (qkv, o, mlp)

@@ -63,19 +63,30 @@ pub fn visit_mut(
     Ok(())
 }
 
-/// The layer's linears with their HF module paths relative to the layer.
-pub fn linears_mut(layer: &mut crate::model::Layer) -> [(&'static str, &mut Linear); 7] {
+/// The layer's linears with their HF module paths relative to the layer (Phi-3's fused
+/// `qkv_proj` and `gate_up_proj` where the model has them).
+pub fn linears_mut(layer: &mut crate::model::Layer) -> Vec<(&'static str, &mut Linear)> {
     let a = &mut layer.self_attn;
     let m = &mut layer.mlp;
-    [
-        ("self_attn.q_proj", &mut a.q_proj),
-        ("self_attn.k_proj", &mut a.k_proj),
-        ("self_attn.v_proj", &mut a.v_proj),
-        ("self_attn.o_proj", &mut a.o_proj),
-        ("mlp.gate_proj", &mut m.gate_proj),
-        ("mlp.up_proj", &mut m.up_proj),
-        ("mlp.down_proj", &mut m.down_proj),
-    ]
+    let mut out = vec![];
+    match (&mut a.k_proj, &mut a.v_proj) {
+        (Some(k), Some(v)) => {
+            out.push(("self_attn.q_proj", &mut a.q_proj));
+            out.push(("self_attn.k_proj", k));
+            out.push(("self_attn.v_proj", v));
+        }
+        _ => out.push(("self_attn.qkv_proj", &mut a.q_proj)),
+    }
+    out.push(("self_attn.o_proj", &mut a.o_proj));
+    match &mut m.up_proj {
+        Some(up) => {
+            out.push(("mlp.gate_proj", &mut m.gate_proj));
+            out.push(("mlp.up_proj", up));
+        }
+        None => out.push(("mlp.gate_up_proj", &mut m.gate_proj)),
+    }
+    out.push(("mlp.down_proj", &mut m.down_proj));
+    out
 }
 
 /// A seeded uniform stream for initialisation (xorshift64*).
@@ -151,10 +162,13 @@ pub fn apply(model: &mut DecoderModel, cfg: &TrainConfig) -> Result<Vec<Param>> 
         }
         MethodKind::Ia3 => {
             let (model_device, model_dtype) = (model.device.clone(), model.dtype);
+            let selected =
+                crate::config::resolve_targets("ia3.targets", &cfg.ia3.targets, &model.config)
+                    .map_err(candle_core::Error::Msg)?;
             for (l, layer) in model.layers.iter_mut().enumerate() {
                 for (name, lin) in linears_mut(layer) {
                     let short = name.rsplit('.').next().unwrap_or(name);
-                    if !cfg.ia3.targets.iter().any(|t| t == short) {
+                    if !selected.contains(&short) {
                         continue;
                     }
                     let feedforward = name.starts_with("mlp.");
@@ -334,10 +348,13 @@ pub fn apply(model: &mut DecoderModel, cfg: &TrainConfig) -> Result<Vec<Param>> 
             }
             let mut rng = InitRng(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
             let (device, dtype) = (model.device.clone(), model.dtype);
+            let selected =
+                crate::config::resolve_targets("lora.targets", &lc.targets, &model.config)
+                    .map_err(candle_core::Error::Msg)?;
             for (l, layer) in model.layers.iter_mut().enumerate() {
                 for (name, lin) in linears_mut(layer) {
                     let short = name.rsplit('.').next().unwrap_or(name);
-                    if !lc.targets.iter().any(|t| t == short) {
+                    if !selected.contains(&short) {
                         continue;
                     }
                     let (out, inp) = lin.weight.dims2()?;

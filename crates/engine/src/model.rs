@@ -165,9 +165,11 @@ impl Module for Linear {
 
 #[derive(Debug, Clone)]
 pub struct Attention {
+    /// q, or with fused projections (Phi-3) q, k and v in one module (`qkv_proj`).
     pub q_proj: Linear,
-    pub k_proj: Linear,
-    pub v_proj: Linear,
+    /// `None` with fused projections.
+    pub k_proj: Option<Linear>,
+    pub v_proj: Option<Linear>,
     pub o_proj: Linear,
     /// Qwen3: RMSNorm weights `[head_dim]` applied to each head of q and of k before rope.
     pub q_norm: Option<Tensor>,
@@ -176,8 +178,10 @@ pub struct Attention {
 
 #[derive(Debug, Clone)]
 pub struct Mlp {
+    /// gate, or with fused projections gate and up in one module (`gate_up_proj`).
     pub gate_proj: Linear,
-    pub up_proj: Linear,
+    /// `None` with fused projections.
+    pub up_proj: Option<Linear>,
     pub down_proj: Linear,
 }
 
@@ -283,6 +287,9 @@ pub struct DecoderModel {
     inv_freq: Vec<f32>,
     /// Gemma 3: the sliding layers' own (unscaled) inverse frequencies.
     local_inv_freq: Option<Vec<f32>>,
+    /// LongRoPE: the frequencies for sequences past the original context, that context's
+    /// length, and the factor on cos and sin.
+    long_rope: Option<(Vec<f32>, usize, f32)>,
     pub dtype: DType,
     pub device: Device,
     /// Training flag and dropout stream (inference leaves it off).
@@ -313,6 +320,17 @@ impl RopeTables {
     }
 }
 
+/// Rope on the first `dim` dimensions of each head, the rest passed through (Phi-4-mini's
+/// partial rotary; all of them elsewhere).
+fn rope_part(x: &Tensor, cos: &Tensor, sin: &Tensor, dim: usize, ops: Ops) -> Result<Tensor> {
+    let d = x.dim(D::Minus1)?;
+    if dim == d {
+        return ops::rope(x, cos, sin, ops);
+    }
+    let rotated = ops::rope(&x.narrow(D::Minus1, 0, dim)?.contiguous()?, cos, sin, ops)?;
+    Tensor::cat(&[&rotated, &x.narrow(D::Minus1, dim, d - dim)?], D::Minus1)?.contiguous()
+}
+
 /// Unscaled rotary inverse frequencies for `theta`, as transformers computes them.
 fn plain_inv_freq(theta: f64, d: usize) -> Vec<f32> {
     (0..d)
@@ -323,9 +341,15 @@ fn plain_inv_freq(theta: f64, d: usize) -> Vec<f32> {
 
 /// Rotary inverse frequencies as transformers computes them, with the configured scaling.
 pub fn rope_inv_freq(cfg: &ModelConfig) -> Vec<f32> {
-    let base = plain_inv_freq(cfg.rope_theta, cfg.head_dim);
+    let base = plain_inv_freq(cfg.rope_theta, cfg.rotary_dim);
     match &cfg.rope_scaling {
         None => base,
+        // the short factors: what positions up to the original context use
+        Some(RopeScaling::LongRope { short_factor, .. }) => base
+            .iter()
+            .zip(short_factor)
+            .map(|(f, s)| f / *s as f32)
+            .collect(),
         Some(RopeScaling::Linear { factor }) => base.iter().map(|f| f / *factor as f32).collect(),
         Some(RopeScaling::Factors { factors }) => {
             base.iter().zip(factors).map(|(f, s)| f / s).collect()
@@ -436,27 +460,40 @@ impl DecoderModel {
                     q_proj: linear(
                         &mut w,
                         &mut quantized,
-                        &format!("{p}.self_attn.q_proj"),
-                        q,
+                        &format!(
+                            "{p}.self_attn.{}",
+                            if c.fused_projections {
+                                "qkv_proj"
+                            } else {
+                                "q_proj"
+                            }
+                        ),
+                        if c.fused_projections { q + 2 * kv } else { q },
                         h,
                         c.qkv_bias,
                     )?,
-                    k_proj: linear(
-                        &mut w,
-                        &mut quantized,
-                        &format!("{p}.self_attn.k_proj"),
-                        kv,
-                        h,
-                        c.qkv_bias,
-                    )?,
-                    v_proj: linear(
-                        &mut w,
-                        &mut quantized,
-                        &format!("{p}.self_attn.v_proj"),
-                        kv,
-                        h,
-                        c.qkv_bias,
-                    )?,
+                    k_proj: match c.fused_projections {
+                        true => None,
+                        false => Some(linear(
+                            &mut w,
+                            &mut quantized,
+                            &format!("{p}.self_attn.k_proj"),
+                            kv,
+                            h,
+                            c.qkv_bias,
+                        )?),
+                    },
+                    v_proj: match c.fused_projections {
+                        true => None,
+                        false => Some(linear(
+                            &mut w,
+                            &mut quantized,
+                            &format!("{p}.self_attn.v_proj"),
+                            kv,
+                            h,
+                            c.qkv_bias,
+                        )?),
+                    },
                     o_proj: linear(
                         &mut w,
                         &mut quantized,
@@ -492,19 +529,29 @@ impl DecoderModel {
                     gate_proj: linear(
                         &mut w,
                         &mut quantized,
-                        &format!("{p}.mlp.gate_proj"),
-                        i,
+                        &format!(
+                            "{p}.mlp.{}",
+                            if c.fused_projections {
+                                "gate_up_proj"
+                            } else {
+                                "gate_proj"
+                            }
+                        ),
+                        if c.fused_projections { 2 * i } else { i },
                         h,
                         c.mlp_bias,
                     )?,
-                    up_proj: linear(
-                        &mut w,
-                        &mut quantized,
-                        &format!("{p}.mlp.up_proj"),
-                        i,
-                        h,
-                        c.mlp_bias,
-                    )?,
+                    up_proj: match c.fused_projections {
+                        true => None,
+                        false => Some(linear(
+                            &mut w,
+                            &mut quantized,
+                            &format!("{p}.mlp.up_proj"),
+                            i,
+                            h,
+                            c.mlp_bias,
+                        )?),
+                    },
                     down_proj: linear(
                         &mut w,
                         &mut quantized,
@@ -540,6 +587,23 @@ impl DecoderModel {
             local_inv_freq: config
                 .local_rope_theta
                 .map(|t| plain_inv_freq(t, config.head_dim)),
+            long_rope: match &config.rope_scaling {
+                Some(RopeScaling::LongRope {
+                    long_factor,
+                    original_max_position_embeddings,
+                    attention_factor,
+                    ..
+                }) => Some((
+                    plain_inv_freq(config.rope_theta, config.rotary_dim)
+                        .iter()
+                        .zip(long_factor)
+                        .map(|(f, s)| f / *s as f32)
+                        .collect(),
+                    *original_max_position_embeddings as usize,
+                    *attention_factor as f32,
+                )),
+                _ => None,
+            },
             dtype,
             device: device.clone(),
             mode: Arc::new(TrainMode::default()),
@@ -575,6 +639,13 @@ impl DecoderModel {
 
     /// cos and sin tables for absolute positions `offset..offset + seq`.
     pub fn rope_tables(&self, offset: usize, seq: usize) -> Result<RopeTables> {
+        // LongRoPE: the long factors once the sequence passes the original context (as
+        // transformers decides per forward pass), cos and sin scaled either way
+        let (global, scale) = match &self.long_rope {
+            Some((long, original, factor)) if offset + seq > *original => (long, *factor),
+            Some((_, _, factor)) => (&self.inv_freq, *factor),
+            None => (&self.inv_freq, 1.0),
+        };
         let table = |inv_freq: &[f32]| -> Result<(Tensor, Tensor)> {
             let half = inv_freq.len();
             let mut cos = Vec::with_capacity(seq * half);
@@ -582,8 +653,8 @@ impl DecoderModel {
             for p in offset..offset + seq {
                 for f in inv_freq {
                     let a = p as f32 * f;
-                    cos.push(a.cos());
-                    sin.push(a.sin());
+                    cos.push(a.cos() * scale);
+                    sin.push(a.sin() * scale);
                 }
             }
             let cos = Tensor::from_vec(cos, (seq, half), &self.device)?.to_dtype(self.dtype)?;
@@ -591,9 +662,14 @@ impl DecoderModel {
             Ok((cos, sin))
         };
         Ok(RopeTables {
-            global: table(&self.inv_freq)?,
+            global: table(global)?,
             local: self.local_inv_freq.as_deref().map(table).transpose()?,
         })
+    }
+
+    /// LongRoPE's original context: past it, the rope uses its long factors.
+    pub fn long_rope_context(&self) -> Option<usize> {
+        self.long_rope.as_ref().map(|(_, original, _)| *original)
     }
 
     /// RMSNorm with this family's weight convention: `x̂ · w`, or for Gemma `x̂ · (1 + w)`
@@ -633,24 +709,31 @@ impl DecoderModel {
             };
             y.transpose(1, 2)
         };
-        let q = shape(
-            attn.q_proj.forward_mode(x, &self.mode)?,
-            c.num_heads,
-            attn.q_norm.as_ref(),
-        )?;
-        let k = shape(
-            attn.k_proj.forward_mode(x, &self.mode)?,
-            c.num_kv_heads,
-            attn.k_norm.as_ref(),
-        )?;
-        let v = shape(
-            attn.v_proj.forward_mode(x, &self.mode)?,
-            c.num_kv_heads,
-            None,
-        )?
-        .contiguous()?;
+        let (q, k, v) = match (&attn.k_proj, &attn.v_proj) {
+            (Some(k), Some(v)) => (
+                attn.q_proj.forward_mode(x, &self.mode)?,
+                k.forward_mode(x, &self.mode)?,
+                v.forward_mode(x, &self.mode)?,
+            ),
+            // one fused projection: rows q, then k, then v
+            _ => {
+                let qkv = attn.q_proj.forward_mode(x, &self.mode)?;
+                let (nq, nkv) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
+                (
+                    qkv.narrow(D::Minus1, 0, nq)?,
+                    qkv.narrow(D::Minus1, nq, nkv)?,
+                    qkv.narrow(D::Minus1, nq + nkv, nkv)?,
+                )
+            }
+        };
+        let q = shape(q, c.num_heads, attn.q_norm.as_ref())?;
+        let k = shape(k, c.num_kv_heads, attn.k_norm.as_ref())?;
+        let v = shape(v, c.num_kv_heads, None)?.contiguous()?;
         let (q, k) = if c.layer_uses_rope(l) {
-            (ops::rope(&q, cos, sin, ops)?, ops::rope(&k, cos, sin, ops)?)
+            (
+                rope_part(&q, cos, sin, c.rotary_dim, ops)?,
+                rope_part(&k, cos, sin, c.rotary_dim, ops)?,
+            )
         } else {
             (q, k)
         };
@@ -724,8 +807,18 @@ impl DecoderModel {
         let x = (x + a)?;
         let h = self.norm(&x, pre_mlp, ops)?;
         let m = &layer.mlp;
-        let gate = m.gate_proj.forward_mode(&h, &self.mode)?;
-        let up = m.up_proj.forward_mode(&h, &self.mode)?;
+        let (gate, up) = match &m.up_proj {
+            Some(up) => (
+                m.gate_proj.forward_mode(&h, &self.mode)?,
+                up.forward_mode(&h, &self.mode)?,
+            ),
+            // one fused projection: rows gate, then up
+            None => {
+                let gu = m.gate_proj.forward_mode(&h, &self.mode)?;
+                let i = c.intermediate_size;
+                (gu.narrow(D::Minus1, 0, i)?, gu.narrow(D::Minus1, i, i)?)
+            }
+        };
         let act = match c.activation {
             Activation::Silu => ops::swiglu(&gate, &up)?,
             Activation::GeluTanh => ops::geglu_tanh(&gate, &up)?,

@@ -464,17 +464,18 @@ pub fn peft_adapter_config(
         }));
     }
     if cfg.method == MethodKind::Ia3 {
-        let ff: Vec<&String> = cfg
-            .ia3
-            .targets
+        let targets = crate::config::resolve_targets("ia3.targets", &cfg.ia3.targets, model)
+            .unwrap_or_default();
+        let ff: Vec<&str> = targets
             .iter()
-            .filter(|t| matches!(t.as_str(), "gate_proj" | "up_proj" | "down_proj"))
+            .copied()
+            .filter(|t| matches!(*t, "gate_proj" | "up_proj" | "down_proj" | "gate_up_proj"))
             .collect();
         return Some(serde_json::json!({
             "peft_type": "IA3",
             "task_type": "CAUSAL_LM",
             "base_model_name_or_path": base_model,
-            "target_modules": cfg.ia3.targets,
+            "target_modules": targets,
             "feedforward_modules": ff,
             "fan_in_fan_out": false,
             "inference_mode": true,
@@ -485,6 +486,8 @@ pub fn peft_adapter_config(
     if !cfg.method.is_lora() {
         return None;
     }
+    let targets = crate::config::resolve_targets("lora.targets", &cfg.lora.targets, model)
+        .unwrap_or_default();
     Some(serde_json::json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
@@ -492,7 +495,7 @@ pub fn peft_adapter_config(
         "r": cfg.lora.r,
         "lora_alpha": cfg.lora.alpha,
         "lora_dropout": cfg.lora.dropout,
-        "target_modules": cfg.lora.targets,
+        "target_modules": targets,
         "use_rslora": cfg.lora.rslora,
         "use_dora": cfg.method == MethodKind::Dora,
         "bias": "none",

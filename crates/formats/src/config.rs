@@ -21,6 +21,7 @@ pub enum Family {
     SmolLM3,
     Gemma2,
     Gemma3,
+    Phi3,
 }
 
 impl Family {
@@ -33,6 +34,7 @@ impl Family {
             Family::SmolLM3 => "smollm3",
             Family::Gemma2 => "gemma2",
             Family::Gemma3 => "gemma3",
+            Family::Phi3 => "phi3",
         }
     }
 
@@ -43,7 +45,7 @@ impl Family {
 
     /// The families an HF `model_type` names, for error messages.
     pub const SUPPORTED: &'static str =
-        "llama, qwen2, qwen3, mistral, smollm3, gemma2, gemma3_text";
+        "llama, qwen2, qwen3, mistral, smollm3, gemma2, gemma3_text, phi3";
 }
 
 /// How rotary frequencies are adjusted for long contexts.
@@ -61,6 +63,15 @@ pub enum RopeScaling {
     },
     /// Per-frequency divisors, as llama.cpp stores Llama 3.1 scaling (`rope_freqs.weight`).
     Factors { factors: Vec<f32> },
+    /// Phi-3's LongRoPE (HF `rope_type: longrope`, formerly `su`): per-frequency divisors,
+    /// the short ones up to `original_max_position_embeddings` positions and the long ones
+    /// beyond, and cos / sin multiplied by `attention_factor`.
+    LongRope {
+        short_factor: Vec<f64>,
+        long_factor: Vec<f64>,
+        original_max_position_embeddings: f64,
+        attention_factor: f64,
+    },
 }
 
 /// The MLP's gate activation.
@@ -105,9 +116,10 @@ pub struct ModelConfig {
     pub sliding_window: Option<usize>,
     /// Per layer, whether its attention slides; empty when none does.
     pub sliding_layers: Vec<bool>,
-    /// Dropout on the attention probabilities while training (transformers applies it in
-    /// train mode); Whetstone refuses to train a model that sets it (see the trainer).
-    pub attention_dropout: f64,
+    /// Dropout the family's transformers class applies in train mode, by config key
+    /// (`attention_dropout`; Phi-3's `resid_pdrop`, `embd_pdrop`), where it is not zero.
+    /// Whetstone refuses to train a model that sets any (see the trainer).
+    pub dropouts: Vec<(String, f64)>,
     /// The MLP's gate activation.
     pub activation: Activation,
     /// Gemma: RMSNorm weights are offsets from one (`x̂ · (1 + w)`, computed in f32).
@@ -127,6 +139,12 @@ pub struct ModelConfig {
     /// Gemma 3: the rope theta of sliding-window layers (no scaling); `None` when every
     /// layer uses `rope_theta` and `rope_scaling`.
     pub local_rope_theta: Option<f64>,
+    /// How many leading dimensions of each head the rope rotates (`head_dim` unless a
+    /// `partial_rotary_factor` says less: Phi-4-mini rotates three quarters).
+    pub rotary_dim: usize,
+    /// Phi-3: q, k and v are one module (`qkv_proj`, rows q then k then v) and gate and up
+    /// another (`gate_up_proj`, rows gate then up).
+    pub fused_projections: bool,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
 }
@@ -221,11 +239,10 @@ impl ModelConfig {
                 format!("{t} must be a number > 1"),
             ));
         }
-        if !(0.0..1.0).contains(&self.attention_dropout) {
-            return Err(bad(
-                "attention_dropout",
-                format!("{} is not in [0, 1)", self.attention_dropout),
-            ));
+        for (key, p) in &self.dropouts {
+            if !(0.0..1.0).contains(p) {
+                return Err(bad(key, format!("{p} is not in [0, 1)")));
+            }
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
             return Err(bad(
@@ -259,6 +276,34 @@ impl ModelConfig {
                 Some(0) => return Err(bad("sliding_window", "must be at least 1, got 0".into())),
                 Some(_) => {}
             }
+        }
+        if let Some(RopeScaling::LongRope {
+            short_factor,
+            long_factor,
+            ..
+        }) = &self.rope_scaling
+        {
+            for (field, f) in [("short_factor", short_factor), ("long_factor", long_factor)] {
+                if f.len() != self.rotary_dim / 2 {
+                    return Err(bad(
+                        field,
+                        format!(
+                            "has {} values, expected one per rotated pair ({})",
+                            f.len(),
+                            self.rotary_dim / 2
+                        ),
+                    ));
+                }
+            }
+        }
+        if self.rotary_dim == 0 || self.rotary_dim > self.head_dim || self.rotary_dim % 2 == 1 {
+            return Err(bad(
+                "partial_rotary_factor",
+                format!(
+                    "rotates {} of {} dimensions",
+                    self.rotary_dim, self.head_dim
+                ),
+            ));
         }
         if let Some(RopeScaling::Factors { factors }) = &self.rope_scaling {
             if factors.len() != self.head_dim / 2 {
@@ -311,6 +356,12 @@ impl ModelConfig {
                 }
                 ("MistralForCausalLM", "mistral", false, false)
             }
+            Family::Phi3 => {
+                if qkv || o || mlp {
+                    return Err("Phi-3 has no biases; these weights have some".into());
+                }
+                ("Phi3ForCausalLM", "phi3", false, false)
+            }
             Family::Gemma2 | Family::Gemma3 => {
                 if qkv != o || mlp {
                     return Err("Gemma's `attention_bias` gives q, k, v and o biases together and its MLP has none; these weights differ".into());
@@ -339,6 +390,18 @@ impl ModelConfig {
             Some(RopeScaling::Factors { .. }) => {
                 return Err("the rope scaling is stored as per-frequency factors (llama.cpp's rope_freqs), which an HF config cannot state".into())
             }
+            Some(RopeScaling::LongRope {
+                short_factor,
+                long_factor,
+                attention_factor,
+                ..
+            }) => json!({
+                "rope_type": "longrope",
+                "type": "longrope",
+                "short_factor": short_factor,
+                "long_factor": long_factor,
+                "attention_factor": attention_factor,
+            }),
         };
         let eos = match self.eos_token_ids.as_slice() {
             [] => Value::Null,
@@ -364,7 +427,6 @@ impl ModelConfig {
             "bos_token_id": self.bos_token_id,
             "eos_token_id": eos,
             "torch_dtype": torch_dtype,
-            "attention_dropout": self.attention_dropout,
             "use_cache": true,
         });
         if matches!(self.family, Family::Llama | Family::SmolLM3 | Family::Qwen3) {
@@ -399,6 +461,12 @@ impl ModelConfig {
                 v["sliding_window"] = json!(self.sliding_window.filter(|_| sliding));
                 v["layer_types"] = json!(types);
             }
+            Family::Phi3 => {
+                if sliding && !self.sliding_layers.iter().all(|&s| s) {
+                    return Err("Phi-3 slides on every layer or none; this model mixes them".into());
+                }
+                v["sliding_window"] = json!(self.sliding_window.filter(|_| sliding));
+            }
             Family::Llama => {}
             Family::Mistral => {
                 if sliding && !self.sliding_layers.iter().all(|&s| s) {
@@ -418,6 +486,9 @@ impl ModelConfig {
                 }
                 v["layer_types"] = json!(types);
             }
+        }
+        for (key, p) in &self.dropouts {
+            v[key.as_str()] = json!(p);
         }
         Ok(v)
     }
@@ -451,6 +522,7 @@ impl ModelConfig {
             "smollm3" => Family::SmolLM3,
             "gemma2" => Family::Gemma2,
             "gemma3_text" => Family::Gemma3,
+            "phi3" => Family::Phi3,
             other => {
                 return Err(field_err(
                     "model_type",
@@ -564,10 +636,13 @@ impl ModelConfig {
                 "true: Mistral has no attention biases",
             ));
         }
-        if !gemma {
+        let phi3 = family == Family::Phi3;
+        if !gemma && !phi3 {
             refuse_unsupported_math(json, &field_err)?;
-        } else {
+        } else if gemma {
             refuse_partial_rotary(json, "partial_rotary_factor", &field_err)?;
+        } else {
+            refuse_softcapping(json, &field_err)?;
         }
         let num_layers = req("num_hidden_layers")?;
         if num_layers > MAX_LAYERS {
@@ -581,9 +656,16 @@ impl ModelConfig {
             sliding_layers(json, family, num_layers, &rope_layers, &field_err)?;
         let (rope_theta, rope_scaling, local_rope_theta) = if family == Family::Gemma3 {
             gemma3_rope(json, &field_err)?
+        } else if phi3 {
+            let (theta, scaling) = phi3_rope(json, &field_err)?;
+            (theta, scaling, None)
         } else {
             let (theta, scaling) = rope_settings(json, &field_err)?;
             (theta, scaling, None)
+        };
+        let rotary_dim = match phi3 {
+            true => phi3_rotary_dim(json, head_dim, &field_err)?,
+            false => head_dim,
         };
         let eos_token_ids = match json.get("eos_token_id") {
             None | Some(Value::Null) => vec![],
@@ -621,7 +703,20 @@ impl ModelConfig {
             rope_layers,
             sliding_window,
             sliding_layers,
-            attention_dropout: float("attention_dropout", 0.0)?,
+            dropouts: {
+                let keys: &[&str] = match phi3 {
+                    true => &["attention_dropout", "resid_pdrop", "embd_pdrop"],
+                    false => &["attention_dropout"],
+                };
+                let mut d = vec![];
+                for k in keys {
+                    let p = float(k, 0.0)?;
+                    if p != 0.0 {
+                        d.push((k.to_string(), p));
+                    }
+                }
+                d
+            },
             activation,
             unit_offset_norms: gemma,
             scale_embeddings: gemma,
@@ -658,6 +753,8 @@ impl ModelConfig {
                 _ => None,
             },
             local_rope_theta,
+            rotary_dim,
+            fused_projections: family == Family::Phi3,
             bos_token_id: uint("bos_token_id")?.map(|n| n as u32),
             eos_token_ids,
         };
@@ -894,7 +991,7 @@ impl ModelConfig {
             },
             sliding_window: window.filter(|_| !sliding_layers.is_empty()),
             sliding_layers,
-            attention_dropout: 0.0,
+            dropouts: vec![],
             activation: if gemma {
                 Activation::GeluTanh
             } else {
@@ -917,6 +1014,8 @@ impl ModelConfig {
                 Family::Gemma3 => Some(get_f("rope.freq_base_swa")?.unwrap_or(10_000.0)),
                 _ => None,
             },
+            rotary_dim: head_dim,
+            fused_projections: false,
             bos_token_id: md_u32("tokenizer.ggml.bos_token_id"),
             eos_token_ids: md_u32("tokenizer.ggml.eos_token_id").into_iter().collect(),
         };
@@ -1062,7 +1161,8 @@ fn gemma3_rope(
         top_local.unwrap_or(10_000.0),
     );
     if let Some(params) = json.get("rope_parameters").filter(|v| !v.is_null()) {
-        let part = |kind: &str| -> Result<Option<(Option<f64>, Option<RopeScaling>)>, FileError> {
+        type Part = Option<(Option<f64>, Option<RopeScaling>)>;
+        let part = |kind: &str| -> Result<Part, FileError> {
             let at = format!("rope_parameters.{kind}");
             match params.get(kind) {
                 None | Some(Value::Null) => Ok(None),
@@ -1157,9 +1257,13 @@ fn rope_scaling_from(
 /// function).
 fn refuse_unsupported_math(json: &Value, field_err: &FieldErr) -> Result<(), FileError> {
     refuse_partial_rotary(json, "partial_rotary_factor", field_err)?;
-    let set = |k: &str| json.get(k).filter(|v| !v.is_null());
+    refuse_softcapping(json, field_err)
+}
+
+/// Logit soft-capping, which only the Gemma families implement.
+fn refuse_softcapping(json: &Value, field_err: &FieldErr) -> Result<(), FileError> {
     for k in ["attn_logit_softcapping", "final_logit_softcapping"] {
-        if let Some(v) = set(k) {
+        if let Some(v) = json.get(k).filter(|v| !v.is_null()) {
             return Err(field_err(
                 k,
                 &format!("{v}: logit soft-capping is not supported"),
@@ -1167,6 +1271,177 @@ fn refuse_unsupported_math(json: &Value, field_err: &FieldErr) -> Result<(), Fil
         }
     }
     Ok(())
+}
+
+/// Phi-3's rope: `rope_theta` and a LongRoPE `rope_scaling` (transformers 4; `su` and `yarn`
+/// are its old names for it, as transformers' Phi-3 class reads them) or one
+/// `rope_parameters` object (transformers 5). `original_max_position_embeddings` sits at the
+/// top level in the 4.x form, inside the rope object in 5.x.
+fn phi3_rope(json: &Value, field_err: &FieldErr) -> Result<(f64, Option<RopeScaling>), FileError> {
+    let top_theta = optional_number(json, "rope_theta", "rope_theta", field_err)?;
+    let set = |k: &str| json.get(k).filter(|v| !v.is_null());
+    let (obj, at) = match (set("rope_parameters"), set("rope_scaling")) {
+        (Some(p), Some(s)) => {
+            // both forms: they must state the same rope
+            let same = |k: &str| p.get(k) == s.get(k);
+            let kind = |v: &Value| {
+                v.get("rope_type")
+                    .or_else(|| v.get("type"))
+                    .and_then(Value::as_str)
+                    .map(|t| {
+                        if matches!(t, "su" | "yarn") {
+                            "longrope"
+                        } else {
+                            t
+                        }
+                    })
+                    .unwrap_or("default")
+                    .to_string()
+            };
+            if kind(p) != kind(s) || !same("short_factor") || !same("long_factor") {
+                return Err(field_err(
+                    "rope_scaling",
+                    "disagrees with rope_parameters; a config should state its rope once",
+                ));
+            }
+            (Some(p), "rope_parameters")
+        }
+        (Some(p), None) => (Some(p), "rope_parameters"),
+        (None, Some(s)) => (Some(s), "rope_scaling"),
+        (None, None) => (None, ""),
+    };
+    let Some(obj) = obj else {
+        return Ok((top_theta.unwrap_or(10_000.0), None));
+    };
+    if !obj.is_object() {
+        return Err(field_err(at, &format!("expected an object, got {obj}")));
+    }
+    let theta = optional_number(obj, "rope_theta", &format!("{at}.rope_theta"), field_err)?;
+    if let (Some(a), Some(b)) = (top_theta, theta) {
+        if a != b {
+            return Err(field_err(
+                &format!("{at}.rope_theta"),
+                &format!("{b} disagrees with the top-level rope_theta = {a}"),
+            ));
+        }
+    }
+    let theta = theta.or(top_theta).unwrap_or(10_000.0);
+    let kind = obj
+        .get("rope_type")
+        .or_else(|| obj.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    match kind {
+        "default" => Ok((theta, None)),
+        "longrope" | "su" | "yarn" => {
+            let list = |k: &str| -> Result<Vec<f64>, FileError> {
+                obj.get(k)
+                    .and_then(Value::as_array)
+                    .and_then(|a| a.iter().map(Value::as_f64).collect::<Option<Vec<f64>>>())
+                    .filter(|v| v.iter().all(|x| x.is_finite() && *x > 0.0))
+                    .ok_or_else(|| {
+                        field_err(
+                            &format!("{at}.{k}"),
+                            "missing or not a list of positive numbers",
+                        )
+                    })
+            };
+            let (short_factor, long_factor) = (list("short_factor")?, list("long_factor")?);
+            let original = optional_number(
+                obj,
+                "original_max_position_embeddings",
+                &format!("{at}.original_max_position_embeddings"),
+                field_err,
+            )?
+            .or(optional_number(
+                json,
+                "original_max_position_embeddings",
+                "original_max_position_embeddings",
+                field_err,
+            )?)
+            .unwrap_or(4096.0);
+            let max = optional_number(
+                json,
+                "max_position_embeddings",
+                "max_position_embeddings",
+                field_err,
+            )?
+            .unwrap_or(4096.0);
+            let factor = optional_number(obj, "factor", &format!("{at}.factor"), field_err)?
+                .unwrap_or(max / original);
+            let attention_factor = match optional_number(
+                obj,
+                "attention_factor",
+                &format!("{at}.attention_factor"),
+                field_err,
+            )? {
+                Some(a) => a,
+                None if factor <= 1.0 => 1.0,
+                None => (1.0 + factor.ln() / original.ln()).sqrt(),
+            };
+            if !(original.is_finite() && original > 1.0) {
+                return Err(field_err(
+                    "original_max_position_embeddings",
+                    &format!("{original} must be a number > 1"),
+                ));
+            }
+            Ok((
+                theta,
+                Some(RopeScaling::LongRope {
+                    short_factor,
+                    long_factor,
+                    original_max_position_embeddings: original,
+                    attention_factor,
+                }),
+            ))
+        }
+        other => Err(field_err(
+            &format!("{at}.rope_type"),
+            &format!("\"{other}\" is not supported for phi3 (supported: default, longrope)"),
+        )),
+    }
+}
+
+/// How many leading dimensions of each head Phi-3 rotates: `partial_rotary_factor` (top level
+/// in transformers 4, in `rope_parameters` in 5) times `head_dim`, rounded down as
+/// transformers does.
+fn phi3_rotary_dim(
+    json: &Value,
+    head_dim: usize,
+    field_err: &FieldErr,
+) -> Result<usize, FileError> {
+    let inner = match json.get("rope_parameters").filter(|v| v.is_object()) {
+        Some(p) => optional_number(
+            p,
+            "partial_rotary_factor",
+            "rope_parameters.partial_rotary_factor",
+            field_err,
+        )?,
+        None => None,
+    };
+    let top = optional_number(
+        json,
+        "partial_rotary_factor",
+        "partial_rotary_factor",
+        field_err,
+    )?;
+    if let (Some(a), Some(b)) = (top, inner) {
+        if a != b {
+            return Err(field_err(
+                "partial_rotary_factor",
+                &format!("{a} disagrees with rope_parameters.partial_rotary_factor = {b}"),
+            ));
+        }
+    }
+    let factor = inner.or(top).unwrap_or(1.0);
+    let dim = (head_dim as f64 * factor) as usize;
+    if !(factor > 0.0 && factor <= 1.0) || dim == 0 || dim % 2 == 1 {
+        return Err(field_err(
+            "partial_rotary_factor",
+            &format!("{factor} rotates {dim} of {head_dim} dimensions; it must be an even, positive number"),
+        ));
+    }
+    Ok(dim)
 }
 
 /// SmolLM3's `no_rope_layers` (1 = the layer rotates, 0 = it does not), or the pattern its
@@ -1296,7 +1571,7 @@ fn sliding_layers(
     }
     let derived: Vec<bool> = match family {
         Family::Llama => vec![false; num_layers],
-        Family::Mistral => vec![window.is_some(); num_layers],
+        Family::Mistral | Family::Phi3 => vec![window.is_some(); num_layers],
         Family::Qwen2 | Family::Qwen3 => {
             let from = match set("max_window_layers") {
                 None => 28,
@@ -1336,7 +1611,7 @@ fn sliding_layers(
     let layers = match (family, listed) {
         // Llama's and Mistral's classes ignore `layer_types`: a list that disagrees with what
         // they compute is a folder meant for another class
-        (Family::Llama | Family::Mistral, Some(l)) if l != derived => {
+        (Family::Llama | Family::Mistral | Family::Phi3, Some(l)) if l != derived => {
             let i = l
                 .iter()
                 .zip(&derived)

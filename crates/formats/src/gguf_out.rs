@@ -24,6 +24,7 @@ pub fn gguf_architecture(family: Family) -> &'static str {
         Family::SmolLM3 => "smollm3",
         Family::Gemma2 => "gemma2",
         Family::Gemma3 => "gemma3",
+        Family::Phi3 => "phi3",
     }
 }
 
@@ -44,6 +45,11 @@ pub fn check_llama_cpp_math(cfg: &ModelConfig) -> Result<(), String> {
     if cfg.family.is_gemma() {
         return check_gemma(cfg, arch);
     }
+    if cfg.fused_projections {
+        return Err(format!(
+            "writing `{arch}` GGUF files (fused qkv and gate_up, LongRoPE factors) is not supported yet; export PEFT or a merged folder"
+        ));
+    }
     if let Some(w) = cfg
         .sliding_window
         .filter(|_| cfg.sliding_layers.iter().any(|&s| s))
@@ -54,7 +60,7 @@ pub fn check_llama_cpp_math(cfg: &ModelConfig) -> Result<(), String> {
              tokens"
         ));
     }
-    let llama_cpp_pattern = |l: usize| cfg.family != Family::SmolLM3 || (l + 1) % 4 != 0;
+    let llama_cpp_pattern = |l: usize| cfg.family != Family::SmolLM3 || !(l + 1).is_multiple_of(4);
     if let Some(l) = (0..cfg.num_layers).find(|&l| cfg.layer_uses_rope(l) != llama_cpp_pattern(l)) {
         return Err(format!(
             "layer {l} {} rope here but not in llama.cpp's `{arch}` (`no_rope_layers`)",

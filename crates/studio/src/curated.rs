@@ -138,6 +138,15 @@ const ENTRIES: &[Entry] = &[
         shape: (128256, 2048, 11008, 36, 16, 4, 128, true),
     },
     Entry {
+        id: "microsoft/Phi-4-mini-instruct",
+        name: "Phi-4 mini Instruct",
+        license: "mit",
+        gated: false,
+        note: "fused qkv / gate_up (LoRA targets qkv_proj, gate_up_proj); 128k context",
+        family: Family::Phi3,
+        shape: (200064, 3072, 8192, 32, 24, 8, 128, true),
+    },
+    Entry {
         id: "HuggingFaceTB/SmolLM2-1.7B-Instruct",
         name: "SmolLM2 1.7B Instruct",
         license: "apache-2.0",
@@ -185,7 +194,7 @@ fn config(e: &Entry) -> ModelConfig {
         },
         sliding_window: gemma.then_some(512),
         sliding_layers,
-        attention_dropout: 0.0,
+        dropouts: vec![],
         activation: if gemma {
             whetstone_formats::Activation::GeluTanh
         } else {
@@ -198,6 +207,13 @@ fn config(e: &Entry) -> ModelConfig {
         attn_softcap: None,
         final_softcap: None,
         local_rope_theta: gemma.then_some(10_000.0),
+        // Phi-4-mini rotates three quarters of each head
+        rotary_dim: if e.family == Family::Phi3 {
+            head_dim * 3 / 4
+        } else {
+            head_dim
+        },
+        fused_projections: e.family == Family::Phi3,
         bos_token_id: None,
         eos_token_ids: vec![],
     }
@@ -264,6 +280,7 @@ mod tests {
         assert_eq!(params("gemma-3-270m-it"), 268_098_176);
         assert_eq!(params("gemma-3-1b-it"), 999_885_952);
         assert_eq!(params("SmolLM3-3B") / 1_000_000, 3075);
+        assert_eq!(params("Phi-4-mini-instruct") / 1_000_000, 3836);
         assert!(list.windows(2).all(|w| w[0].parameters <= w[1].parameters));
         // one sequence with checkpointing: the 4-bit base is what counts
         assert!(list.iter().all(|m| m.qlora_bytes < m.lora_bytes));
