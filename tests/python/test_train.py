@@ -56,28 +56,9 @@ def test_lora_gradients_match_peft(run, tmp_path, tiny, text_data, dora):
         "--set", "batch_size=6", "--set", "eval_fraction=0",
         "--dump-first-grads", str(dump))
     ours = load_file(dump)
-    ids = ours["batch.0.input"].long()
-    rows = ours["batch.0.rows"].long()
-    targets = ours["batch.0.targets"].long()
-    assert ids.shape[0] == 6 and len(targets) > 20
-
-    peft_model.train()
-    peft_model.zero_grad()
-    logits = peft_model(input_ids=ids).logits.reshape(-1, ref.config.vocab_size)
-    loss = torch.nn.functional.cross_entropy(logits[rows], targets, reduction="sum") / len(targets)
-    loss.backward()
-    assert abs(loss.item() - ours["loss"].item()) < 1e-5
-
-    checked, worst = 0, 0.0
-    for name, p in peft_model.named_parameters():
-        if "lora_" not in name:
-            continue
-        key = "grad." + name.replace(".default", "").replace("lora_magnitude_vector.weight", "lora_magnitude_vector")
-        assert key in ours, key
-        theirs, mine = p.grad, ours[key]
-        rel = (theirs - mine).abs().max().item() / theirs.abs().max().item()
-        assert rel < 1e-4, f"{name}: relative difference {rel:.2e}"
-        checked, worst = checked + 1, max(worst, rel)
+    assert len(ours["batch.0.targets"]) > 20
+    checked, worst, batch = tm.compare_peft_gradients(peft_model, ours, ref.config.vocab_size)
+    assert batch == 6
     assert checked == (3 if dora else 2) * 7 * ref.config.num_hidden_layers
     print(f"{'DoRA' if dora else 'LoRA'} gradients vs PEFT: {checked} tensors, worst relative difference {worst:.2e}")
 

@@ -124,6 +124,29 @@ def randomize_adapter(peft_model, seed: int, scale: float):
                 p.copy_(scale * torch.randn(p.shape, generator=g))
 
 
+def compare_peft_gradients(peft_model, ours, vocab_size):
+    """Run PEFT's forward and backward on the batch Whetstone dumped (`--dump-first-grads`)
+    and compare: the loss within 1e-5, every LoRA gradient within 1e-4 of the tensor's max.
+    Returns (tensors checked, worst relative difference, the batch's row count)."""
+    ids, rows, targets = (ours[f"batch.0.{k}"].long() for k in ("input", "rows", "targets"))
+    peft_model.train()
+    peft_model.zero_grad()
+    logits = peft_model(input_ids=ids).logits.reshape(-1, vocab_size)
+    loss = torch.nn.functional.cross_entropy(logits[rows], targets, reduction="sum") / len(targets)
+    loss.backward()
+    assert abs(loss.item() - ours["loss"].item()) < 1e-5
+    checked, worst = 0, 0.0
+    for name, p in peft_model.named_parameters():
+        if "lora_" not in name:
+            continue
+        key = "grad." + name.replace(".default", "").replace("lora_magnitude_vector.weight", "lora_magnitude_vector")
+        assert key in ours, key
+        rel = (p.grad - ours[key]).abs().max().item() / p.grad.abs().max().item()
+        assert rel < 1e-4, f"{name}: relative difference {rel:.2e}"
+        checked, worst = checked + 1, max(worst, rel)
+    return checked, worst, ids.shape[0]
+
+
 def load_reference(path: Path):
     # eager attention: the reference implementation (SDPA silently drops Gemma 2's score
     # soft-capping in transformers 4.57)
