@@ -39,6 +39,10 @@ VARIANTS = {
     "gemma2": dict(family="gemma2", head_dim=8, query_pre_attn_scalar=12),
     "gemma3": dict(family="gemma3", head_dim=8, query_pre_attn_scalar=10,
                    rope_scaling={"rope_type": "linear", "factor": 4.0}),
+    # fused projections, LongRoPE (4 rotated pairs of each 8-wide head: partial rotary 1.0)
+    "phi3": dict(family="phi3", original_max_position_embeddings=32, max_position_embeddings=256,
+                 rope_scaling={"type": "longrope", "short_factor": [1.0, 1.5, 2.0, 3.0],
+                               "long_factor": [1.0, 2.0, 4.0, 8.0]}),
 }
 
 
