@@ -259,10 +259,10 @@ def test_merged_gguf_and_hf_folder_from_a_gguf_base_score_like_the_adapter(smol_
     assert d < 1e-3, f"merged HF folder in transformers: {d}"
 
 
-def llama_cpp_nll(model, ids, lora=None):
+def llama_cpp_nll(model, ids, lora=None, n_ctx=256):
     """Per-token NLL from llama.cpp itself (f32 KV cache, so an f32 model computes exactly)."""
     from llama_cpp import Llama
-    llm = Llama(model_path=str(model), lora_path=str(lora) if lora else None, logits_all=True, n_ctx=256,
+    llm = Llama(model_path=str(model), lora_path=str(lora) if lora else None, logits_all=True, n_ctx=n_ctx,
                 n_threads=2, type_k=0, type_v=0, verbose=False)
     llm.eval(ids)
     logits = np.array(llm.scores[:len(ids)], dtype=np.float64)

@@ -767,7 +767,7 @@ impl ModelConfig {
     pub fn from_gguf(
         path: &Path,
         content: &gguf_file::Content,
-        rope_factors: Option<Vec<f32>>,
+        rope: crate::weights::GgufRopeTensors,
     ) -> Result<Self, FileError> {
         let md = &content.metadata;
         let arch = md
@@ -783,10 +783,11 @@ impl ModelConfig {
             "smollm3" => Family::SmolLM3,
             "gemma2" => Family::Gemma2,
             "gemma3" => Family::Gemma3,
+            "phi3" => Family::Phi3,
             other => {
                 return Err(FileError::new(
                     path,
-                    format!("metadata key `general.architecture`: GGUF architecture \"{other}\" is not supported (supported: llama, mistral, qwen2, qwen3, smollm3, gemma2, gemma3)"),
+                    format!("metadata key `general.architecture`: GGUF architecture \"{other}\" is not supported (supported: llama, mistral, qwen2, qwen3, smollm3, gemma2, gemma3, phi3)"),
                 ))
             }
         };
@@ -872,8 +873,22 @@ impl ModelConfig {
             }
             _ => None,
         };
-        // keys that change the math and that these families do not implement
-        if let Some(dims) = get_u("rope.dimension_count")? {
+        let phi3 = family == Family::Phi3;
+        // keys that change the math and that these families do not implement; Phi-3 rotates
+        // a leading part of each head (Phi-4-mini three quarters)
+        let rotary_dim = get_u("rope.dimension_count")?.unwrap_or(head_dim);
+        if phi3 && (rotary_dim == 0 || rotary_dim > head_dim || rotary_dim % 2 == 1) {
+            return Err(FileError::new(
+                path,
+                format!(
+                    "metadata key `{}` = {rotary_dim}: not an even number of dimensions up to \
+                     the head size {head_dim}",
+                    key("rope.dimension_count")
+                ),
+            ));
+        }
+        if !phi3 {
+            let dims = rotary_dim;
             if dims != head_dim {
                 return Err(FileError::new(
                     path,
@@ -907,7 +922,9 @@ impl ModelConfig {
                 }
             }
         }
-        let window = get_u("attention.sliding_window")?.filter(|&w| w != 0);
+        // llama.cpp's phi3 reads the window and then switches it off (every layer attends to
+        // the whole context), so a Phi-3 GGUF computes without one
+        let window = get_u("attention.sliding_window")?.filter(|&w| w != 0 && !phi3);
         let sliding_layers = match (window, gemma) {
             (Some(w), false) => {
                 return Err(md_err(
@@ -960,10 +977,67 @@ impl ModelConfig {
         } else {
             None
         };
-        let rope_scaling = match (rope_factors, linear_factor) {
-            (Some(factors), _) => Some(RopeScaling::Factors { factors }),
-            (None, Some(factor)) => Some(RopeScaling::Linear { factor }),
+        let context_length = get_u("context_length")?.unwrap_or(2048);
+        let attn_factor = get_f("rope.scaling.attn_factor")?;
+        if let Some(a) = attn_factor.filter(|&a| a != 1.0 && !phi3) {
+            return Err(md_err(
+                "rope.scaling.attn_factor",
+                format!(" = {a}: scaling cos and sin is supported only for phi3"),
+            ));
+        }
+        let long_rope = match (rope.short, rope.long) {
             (None, None) => None,
+            (Some(short), Some(long)) if phi3 => {
+                let half = rotary_dim / 2;
+                if short.len() != half || long.len() != half {
+                    return Err(FileError::new(
+                        path,
+                        format!(
+                            "tensors `rope_factors_short.weight` / `rope_factors_long.weight` \
+                             hold {} / {} factors, not {half} (half the rotated dimensions)",
+                            short.len(),
+                            long.len()
+                        ),
+                    ));
+                }
+                let original =
+                    get_u("rope.scaling.original_context_length")?.unwrap_or(context_length) as f64;
+                Some(RopeScaling::LongRope {
+                    short_factor: short.iter().map(|&x| x as f64).collect(),
+                    long_factor: long.iter().map(|&x| x as f64).collect(),
+                    original_max_position_embeddings: original,
+                    attention_factor: attn_factor.unwrap_or(1.0),
+                })
+            }
+            (short, _) => {
+                let which = if short.is_some() { "short" } else { "long" };
+                return Err(FileError::new(
+                    path,
+                    format!(
+                        "tensor `rope_factors_{which}.weight`: LongRoPE factors need both sets, \
+                         in a phi3 model"
+                    ),
+                ));
+            }
+        };
+        if phi3 && !has("blk.0.attn_qkv.weight") {
+            return Err(FileError::new(
+                path,
+                "tensor `blk.0.attn_qkv.weight` is missing: a phi3 model with separate q, k and v \
+                 is not supported",
+            ));
+        }
+        if phi3 && (has("blk.0.attn_qkv.bias") || has("blk.0.ffn_up.bias")) {
+            return Err(FileError::new(
+                path,
+                "tensor `blk.0.attn_qkv.bias`: Phi-3 has no biases; this file has some",
+            ));
+        }
+        let rope_scaling = match (rope.freqs, linear_factor, long_rope) {
+            (_, _, Some(l)) => Some(l),
+            (Some(factors), _, None) => Some(RopeScaling::Factors { factors }),
+            (None, Some(factor), None) => Some(RopeScaling::Linear { factor }),
+            (None, None, None) => None,
         };
         let cfg = ModelConfig {
             family,
@@ -977,7 +1051,7 @@ impl ModelConfig {
             rms_norm_eps: get_f("attention.layer_norm_rms_epsilon")?.unwrap_or(1e-5),
             rope_theta: get_f("rope.freq_base")?.unwrap_or(10_000.0),
             rope_scaling,
-            max_position_embeddings: get_u("context_length")?.unwrap_or(2048),
+            max_position_embeddings: context_length,
             tie_word_embeddings: !has("output.weight"),
             qkv_bias: has("blk.0.attn_q.bias"),
             o_bias: has("blk.0.attn_output.bias"),
@@ -1014,8 +1088,8 @@ impl ModelConfig {
                 Family::Gemma3 => Some(get_f("rope.freq_base_swa")?.unwrap_or(10_000.0)),
                 _ => None,
             },
-            rotary_dim: head_dim,
-            fused_projections: false,
+            rotary_dim,
+            fused_projections: phi3,
             bos_token_id: md_u32("tokenizer.ggml.bos_token_id"),
             eos_token_ids: md_u32("tokenizer.ggml.eos_token_id").into_iter().collect(),
         };

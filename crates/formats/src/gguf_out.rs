@@ -38,21 +38,17 @@ pub use crate::weights::gguf_name;
 
 /// Refuse a model whose computation llama.cpp's architecture for it would not reproduce, so
 /// a GGUF export never silently changes the function: sliding-window layers (the `llama`,
-/// `qwen2` and `qwen3` graphs attend to the whole context) and layers without rope other
-/// than `smollm3`'s fixed every-fourth pattern.
+/// `qwen2`, `qwen3` and `phi3` graphs attend to the whole context; a window as long as the
+/// context changes nothing) and layers without rope other than `smollm3`'s fixed
+/// every-fourth pattern.
 pub fn check_llama_cpp_math(cfg: &ModelConfig) -> Result<(), String> {
     let arch = gguf_architecture(cfg.family);
     if cfg.family.is_gemma() {
         return check_gemma(cfg, arch);
     }
-    if cfg.fused_projections {
-        return Err(format!(
-            "writing `{arch}` GGUF files (fused qkv and gate_up, LongRoPE factors) is not supported yet; export PEFT or a merged folder"
-        ));
-    }
     if let Some(w) = cfg
         .sliding_window
-        .filter(|_| cfg.sliding_layers.iter().any(|&s| s))
+        .filter(|&w| w < cfg.max_position_embeddings && cfg.sliding_layers.iter().any(|&s| s))
     {
         return Err(format!(
             "llama.cpp's `{arch}` attends to the whole context, but this model's layers slide \
@@ -209,7 +205,7 @@ pub fn model_metadata(cfg: &ModelConfig, name: &str, file_type: u32) -> Vec<(Str
             GgufValue::F32(cfg.rms_norm_eps as f32),
         ),
         (k("rope.freq_base"), GgufValue::F32(cfg.rope_theta as f32)),
-        (k("rope.dimension_count"), u(cfg.head_dim)),
+        (k("rope.dimension_count"), u(cfg.rotary_dim)),
         (k("attention.key_length"), u(cfg.head_dim)),
         (k("attention.value_length"), u(cfg.head_dim)),
         (k("vocab_size"), u(cfg.vocab_size)),
@@ -217,6 +213,22 @@ pub fn model_metadata(cfg: &ModelConfig, name: &str, file_type: u32) -> Vec<(Str
     if let Some(crate::config::RopeScaling::Linear { factor }) = &cfg.rope_scaling {
         md.push((k("rope.scaling.type"), GgufValue::String("linear".into())));
         md.push((k("rope.scaling.factor"), GgufValue::F32(*factor as f32)));
+    }
+    if let Some(crate::config::RopeScaling::LongRope {
+        original_max_position_embeddings,
+        attention_factor,
+        ..
+    }) = &cfg.rope_scaling
+    {
+        // the factors themselves travel as `rope_factors_short/long.weight` tensors
+        md.push((
+            k("rope.scaling.original_context_length"),
+            u(*original_max_position_embeddings as usize),
+        ));
+        md.push((
+            k("rope.scaling.attn_factor"),
+            GgufValue::F32(*attention_factor as f32),
+        ));
     }
     if cfg.family.is_gemma() {
         if let Some(w) = cfg.sliding_window {
@@ -242,6 +254,37 @@ pub fn model_metadata(cfg: &ModelConfig, name: &str, file_type: u32) -> Vec<(Str
         }
     }
     md
+}
+
+/// The `general.name` to write for a model. llama.cpp sets token attributes by model name:
+/// for a name containing "phi3" or "phi-3" it looks up `</s>`, `<unk>`, `<s>` and
+/// `<|endoftext|>` and fails to load the file ("unordered_map::at") when the vocabulary lacks
+/// one, so such a name is written with a space ("Phi 3") for those vocabularies.
+pub fn llama_cpp_model_name(name: &str, tokens: &[&str]) -> String {
+    let lower = name.to_lowercase();
+    let keyed = lower.contains("phi3") || lower.contains("phi-3");
+    let has_all = ["</s>", "<unk>", "<s>", "<|endoftext|>"]
+        .iter()
+        .all(|t| tokens.contains(t));
+    if !keyed || has_all {
+        return name.to_string();
+    }
+    let mut out = String::with_capacity(name.len());
+    let mut rest = name;
+    while let Some(i) = rest.to_lowercase().find("phi") {
+        out.push_str(&rest[..i + 3]);
+        rest = &rest[i + 3..];
+        match rest.as_bytes().first() {
+            Some(b'3') => out.push(' '),
+            Some(b'-') if rest.as_bytes().get(1) == Some(&b'3') => {
+                out.push(' ');
+                rest = &rest[1..];
+            }
+            _ => {}
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Write a GGUF file (version 2, 32-byte alignment) with metadata sorted by key.
@@ -278,6 +321,7 @@ pub fn file_type(dtype: GgmlDType) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RopeScaling;
     use crate::weights::{hf_name, unpermute_qk};
 
     #[test]
@@ -318,6 +362,105 @@ mod tests {
             .map(|r| r[0] / 12.0)
             .collect();
         assert_eq!(rows, [0., 2., 1., 3., 4., 6., 5., 7.]);
+    }
+
+    /// A Phi-3 config written as GGUF metadata plus its LongRoPE tensors reads back as the
+    /// same model (names aside: GGUF keeps no dropout and fixes the window off, as llama.cpp).
+    #[test]
+    fn a_phi3_gguf_reads_back_as_the_same_model() {
+        let hf = serde_json::json!({
+            "model_type": "phi3", "vocab_size": 64, "hidden_size": 64, "intermediate_size": 96,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "rms_norm_eps": 0.0000152587890625, "rope_theta": 5000.0, "tie_word_embeddings": false,
+            "hidden_act": "silu", "partial_rotary_factor": 0.5, "max_position_embeddings": 256,
+            "original_max_position_embeddings": 32,
+            "rope_scaling": {"type": "longrope", "short_factor": [1.0, 1.5, 2.0, 3.0],
+                             "long_factor": [1.0, 2.0, 4.0, 8.0]}
+        });
+        let cfg = ModelConfig::from_hf_value(&hf, Path::new("config.json")).unwrap();
+        assert_eq!(cfg.rotary_dim, 8);
+        let md = model_metadata(&cfg, "tiny", 0);
+        let get = |k: &str| {
+            md.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        assert_eq!(get("phi3.rope.dimension_count").to_u32().unwrap(), 8);
+        assert_eq!(
+            get("phi3.rope.scaling.original_context_length")
+                .to_u32()
+                .unwrap(),
+            32
+        );
+        // transformers' default: sqrt(1 + ln(256 / 32) / ln(32))
+        let a = (1.0f64 + 8f64.ln() / 32f64.ln()).sqrt() as f32;
+        assert_eq!(get("phi3.rope.scaling.attn_factor").to_f32().unwrap(), a);
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("phi3.gguf");
+        let t = |shape: &[usize]| {
+            to_qtensor(
+                &Tensor::zeros(shape, candle_core::DType::F32, &Device::Cpu).unwrap(),
+                GgmlDType::F32,
+            )
+            .unwrap()
+        };
+        let factors =
+            |v: &[f32]| to_qtensor(&Tensor::new(v, &Device::Cpu).unwrap(), GgmlDType::F32).unwrap();
+        let tensors = vec![
+            ("token_embd.weight".to_string(), t(&[64, 64])),
+            ("output.weight".to_string(), t(&[64, 64])),
+            ("blk.0.attn_qkv.weight".to_string(), t(&[128, 64])),
+            ("blk.0.ffn_up.weight".to_string(), t(&[192, 64])),
+            (
+                "rope_factors_short.weight".to_string(),
+                factors(&[1.0, 1.5, 2.0, 3.0]),
+            ),
+            (
+                "rope_factors_long.weight".to_string(),
+                factors(&[1.0, 2.0, 4.0, 8.0]),
+            ),
+        ];
+        write(&f, &md, &tensors).unwrap();
+        let content = crate::weights::read_gguf(&f).unwrap();
+        let rope = crate::weights::gguf_rope_factors(&f, &content).unwrap();
+        let back = ModelConfig::from_gguf(&f, &content, rope).unwrap();
+        let RopeScaling::LongRope {
+            attention_factor, ..
+        } = back.rope_scaling.clone().unwrap()
+        else {
+            panic!("{:?}", back.rope_scaling)
+        };
+        assert_eq!(attention_factor, a as f64);
+        // the attention factor rounded to f32 aside (eps is 2^-16, exact in f32), the same model
+        let expected = ModelConfig {
+            rope_scaling: back.rope_scaling.clone(),
+            bos_token_id: None,
+            eos_token_ids: vec![],
+            ..cfg
+        };
+        assert_eq!(back, expected);
+        // the fused tensors' names map to HF's fused modules
+        assert_eq!(
+            crate::weights::hf_name("blk.3.ffn_up.weight", Family::Phi3).as_deref(),
+            Some("model.layers.3.mlp.gate_up_proj.weight")
+        );
+        assert_eq!(
+            gguf_name("model.layers.3.self_attn.qkv_proj.weight", Family::Phi3).as_deref(),
+            Some("blk.3.attn_qkv.weight")
+        );
+    }
+
+    #[test]
+    fn phi3_names_llama_cpp_would_key_on_are_spaced_for_small_vocabularies() {
+        assert_eq!(llama_cpp_model_name("phi3", &["a"]), "phi 3");
+        assert_eq!(
+            llama_cpp_model_name("My-Phi-3.5-mini", &["a"]),
+            "My-Phi 3.5-mini"
+        );
+        let full = ["</s>", "<unk>", "<s>", "<|endoftext|>"];
+        assert_eq!(llama_cpp_model_name("Phi-3-mini", &full), "Phi-3-mini");
+        assert_eq!(llama_cpp_model_name("Phi-4-mini", &["a"]), "Phi-4-mini");
     }
 
     #[test]

@@ -210,6 +210,13 @@ const GEMMA_LAYER_NAMES: [(&str, &str); 3] = [
     ("post_ffw_norm", "post_feedforward_layernorm"),
 ];
 
+/// Phi-3's fused modules: llama.cpp's `attn_qkv` and its `ffn_up`, which holds gate and up
+/// (gate rows first, as HF's `gate_up_proj`).
+const PHI3_LAYER_NAMES: [(&str, &str); 2] = [
+    ("attn_qkv", "self_attn.qkv_proj"),
+    ("ffn_up", "mlp.gate_up_proj"),
+];
+
 /// Translate a tensor name between the two namings; `to_hf` picks the direction.
 fn translate(name: &str, family: Family, to_hf: bool) -> Option<String> {
     let from = |p: &(&'static str, &'static str)| if to_hf { p.0 } else { p.1 };
@@ -225,10 +232,10 @@ fn translate(name: &str, family: Family, to_hf: bool) -> Option<String> {
     let (layer, rest) = name.strip_prefix(prefix)?.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
     let (module, kind) = rest.rsplit_once('.')?;
-    let own: &[(&str, &str)] = if family.is_gemma() {
-        &GEMMA_LAYER_NAMES
-    } else {
-        &[]
+    let own: &[(&str, &str)] = match family {
+        Family::Gemma2 | Family::Gemma3 => &GEMMA_LAYER_NAMES,
+        Family::Phi3 => &PHI3_LAYER_NAMES,
+        _ => &[],
     };
     let m = own
         .iter()
@@ -278,21 +285,46 @@ pub fn read_gguf(path: &Path) -> Result<gguf_file::Content, FileError> {
         .map_err(|e| FileError::new(path, format!("not a readable GGUF file: {e}")))
 }
 
-/// llama.cpp's per-frequency rope divisors (Llama 3.1 long-context scaling), if present.
+/// The rope tensors llama.cpp keeps beside the weights: per-frequency divisors for Llama 3.1
+/// long-context scaling (`rope_freqs.weight`), and Phi-3's LongRoPE divisors, one set for
+/// contexts up to the original length and one beyond (`rope_factors_short.weight`,
+/// `rope_factors_long.weight`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GgufRopeTensors {
+    pub freqs: Option<Vec<f32>>,
+    pub short: Option<Vec<f32>>,
+    pub long: Option<Vec<f32>>,
+}
+
+/// Names of the rope tensors, which have no HF counterpart (folded into the config).
+pub const GGUF_ROPE_TENSORS: [&str; 3] = [
+    "rope_freqs.weight",
+    "rope_factors_short.weight",
+    "rope_factors_long.weight",
+];
+
+/// Read the rope tensors a GGUF file has.
 pub fn gguf_rope_factors(
     path: &Path,
     content: &gguf_file::Content,
-) -> Result<Option<Vec<f32>>, FileError> {
-    if !content.tensor_infos.contains_key("rope_freqs.weight") {
-        return Ok(None);
-    }
-    let mut file = std::fs::File::open(path).at(path)?;
-    let t = content
-        .tensor(&mut file, "rope_freqs.weight", &Device::Cpu)
-        .and_then(|q| q.dequantize(&Device::Cpu))
-        .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
-        .map_err(|e| FileError::new(path, format!("tensor `rope_freqs.weight`: {e}")))?;
-    Ok(Some(t))
+) -> Result<GgufRopeTensors, FileError> {
+    let read = |name: &str| -> Result<Option<Vec<f32>>, FileError> {
+        if !content.tensor_infos.contains_key(name) {
+            return Ok(None);
+        }
+        let mut file = std::fs::File::open(path).at(path)?;
+        content
+            .tensor(&mut file, name, &Device::Cpu)
+            .and_then(|q| q.dequantize(&Device::Cpu))
+            .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+            .map(Some)
+            .map_err(|e| FileError::new(path, format!("tensor `{name}`: {e}")))
+    };
+    Ok(GgufRopeTensors {
+        freqs: read(GGUF_ROPE_TENSORS[0])?,
+        short: read(GGUF_ROPE_TENSORS[1])?,
+        long: read(GGUF_ROPE_TENSORS[2])?,
+    })
 }
 
 /// Load and dequantize every tensor of a GGUF model into the HF layout.
@@ -309,7 +341,7 @@ pub fn load_gguf(
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
     names.sort();
     for name in names {
-        if name == "rope_freqs.weight" {
+        if GGUF_ROPE_TENSORS.contains(&name.as_str()) {
             continue; // folded into the config's rope scaling
         }
         let hf = hf_name(name, cfg.family).ok_or_else(|| {

@@ -1029,12 +1029,39 @@ fn gguf_model(
                 let n = factors.len();
                 let t = Tensor::from_vec(factors, n, &Device::Cpu).map_err(internal)?;
                 out_tensors.push(("rope_freqs.weight".into(), f32_tensor(&t)?));
+            } else if let Some(whetstone_formats::RopeScaling::LongRope {
+                short_factor,
+                long_factor,
+                ..
+            }) = &cfg.rope_scaling
+            {
+                // Phi-3: llama.cpp picks the long set when its context exceeds the original
+                for (name, factors) in [
+                    ("rope_factors_short.weight", short_factor),
+                    ("rope_factors_long.weight", long_factor),
+                ] {
+                    let v: Vec<f32> = factors.iter().map(|&x| x as f32).collect();
+                    let t = Tensor::from_vec(v, factors.len(), &Device::Cpu).map_err(internal)?;
+                    out_tensors.push((name.into(), f32_tensor(&t)?));
+                }
             } else if let Some(whetstone_formats::RopeScaling::Factors { .. }) = &cfg.rope_scaling {
                 return Err(internal(
                     "per-frequency rope factors come only from GGUF bases",
                 ));
             }
-            let mut md = gguf_out::model_metadata(cfg, &source.name, gguf_out::file_type(dtype));
+            let tokens: Vec<&str> = tokenizer_md
+                .iter()
+                .find(|(k, _)| k == "tokenizer.ggml.tokens")
+                .and_then(|(_, v)| v.to_vec().ok())
+                .map(|v| {
+                    v.iter()
+                        .filter_map(|t| t.to_string().ok())
+                        .map(|t| t.as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let name = gguf_out::llama_cpp_model_name(&source.name, &tokens);
+            let mut md = gguf_out::model_metadata(cfg, &name, gguf_out::file_type(dtype));
             md.extend(tokenizer_md);
             md
         }
