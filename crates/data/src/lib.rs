@@ -5,6 +5,7 @@
 //! transformers silently trains the model on the wrong text.
 
 pub mod dataset;
+mod namespace_check;
 pub mod template;
 pub mod tokenize;
 

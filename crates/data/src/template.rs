@@ -54,6 +54,7 @@ impl ChatTemplate {
         env.set_fuel(Some(RENDER_FUEL));
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| TemplateError::Syntax(one_line(&e.to_string())))?;
+        crate::namespace_check::check(source).map_err(TemplateError::Syntax)?;
         Ok(Self {
             env,
             bos_token: bos_token.into(),
@@ -212,6 +213,21 @@ mod tests {
             e.to_string().contains("the output passed 1048624 bytes"),
             "{e}"
         );
+    }
+
+    // Found by whetstone-fuzz: printing a namespace stored in itself overflowed the stack
+    // inside minijinja, which aborts the process; such templates are refused when compiled.
+    #[test]
+    fn a_namespace_that_can_contain_itself_is_refused_before_rendering() {
+        let e = ChatTemplate::new(
+            "{% set ns = namespace(n=0) %}{% set ns.n = ns %}{{ ns.n }}",
+            "",
+            "",
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("line 1") && e.contains("namespace"), "{e}");
     }
 
     #[test]
