@@ -470,7 +470,7 @@ fn sentencepiece_metadata() -> (usize, Vec<(String, GValue)>) {
 }
 
 /// GGUF seeds: a Llama with a byte-level BPE vocabulary and Llama 3 rope factors, a Qwen2
-/// with biases and a SentencePiece vocabulary, and a LoRA adapter.
+/// with biases and a SentencePiece vocabulary, a Gemma 3, a Phi-3 and a LoRA adapter.
 pub fn gguf_models() -> Vec<GgufSeed> {
     let mut out = vec![];
     let tok = ModelTokenizer::from_json(bpe_tokenizer(), Path::new("seed/tokenizer.json"))
@@ -501,6 +501,8 @@ pub fn gguf_models() -> Vec<GgufSeed> {
     let vocab = tok.vocab_size();
     let mut json = tiny_json("gemma3_text", vocab);
     json["sliding_window"] = json!(8);
+    // llama.cpp's rule: queries scaled by 1/√head_dim (Gemma's own default head_dim is 256)
+    json["head_dim"] = json!(8);
     json["query_pre_attn_scalar"] = json!(8);
     let gemma = ModelConfig::from_hf_value(&json, Path::new("seed/config.json"))
         .expect("seed config is valid");
@@ -513,6 +515,49 @@ pub fn gguf_models() -> Vec<GgufSeed> {
         metadata,
         tensors: model_tensors(&gemma),
     });
+
+    // a Phi-3 (fused attn_qkv and ffn_up, half the head rotated, LongRoPE factor tensors)
+    let tok = ModelTokenizer::from_json(bpe_tokenizer(), Path::new("seed/tokenizer.json"))
+        .expect("seed tokenizer is valid");
+    let vocab = tok.vocab_size();
+    let mut json = tiny_json("phi3", vocab);
+    json["partial_rotary_factor"] = json!(0.5);
+    json["original_max_position_embeddings"] = json!(32);
+    json["rope_scaling"] = json!({"type": "longrope", "short_factor": [1.0, 2.0],
+                                  "long_factor": [1.0, 4.0]});
+    let phi = ModelConfig::from_hf_value(&json, Path::new("seed/config.json"))
+        .expect("seed config is valid");
+    let mut metadata = gguf_out::model_metadata(&phi, "tiny-phi", 1);
+    metadata.extend(
+        gguf_tokenizer_metadata(&tok, vocab, Some(CHATML), Path::new("seed/tokenizer.json"))
+            .expect("seed tokenizer converts"),
+    );
+    let (h, i) = (phi.hidden_size, phi.intermediate_size);
+    let qkv = (phi.num_heads + 2 * phi.num_kv_heads) * phi.head_dim;
+    let mut tensors: Vec<(String, QTensor)> = model_tensors(&phi)
+        .into_iter()
+        .filter(|(n, _)| {
+            !["attn_q.", "attn_k.", "attn_v.", "ffn_gate.", "ffn_up."]
+                .iter()
+                .any(|m| n.contains(m))
+        })
+        .collect();
+    tensors.push((
+        "blk.0.attn_qkv.weight".into(),
+        q(&tensor(&[qkv, h], 0.5), GgmlDType::Q8_0),
+    ));
+    tensors.push((
+        "blk.0.ffn_up.weight".into(),
+        q(&tensor(&[2 * i, h], 0.5), GgmlDType::F16),
+    ));
+    for (name, f) in [
+        ("rope_factors_short.weight", [1f32, 2.0]),
+        ("rope_factors_long.weight", [1f32, 4.0]),
+    ] {
+        let t = Tensor::new(&f, &Device::Cpu).expect("factors");
+        tensors.push((name.into(), q(&t, GgmlDType::F32)));
+    }
+    out.push(GgufSeed { metadata, tensors });
 
     let metadata = gguf_out::adapter_metadata(&cfg, 16.0, "adapter");
     let a = tensor(&[4, 32], 1.0);
@@ -553,6 +598,13 @@ pub const GGUF_KEYS: &[&str] = &[
     "gemma3.rope.freq_base_swa",
     "gemma3.attention.scale",
     "gemma2.attn_logit_softcapping",
+    "phi3.rope.dimension_count",
+    "phi3.rope.scaling.attn_factor",
+    "phi3.rope.scaling.original_context_length",
+    "phi3.attention.sliding_window",
+    "blk.0.attn_qkv.weight",
+    "rope_factors_short.weight",
+    "rope_factors_long.weight",
     "blk.0.attn_q_norm.weight",
     "blk.0.post_ffw_norm.weight",
     "tokenizer.ggml.model",
@@ -782,3 +834,33 @@ pub const TEXT_DICT: &[&[u8]] = &[
     b"{\"text\": 1}",
     b"{\"conversations\": [{\"from\": \"x\"}]}",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use whetstone_formats::weights;
+
+    /// The model seeds are valid files: a mutant's rejection then means the mutation.
+    #[test]
+    fn every_gguf_model_seed_is_read_as_a_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let seeds = gguf_models();
+        // the last seed is the adapter, which is not a model
+        for (i, seed) in seeds[..seeds.len() - 1].iter().enumerate() {
+            let path = dir.path().join(format!("seed{i}.gguf"));
+            std::fs::write(&path, seed.to_bytes().unwrap()).unwrap();
+            let content = weights::read_gguf(&path).unwrap();
+            let rope = weights::gguf_rope_factors(&path, &content).unwrap();
+            let cfg = ModelConfig::from_gguf(&path, &content, rope)
+                .unwrap_or_else(|e| panic!("seed {i}: {e}"));
+            tokenizer_from_gguf(&path, &content).unwrap_or_else(|e| panic!("seed {i}: {e}"));
+            if cfg.family == whetstone_formats::Family::Phi3 {
+                assert!(cfg.fused_projections && cfg.rotary_dim == 4);
+                assert!(matches!(
+                    cfg.rope_scaling,
+                    Some(whetstone_formats::RopeScaling::LongRope { .. })
+                ));
+            }
+        }
+    }
+}
