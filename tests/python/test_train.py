@@ -132,6 +132,12 @@ def test_houlsby_adapters_train_save_and_reload(run, home, tmp_path, tiny, text_
     assert tuned["mean_nll"] != base["mean_nll"]
     expect_user_error(run, ["train", "--model", str(tiny), "--data", str(text_data), "--method", "adapter",
                             "--set", "adapter.bottleneck=64"], "adapter.bottleneck", "hidden size (64)")
+    # the default fits the model: 64, or half the hidden size where that is smaller (32 here)
+    evs = events(run("train", "--model", str(tiny), "--data", str(text_data), "--method", "adapter",
+                     "--set", "max_steps=1", "--set", "sample_tokens=0", "--json").stdout)
+    assert evs[-1]["event"] == "finished" and evs[-1]["status"] == "completed", evs[-1]
+    layers = json.loads((tiny / "config.json").read_text())["num_hidden_layers"]
+    assert evs[0]["trainable_params"] == layers * 2 * (2 * 32 * 64 + 32 + 64), evs[0]
 
 
 def events(stdout: str):

@@ -206,17 +206,20 @@ impl Default for Ia3Config {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ts_rs::TS)]
 #[serde(default)]
 #[ts(export)]
 pub struct AdapterConfig {
-    /// Width of the bottleneck (16–256 is the useful range).
-    pub bottleneck: usize,
+    /// Width of the bottleneck (16–256 is the useful range); none: 64, or half the hidden
+    /// size where that is smaller (a bottleneck must be narrower than the model).
+    pub bottleneck: Option<usize>,
 }
 
-impl Default for AdapterConfig {
-    fn default() -> Self {
-        Self { bottleneck: 64 }
+impl AdapterConfig {
+    /// The bottleneck width for a model of this hidden size.
+    pub fn width(&self, hidden_size: usize) -> usize {
+        self.bottleneck
+            .unwrap_or_else(|| 64.min(hidden_size / 2).max(1))
     }
 }
 
@@ -469,14 +472,14 @@ pub const KEY_INFO: &[KeyInfo] = &[
     key("lora.r", "Method", Integer, "LoRA rank: width of the low-rank update."),
     key("lora.alpha", "Method", Number, "LoRA scale numerator: the update is multiplied by alpha / r."),
     key("lora.dropout", "Method", Number, "Dropout on the LoRA input during training."),
-    key("lora.targets", "Method", Text, "Linear modules that get LoRA (comma list of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, or all-linear)."),
+    key("lora.targets", "Method", Text, "Linear modules that get LoRA (comma list of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; Phi-3's fused qkv_proj, gate_up_proj; or all-linear)."),
     key("lora.rslora", "Method", Bool, "Rank-stabilised scale alpha / sqrt(r) instead of alpha / r."),
     key("lora.init", "Method", Text, "Start from this PEFT adapter folder instead of a fresh init (none: fresh)."),
     key("lora_plus.lr_ratio", "Method", Number, "LoRA+: B's learning rate over A's."),
     key("ia3.targets", "Method", Text, "(IA)3: modules whose activations are rescaled (attention outputs, MLP inputs)."),
     key("prompt.n_virtual_tokens", "Method", Integer, "Prompt / prefix tuning, P-Tuning v2: how many virtual tokens are learned."),
     key("prefix.encoder_hidden", "Method", Integer, "Prefix tuning: hidden width of the reparameterisation MLP (0 = the key/value width)."),
-    key("adapter.bottleneck", "Method", Integer, "Houlsby adapters: width of the bottleneck."),
+    key("adapter.bottleneck", "Method", Integer, "Houlsby adapters: width of the bottleneck (none: 64, or half the hidden size where that is smaller)."),
     key("freeze.trainable_layers", "Method", Integer, "Freeze: how many of the last decoder layers train."),
     key("freeze.train_norm", "Method", Bool, "Freeze: train the final norm as well."),
     key("freeze.train_head", "Method", Bool, "Freeze: train the output projection (ignored when tied to the embeddings)."),
@@ -733,7 +736,12 @@ impl TrainConfig {
             "prompt.n_virtual_tokens" => self.prompt.n_virtual_tokens = positive(key, v)?,
             "prefix.encoder_hidden" => self.prefix.encoder_hidden = num(key, v, "a whole number")?,
             "bitfit.add_biases" => self.bitfit.add_biases = boolean(key, v)?,
-            "adapter.bottleneck" => self.adapter.bottleneck = positive(key, v)?,
+            "adapter.bottleneck" => {
+                self.adapter.bottleneck = match v {
+                    "none" | "" => None,
+                    _ => Some(positive(key, v)?),
+                }
+            }
             "freeze.trainable_layers" => self.freeze.trainable_layers = positive(key, v)?,
             "freeze.train_norm" => self.freeze.train_norm = boolean(key, v)?,
             "freeze.train_head" => self.freeze.train_head = boolean(key, v)?,
@@ -788,7 +796,7 @@ impl TrainConfig {
             "ia3.targets" => self.ia3.targets.join(","),
             "prompt.n_virtual_tokens" => self.prompt.n_virtual_tokens.to_string(),
             "prefix.encoder_hidden" => self.prefix.encoder_hidden.to_string(),
-            "adapter.bottleneck" => self.adapter.bottleneck.to_string(),
+            "adapter.bottleneck" => opt(self.adapter.bottleneck.map(|b| b.to_string())),
             "freeze.trainable_layers" => self.freeze.trainable_layers.to_string(),
             "freeze.train_norm" => self.freeze.train_norm.to_string(),
             "freeze.train_head" => self.freeze.train_head.to_string(),
@@ -858,10 +866,13 @@ impl TrainConfig {
                 self.method.as_str()
             ));
         }
-        if self.method == MethodKind::Adapter && self.adapter.bottleneck >= model.hidden_size {
+        if self.method == MethodKind::Adapter
+            && self.adapter.width(model.hidden_size) >= model.hidden_size
+        {
             return Err(format!(
                 "`adapter.bottleneck` is {} but must be below the hidden size ({})",
-                self.adapter.bottleneck, model.hidden_size
+                self.adapter.width(model.hidden_size),
+                model.hidden_size
             ));
         }
         if self.method.is_lora() {

@@ -198,7 +198,10 @@ pub fn trainable_params(c: &ModelConfig, cfg: &TrainConfig) -> u64 {
             cfg.prompt.n_virtual_tokens as u64 * kv + kv * hidden + hidden + hidden * width + width
         }
         MethodKind::Adapter => {
-            let (bn, h) = (cfg.adapter.bottleneck as u64, c.hidden_size as u64);
+            let (bn, h) = (
+                cfg.adapter.width(c.hidden_size) as u64,
+                c.hidden_size as u64,
+            );
             layers * 2 * (2 * bn * h + bn + h)
         }
     }
@@ -245,7 +248,7 @@ fn layer_floats_per_row(c: &ModelConfig, cfg: &TrainConfig, keys: usize) -> f64 
             .filter(|(name, _, _)| selected("ia3.targets", &cfg.ia3.targets, c).contains(name))
             .map(|&(name, inp, out)| if is_mlp(name) { inp } else { out })
             .sum(),
-        MethodKind::Adapter => 2 * (2 * cfg.adapter.bottleneck + 2 * h),
+        MethodKind::Adapter => 2 * (2 * cfg.adapter.width(h) + 2 * h),
         MethodKind::Bitfit => 7 * h.max(i),
         _ => 0,
     };
@@ -365,7 +368,7 @@ mod tests {
                     cfg.ia3.targets = vec!["q_proj".into(), "up_proj".into()];
                     cfg.prompt.n_virtual_tokens = 7;
                     cfg.prefix.encoder_hidden = 10;
-                    cfg.adapter.bottleneck = 5;
+                    cfg.adapter.bottleneck = Some(5);
                     cfg.freeze.trainable_layers = 1;
                     cfg.freeze.train_norm = false;
                     cfg.bitfit.add_biases = true;

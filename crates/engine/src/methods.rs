@@ -214,7 +214,7 @@ pub fn apply(model: &mut DecoderModel, cfg: &TrainConfig) -> Result<Vec<Param>> 
         MethodKind::Adapter => {
             // down: U(±1/√hidden) like a fresh nn.Linear; up: zeros, so each adapter starts
             // as the identity and the model as the base model
-            let bn = cfg.adapter.bottleneck;
+            let bn = cfg.adapter.width(model.config.hidden_size);
             let mut rng = InitRng(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 3);
             let (device, dtype) = (model.device.clone(), model.dtype);
             let h = model.config.hidden_size;
@@ -563,7 +563,7 @@ pub fn load_adapter_dir(
     if let Some(down) = tensors.get("model.layers.0.adapter_attn.down.weight") {
         // Houlsby adapters: rebuild them at the saved width, then load
         let mut c = TrainConfig::for_method(MethodKind::Adapter);
-        c.adapter.bottleneck = down.dim(0).map_err(|e| err(&wf, &e))?;
+        c.adapter.bottleneck = Some(down.dim(0).map_err(|e| err(&wf, &e))?);
         let params = apply(model, &c).map_err(|e| err(dir, &e))?;
         load_params(&params, &tensors).map_err(|e| err(&wf, &e))?;
         for p in &params {

@@ -1066,7 +1066,7 @@ pub(crate) mod tests {
         c.lr = Some(1e-2);
         c.seq_len = 32;
         c.lora.dropout = 0.1;
-        c.adapter.bottleneck = 4;
+        c.adapter.bottleneck = Some(4);
         c.prompt.n_virtual_tokens = 4;
         c
     }
@@ -1138,7 +1138,7 @@ pub(crate) mod tests {
         c.lora.dropout = 0.0;
         c.lora.targets = vec!["q_proj".into(), "v_proj".into(), "down_proj".into()];
         c.prompt.n_virtual_tokens = 3;
-        c.adapter.bottleneck = 4;
+        c.adapter.bottleneck = Some(4);
         let params = methods::apply(&mut model, &c).unwrap();
         assert!(!params.is_empty(), "{method:?}");
         // Move every trainable value off its init (LoRA's B = 0 would zero A's gradient,

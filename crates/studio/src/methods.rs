@@ -166,6 +166,39 @@ pub fn table(
                 model.family.as_str()
             ));
         }
+        // QLoRA brings its own adapter defaults (r 16 on every linear); its row would read as
+        // costing more than LoRA's for that alone, so the row says what differs and what it
+        // costs at LoRA's adapter settings (same batch and sequence length in every row)
+        let lora_row = {
+            let mut c = TrainConfig::for_method(MethodKind::Lora);
+            for s in sets {
+                c.set_pair(s).map_err(|e| format!("--set {s}: {e}"))?;
+            }
+            c.lora
+        };
+        if m == MethodKind::Qlora
+            && (cfg.lora.r != lora_row.r || cfg.lora.targets != lora_row.targets)
+        {
+            let same = TrainConfig {
+                lora: lora_row.clone(),
+                ..cfg.clone()
+            };
+            let at_lora = estimate(model, &same, device.bf16);
+            // the modules this model has, as training will pick them
+            let modules = |t: &[String]| {
+                whetstone_engine::config::resolve_targets("lora.targets", t, model)
+                    .map(|v| v.join(","))
+                    .unwrap_or_else(|_| t.join(","))
+            };
+            notes.push(format!(
+                "QLoRA's own adapter defaults: r {} on {} (the LoRA row: r {} on {}); with LoRA's adapter settings the estimate is {:.2} GiB",
+                cfg.lora.r,
+                modules(&cfg.lora.targets),
+                lora_row.r,
+                modules(&lora_row.targets),
+                at_lora.total_bytes as f64 / (1u64 << 30) as f64
+            ));
+        }
         if m == MethodKind::Qlora && device.kind == DeviceKind::Cpu {
             notes.push("on the CPU the base is dequantized per layer in f32: less memory, slower steps; paged optimizer states are a GPU feature and not used".into());
         }
@@ -317,4 +350,61 @@ pub fn settings_schema(method: &str, sets: &[String]) -> Result<Vec<SettingSpec>
             applies: cfg.key_applies(k.key),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpu() -> DeviceInfo {
+        DeviceInfo {
+            kind: DeviceKind::Cpu,
+            ordinal: 0,
+            name: "cpu".into(),
+            available: true,
+            threads: Some(2),
+            memory_bytes: Some(64 << 30),
+            features: vec![],
+            bf16: false,
+            note: None,
+        }
+    }
+
+    /// Found in review: on the CPU the QLoRA row read 20.0 GiB against LoRA's 12.5 GiB for
+    /// SmolLM2, only because QLoRA's defaults train every linear at r 16.
+    #[test]
+    fn the_qlora_row_says_what_differs_from_the_lora_row() {
+        let json = serde_json::json!({
+            "model_type": "llama", "vocab_size": 512, "hidden_size": 128, "intermediate_size": 256,
+            "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": true
+        });
+        let model = ModelConfig::from_hf_value(&json, std::path::Path::new("config.json")).unwrap();
+        let rows = table(&model, &cpu(), &[]).unwrap();
+        let row = |m| rows.iter().find(|r| r.id == m).unwrap();
+        let (lora, qlora) = (row(MethodKind::Lora), row(MethodKind::Qlora));
+        assert!(qlora.est_memory_bytes > lora.est_memory_bytes);
+        assert!(
+            qlora.notes.contains("r 16 on q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj (the LoRA row: r 8 on q_proj,k_proj,v_proj,o_proj)"),
+            "{}",
+            qlora.notes
+        );
+        // the estimate at LoRA's adapter settings is the smaller one the row quotes
+        let gib: f64 = qlora
+            .notes
+            .split("the estimate is ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        assert!(
+            gib * ((1u64 << 30) as f64) < qlora.est_memory_bytes as f64,
+            "{gib}"
+        );
+        // the same adapter settings given to every row: nothing to explain
+        let sets = ["lora.r=4".into(), "lora.targets=q_proj,v_proj".into()];
+        let rows = table(&model, &cpu(), &sets).unwrap();
+        let q = rows.iter().find(|r| r.id == MethodKind::Qlora).unwrap();
+        assert!(!q.notes.contains("own adapter defaults"), "{}", q.notes);
+    }
 }

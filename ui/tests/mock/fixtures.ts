@@ -285,7 +285,7 @@ export function trainableParams(cfg: TrainConfig): number {
     case "p_tuning_v2":
       return cfg.prompt.n_virtual_tokens * 2 * L * KV;
     case "adapter": {
-      const b = cfg.adapter.bottleneck;
+      const b = cfg.adapter.bottleneck ?? Math.max(1, Math.min(64, Math.floor(SMOL.hidden / 2)));
       return L * 2 * (SMOL.hidden * b + b + b * SMOL.hidden + SMOL.hidden);
     }
     default:
@@ -321,14 +321,14 @@ export const KEY_INFO: { key: string; group: string; kind: Kind; help: string; c
   { key: "lora.r", group: "Method", kind: "integer", help: "LoRA rank: width of the low-rank update." },
   { key: "lora.alpha", group: "Method", kind: "number", help: "LoRA scale numerator: the update is multiplied by alpha / r." },
   { key: "lora.dropout", group: "Method", kind: "number", help: "Dropout on the LoRA input during training." },
-  { key: "lora.targets", group: "Method", kind: "text", help: "Linear modules that get LoRA (comma list of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, or all-linear)." },
+  { key: "lora.targets", group: "Method", kind: "text", help: "Linear modules that get LoRA (comma list of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; Phi-3's fused qkv_proj, gate_up_proj; or all-linear)." },
   { key: "lora.rslora", group: "Method", kind: "bool", help: "Rank-stabilised scale alpha / sqrt(r) instead of alpha / r." },
   { key: "lora.init", group: "Method", kind: "text", help: "Start from this PEFT adapter folder instead of a fresh init (none: fresh)." },
   { key: "lora_plus.lr_ratio", group: "Method", kind: "number", help: "LoRA+: B's learning rate over A's." },
   { key: "ia3.targets", group: "Method", kind: "text", help: "(IA)3: modules whose activations are rescaled (attention outputs, MLP inputs)." },
   { key: "prompt.n_virtual_tokens", group: "Method", kind: "integer", help: "Prompt / prefix tuning, P-Tuning v2: how many virtual tokens are learned." },
   { key: "prefix.encoder_hidden", group: "Method", kind: "integer", help: "Prefix tuning: hidden width of the reparameterisation MLP (0 = the key/value width)." },
-  { key: "adapter.bottleneck", group: "Method", kind: "integer", help: "Houlsby adapters: width of the bottleneck." },
+  { key: "adapter.bottleneck", group: "Method", kind: "integer", help: "Houlsby adapters: width of the bottleneck (none: 64, or half the hidden size where that is smaller)." },
   { key: "freeze.trainable_layers", group: "Method", kind: "integer", help: "Freeze: how many of the last decoder layers train." },
   { key: "freeze.train_norm", group: "Method", kind: "bool", help: "Freeze: train the final norm as well." },
   { key: "freeze.train_head", group: "Method", kind: "bool", help: "Freeze: train the output projection (ignored when tied to the embeddings)." },

@@ -9,7 +9,7 @@ vi.mock("uplot", () => ({
   },
 }));
 
-import LineChart from "./LineChart.svelte";
+import LineChart, { WHOLE_INCRS, axisWidth } from "./LineChart.svelte";
 
 afterEach(() => vi.restoreAllMocks());
 
@@ -23,5 +23,14 @@ describe("LineChart", () => {
     expect(box.textContent).toContain("Could not draw the chart");
     expect(box.textContent).toContain("canvas 2d context unavailable");
     expect(logged).toHaveBeenCalled();
+  });
+
+  it("steps tick on whole numbers and the value axis fits its longest label", () => {
+    expect(WHOLE_INCRS.slice(0, 7)).toEqual([1, 2, 5, 10, 20, 50, 100]);
+    expect(WHOLE_INCRS.every((v) => Number.isInteger(v))).toBe(true);
+    // "1.0e-4" (6 characters) did not fit uPlot's default 50 px
+    expect(axisWidth(["2.0e-4", "1.0e-4"])).toBeGreaterThan(50);
+    expect(axisWidth(["1", "2"])).toBe(40);
+    expect(axisWidth(null)).toBe(40);
   });
 });

@@ -185,7 +185,7 @@ export function trainConfig(method: MethodKind, over: Partial<TrainConfig> = {})
     ia3: { targets: ["k_proj", "v_proj", "down_proj"] },
     prompt: { n_virtual_tokens: 20 },
     prefix: { encoder_hidden: 0 },
-    adapter: { bottleneck: 64 },
+    adapter: { bottleneck: null },
     freeze: { trainable_layers: 2, train_norm: true, train_head: false },
     bitfit: { add_biases: method === "bitfit" },
     ...over,
@@ -233,9 +233,9 @@ const KEYS: [string, string, K, string, string, string[]?][] = [
   ["gradient_checkpointing", "Device", "bool", "false", "Recompute activations in the backward pass: less memory, about a third slower."],
   ["device", "Device", "text", "cpu", "cpu, cuda, cuda:N or metal."],
   ["lora.r", "Method", "integer", "8", "LoRA rank: width of the low-rank update."],
-  ["lora.targets", "Method", "text", "q_proj,k_proj,v_proj,o_proj", "Linear modules that get LoRA (comma list of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, or all-linear)."],
+  ["lora.targets", "Method", "text", "q_proj,k_proj,v_proj,o_proj", "Linear modules that get LoRA (comma list of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; Phi-3's fused qkv_proj, gate_up_proj; or all-linear)."],
   ["ia3.targets", "Method", "text", "k_proj,v_proj,down_proj", "(IA)3: modules whose activations are rescaled (attention outputs, MLP inputs)."],
-  ["adapter.bottleneck", "Method", "integer", "64", "Houlsby adapters: width of the bottleneck."],
+  ["adapter.bottleneck", "Method", "integer", "none", "Houlsby adapters: width of the bottleneck (none: 64, or half the hidden size where that is smaller)."],
 ];
 
 /** The settings schema for a LoRA-family method with `sets` applied. */

@@ -2,6 +2,7 @@
 
 export type AdapterConfig = { 
 /**
- * Width of the bottleneck (16–256 is the useful range).
+ * Width of the bottleneck (16–256 is the useful range); none: 64, or half the hidden
+ * size where that is smaller (a bottleneck must be narrower than the model).
  */
-bottleneck: number, };
+bottleneck: number | null, };
