@@ -1,7 +1,7 @@
 //! `whetstone datasets add|list|show`.
 
-use crate::models::open_store;
-use crate::UserError;
+use crate::common::open_store;
+use crate::common::UserError;
 use std::path::Path;
 use std::process::ExitCode;
 use whetstone_studio::datasets::{self, DatasetRecord, DatasetsError};
@@ -36,7 +36,7 @@ pub async fn add(
     let store = open_store().await?;
     let (rec, data) = datasets::add(
         &store,
-        &crate::train::data_dir()?.datasets(),
+        &crate::common::data_dir()?.datasets(),
         file,
         format,
         columns,
@@ -118,7 +118,7 @@ pub async fn show(
         Some(m) => Some(
             whetstone_studio::models::resolve(&store, m)
                 .await
-                .map_err(crate::models::model_error)?,
+                .map_err(crate::common::model_error)?,
         ),
         None => None,
     };

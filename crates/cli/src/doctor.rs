@@ -1,6 +1,6 @@
 //! `whetstone doctor [--json]`.
 
-use crate::UserError;
+use crate::common::UserError;
 use std::process::ExitCode;
 use whetstone_studio::{doctor, DataDir, DoctorReport};
 

@@ -1,8 +1,8 @@
 //! `whetstone export`.
 
-use crate::models::open_store;
-use crate::train::{data_dir, run_error};
-use crate::UserError;
+use crate::common::open_store;
+use crate::common::UserError;
+use crate::common::{data_dir, run_error};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use whetstone_studio::export::{self, ExportFormat, ExportRequest};

@@ -1,7 +1,7 @@
 //! `whetstone score` and `whetstone chat`.
 
-use crate::models::{model_error, open_store};
-use crate::UserError;
+use crate::common::UserError;
+use crate::common::{model_error, open_store};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,7 +31,7 @@ async fn load(model: &str, adapter: Option<&str>, how: LoadHow<'_>) -> anyhow::R
         Some(a) => Some(
             whetstone_studio::runs::adapter_dir(&store, a)
                 .await
-                .map_err(crate::train::run_error)?,
+                .map_err(crate::common::run_error)?,
         ),
         None => None,
     };
@@ -113,7 +113,7 @@ pub async fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
             Some(
                 whetstone_studio::runs::adapter_dir(&store, r)
                     .await
-                    .map_err(crate::train::run_error)?,
+                    .map_err(crate::common::run_error)?,
             )
         };
         adapters.push((r.clone(), dir));

@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 success, 1 user error (one line on stderr naming the file/field), 2 internal.
 
+mod common;
 mod datasets;
 mod doctor;
 mod export;
@@ -12,6 +13,7 @@ mod runs;
 mod train;
 
 use clap::{Parser, Subcommand};
+use common::UserError;
 
 /// Training allocates and frees many large tensors per step; the system allocator returns
 /// them to the OS each time and pays page faults to get them back, mimalloc reuses them.
@@ -376,17 +378,6 @@ enum DatasetsCommand {
         json: bool,
     },
 }
-
-/// An error the user can fix (exit 1), as opposed to a bug (exit 2).
-#[derive(Debug)]
-pub struct UserError(pub String);
-
-impl std::fmt::Display for UserError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for UserError {}
 
 /// mimalloc's `mi_option_purge_delay` (its v2 option enum): -1 keeps freed pages instead of
 /// handing them back to the OS after 10 ms. A training step frees and reallocates gigabytes;

@@ -1,7 +1,7 @@
 //! `whetstone methods` (the comparison table) and `whetstone estimate` (one method's memory).
 
-use crate::models::open_store;
-use crate::UserError;
+use crate::common::open_store;
+use crate::common::UserError;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use whetstone_studio::formats::ModelSource;
@@ -15,7 +15,7 @@ async fn model_path(model: Option<&str>) -> anyhow::Result<PathBuf> {
             let store = open_store().await?;
             Ok(whetstone_studio::models::resolve(&store, m)
                 .await
-                .map_err(crate::models::model_error)?)
+                .map_err(crate::common::model_error)?)
         }
         None => {
             let dir = DataDir::locate().map_err(|e| UserError(e.to_string()))?;

@@ -1,33 +1,10 @@
 //! `whetstone models add|list`.
 
-use crate::UserError;
+use crate::common::{model_error, open_store, UserError};
 use std::process::ExitCode;
 use whetstone_studio::hub::DownloadProgress;
-use whetstone_studio::models::{self, ModelError, ModelRecord};
-use whetstone_studio::store::Store;
+use whetstone_studio::models::{self, ModelRecord};
 use whetstone_studio::DataDir;
-
-/// Open the data directory's database (creating both if needed).
-pub async fn open_store() -> anyhow::Result<Store> {
-    let dir = DataDir::locate().map_err(|e| UserError(e.to_string()))?;
-    dir.ensure().map_err(|e| UserError(e.to_string()))?;
-    let store = Store::open(&dir.database())
-        .await
-        .map_err(|e| UserError(e.to_string()))?;
-    // A run whose process died (kill -9, crash) is marked interrupted, ready for `resume`.
-    whetstone_studio::history::recover_interrupted(&store)
-        .await
-        .map_err(crate::train::run_error)?;
-    Ok(store)
-}
-
-/// Model errors are the user's to fix, except a failing database.
-pub fn model_error(e: ModelError) -> anyhow::Error {
-    match e {
-        ModelError::Store(s) => anyhow::anyhow!(s),
-        other => UserError(other.to_string()).into(),
-    }
-}
 
 fn human_params(n: Option<i64>) -> String {
     match n {

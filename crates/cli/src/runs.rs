@@ -1,7 +1,6 @@
 //! `whetstone runs list|show|compare|delete`.
 
-use crate::models::open_store;
-use crate::train::run_error;
+use crate::common::{open_store, run_error};
 use std::process::ExitCode;
 use whetstone_studio::history::{self, fmt as opt, RunView};
 
@@ -83,7 +82,7 @@ fn print_view(r: &RunView) {
     if let Some(n) = &r.notes {
         println!("notes: {n}");
     }
-    if matches!(r.status.as_str(), "interrupted" | "cancelled" | "paused") {
+    if r.status.is_resumable() {
         println!("continue with: whetstone resume {}", r.id);
     }
 }
@@ -105,7 +104,7 @@ pub async fn control(id: &str, what: history::Control, json: bool) -> anyhow::Re
         .map_err(run_error)?;
     store.close().await;
     emit(&r, json, |r| {
-        if r.status == "running" {
+        if r.status == whetstone_studio::RunState::Running {
             println!(
                 "asked the process training {} to checkpoint and stop after this step",
                 r.id
@@ -180,14 +179,14 @@ pub async fn report(
     by: &str,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let axis: history::Axis = by.parse().map_err(crate::UserError)?;
+    let axis: history::Axis = by.parse().map_err(crate::common::UserError)?;
     let store = open_store().await?;
     let c = history::compare(&store, ids).await.map_err(run_error)?;
     store.close().await;
     let out = out.to_path_buf();
     let r = tokio::task::spawn_blocking(move || whetstone_studio::report::write(&c, &out, axis))
         .await?
-        .map_err(crate::UserError)?;
+        .map_err(crate::common::UserError)?;
     if json {
         println!("{}", serde_json::to_string(&r)?);
     } else {

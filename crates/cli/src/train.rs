@@ -1,49 +1,38 @@
 //! `whetstone train`, `whetstone resume` and `whetstone demo`.
 
-use crate::models::{model_error, open_store};
-use crate::UserError;
+use crate::common::{data_dir, model_error, open_store, run_error, UserError};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use whetstone_studio::runs::{self, ExecOptions, NewRun, RunError, RunRecord};
+use whetstone_studio::runs::{self, ExecOptions, NewRun, RunRecord};
 use whetstone_studio::store::Store;
-use whetstone_studio::{DataDir, MethodKind, RunStatus, Summary, TrainConfig, TrainEvent};
+use whetstone_studio::{MethodKind, RunStatus, Summary, TrainConfig, TrainEvent};
 
-pub fn run_error(e: RunError) -> anyhow::Error {
-    match e {
-        RunError::User(m) => UserError(m).into(),
-        RunError::Internal(m) => anyhow::anyhow!(m),
-        RunError::Store(s) => anyhow::anyhow!(s),
-    }
-}
-
-pub fn data_dir() -> anyhow::Result<DataDir> {
-    DataDir::locate().map_err(|e| UserError(e.to_string()).into())
-}
-
-/// Build the run config: method defaults, then the TOML file, then each `--set`.
+/// Build the run config as the window does (`studio::runs::build_config`), from the TOML
+/// file and each `--set`.
 pub fn build_config(
     method: Option<&str>,
     config_file: Option<&Path>,
     sets: &[String],
 ) -> anyhow::Result<TrainConfig> {
-    let mut cfg = TrainConfig::default();
-    if let Some(f) = config_file {
-        let text = std::fs::read_to_string(f)
-            .map_err(|e| UserError(format!("{}: cannot read: {e}", f.display())))?;
-        cfg.apply_toml(&text, &f.display().to_string())
-            .map_err(UserError)?;
-    }
-    if let Some(m) = method {
-        cfg.set_method(MethodKind::parse(m).map_err(UserError)?);
-    }
-    for s in sets {
-        cfg.set_pair(s)
-            .map_err(|e| UserError(format!("--set {s}: {e}")))?;
-    }
-    Ok(cfg)
+    let text = match config_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| UserError(format!("{}: cannot read: {e}", f.display())))?,
+        ),
+        None => None,
+    };
+    let origin = config_file.map(|f| f.display().to_string());
+    let toml = text.as_deref().zip(origin.as_deref());
+    runs::build_config(method, toml, sets).map_err(|e| {
+        // a pair's error starts with the pair: say where it came from
+        match sets.iter().find(|s| e.starts_with(&format!("{s}: "))) {
+            Some(_) => UserError(format!("--set {e}")).into(),
+            None => UserError(e).into(),
+        }
+    })
 }
 
 pub struct TrainArgs {

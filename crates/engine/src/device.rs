@@ -253,6 +253,28 @@ pub fn candle_device(choice: &str) -> Result<candle_core::Device, String> {
     }
 }
 
+/// Resident memory of this process, bytes (0 where the platform does not say).
+pub fn rss_bytes() -> u64 {
+    read_status_kb("VmRSS:") * 1024
+}
+
+/// Peak resident memory of this process, bytes.
+pub fn peak_rss_bytes() -> u64 {
+    read_status_kb("VmHWM:") * 1024
+}
+
+fn read_status_kb(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -337,7 +337,7 @@ mod tests {
     use super::*;
     use crate::config::LORA_TARGETS;
     use crate::methods;
-    use crate::trainer::tests::tiny_model;
+    use crate::train::tests::tiny_model;
     use candle_core::DType;
 
     #[test]

@@ -5,22 +5,26 @@
 
 pub mod config;
 pub mod device;
+pub mod dtype;
 pub mod estimate;
 pub mod generate;
+pub mod linear;
 pub mod merge;
 pub mod methods;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod params;
 pub mod quant;
-pub mod trainer;
+pub mod rope;
+pub mod train;
 
 pub use config::{MethodKind, Schedule, TrainConfig};
 pub use device::{detect_devices, DeviceInfo, DeviceKind};
 pub use generate::{generate, FinishReason, Generation, SamplingParams};
 pub use model::{DecoderModel, KvCache};
 pub use ops::Ops;
-pub use trainer::{train, RunStatus, Summary, TrainData, TrainError, TrainEvent, TrainSpec};
+pub use train::{train, RunStatus, Summary, TrainData, TrainError, TrainEvent, TrainSpec};
 
 use candle_core::{DType, Device};
 use whetstone_formats::{FileError, ModelSource};

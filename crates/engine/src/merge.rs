@@ -12,8 +12,9 @@
 //! positions) change what the network computes in ways no weight of the base can hold: they
 //! are refused with a message that says so.
 
+use crate::linear::Linear;
 use crate::methods::linears_mut;
-use crate::model::{DecoderModel, Linear};
+use crate::model::DecoderModel;
 use candle_core::{DType, Result, Tensor};
 
 /// Why a model with its adapter cannot become a plain model of the base architecture, if
@@ -117,11 +118,11 @@ mod tests {
     use super::*;
     use crate::config::{MethodKind, TrainConfig};
     use crate::methods::apply;
-    use crate::trainer::tests::tiny_model;
+    use crate::train::tests::tiny_model;
     use crate::Ops;
 
     /// Give every trainable tensor a random value, so the adapter is not the identity.
-    fn randomise(params: &[crate::optim::Param]) {
+    fn randomise(params: &[crate::params::Param]) {
         for p in params {
             let t = p.var.as_tensor();
             let noise = Tensor::randn(0f32, 1f32, t.shape(), t.device())
@@ -173,7 +174,7 @@ mod tests {
             for layer in &mut model.layers {
                 for (_, lin) in linears_mut(layer) {
                     assert!(lin.lora.is_none() && lin.ia3.is_none());
-                    assert!(matches!(lin.weight, crate::model::BaseWeight::Dense(_)));
+                    assert!(matches!(lin.weight, crate::linear::BaseWeight::Dense(_)));
                 }
             }
             let after = model.token_nll(&ids, Ops::Differentiable).unwrap();

@@ -6,162 +6,13 @@
 //! sliding-window layers), so there is one implementation. Weights are taken by their HF
 //! names from `whetstone_formats::Weights`; a missing, misshapen or unused tensor is an error.
 
+use crate::linear::{BaseWeight, Linear, TrainMode};
 use crate::ops::{self, Ops};
-pub use crate::quant::BaseWeight;
 use crate::quant::Nf4Tensor;
-use candle_core::{DType, Device, Module, Result, Tensor, D};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::rope::{plain_inv_freq, rope_inv_freq, rope_part, RopeTables};
+use candle_core::{DType, Device, Result, Tensor, D};
 use std::sync::Arc;
 use whetstone_formats::{Activation, FileError, ModelConfig, RopeScaling, Weights};
-
-/// A low-rank update beside a frozen linear: `y += scale · (dropout(x) Aᵀ) Bᵀ`.
-#[derive(Debug, Clone)]
-pub struct LoraWeights {
-    /// `[r, in]`
-    pub a: Tensor,
-    /// `[out, r]`
-    pub b: Tensor,
-    pub scale: f64,
-    pub dropout: f32,
-    /// DoRA: the learned magnitude `m` `[out]` (`None` for plain LoRA).
-    pub magnitude: Option<Tensor>,
-}
-
-/// (IA)3 scaling of a linear: the output features (`feedforward == false`, k and v) or the
-/// input features (`feedforward == true`, the FFN's down projection), as PEFT does.
-#[derive(Debug, Clone)]
-pub struct Ia3Scale {
-    /// `[out]` or `[in]`
-    pub scale: Tensor,
-    pub feedforward: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct Linear {
-    pub weight: BaseWeight,
-    pub bias: Option<Tensor>,
-    pub lora: Option<LoraWeights>,
-    pub ia3: Option<Ia3Scale>,
-}
-
-/// Training mode and the dropout random stream, shared by every layer of one model.
-///
-/// The stream is a counter-based generator: its whole state is one `u64`, which checkpoints
-/// store so a resumed run draws exactly the masks the uninterrupted run would have drawn.
-#[derive(Debug, Default)]
-pub struct TrainMode {
-    training: AtomicBool,
-    rng: AtomicU64,
-}
-
-impl TrainMode {
-    pub fn set_training(&self, on: bool) {
-        self.training.store(on, Ordering::Relaxed);
-    }
-    pub fn training(&self) -> bool {
-        self.training.load(Ordering::Relaxed)
-    }
-    pub fn rng_state(&self) -> u64 {
-        self.rng.load(Ordering::Relaxed)
-    }
-    pub fn set_rng_state(&self, s: u64) {
-        self.rng.store(s, Ordering::Relaxed);
-    }
-
-    /// An inverted-dropout mask shaped like `x`: 0 with probability `p`, else `1 / (1 - p)`.
-    pub fn dropout_mask(&self, x: &Tensor, p: f32) -> Result<Tensor> {
-        let n = x.elem_count();
-        let mut s = self.rng.fetch_add(1, Ordering::Relaxed);
-        let keep = 1.0 / (1.0 - p);
-        let mut mask = Vec::with_capacity(n);
-        // splitmix64 seeded from the counter: one draw per mask, then xorshift per element
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = (s ^ (s >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        let mut st = (z ^ (z >> 31)) | 1;
-        for _ in 0..n {
-            st ^= st << 13;
-            st ^= st >> 7;
-            st ^= st << 17;
-            let u = (st >> 40) as f32 / (1u64 << 24) as f32;
-            mask.push(if u < p { 0.0 } else { keep });
-        }
-        Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())
-    }
-}
-
-impl Linear {
-    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self {
-            weight: BaseWeight::Dense(weight),
-            bias,
-            lora: None,
-            ia3: None,
-        }
-    }
-
-    pub fn forward_mode(&self, x: &Tensor, mode: &TrainMode) -> Result<Tensor> {
-        let scaled;
-        let x = match &self.ia3 {
-            Some(s) if s.feedforward => {
-                scaled = x.broadcast_mul(&s.scale)?;
-                &scaled
-            }
-            _ => x,
-        };
-        let y = self.weight.matmul_t(x, mode.training())?;
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        };
-        let y = match &self.ia3 {
-            Some(s) if !s.feedforward => y.broadcast_mul(&s.scale)?,
-            _ => y,
-        };
-        match &self.lora {
-            None => Ok(y),
-            Some(l) => {
-                let xd = if mode.training() && l.dropout > 0.0 {
-                    (x * mode.dropout_mask(x, l.dropout)?)?
-                } else {
-                    x.clone()
-                };
-                let low = ops::matmul_2d(&xd.contiguous()?, &l.a.t()?)?;
-                let up = (ops::matmul_2d(&low, &l.b.t()?)? * l.scale)?;
-                match &l.magnitude {
-                    None => y + up,
-                    Some(m) => {
-                        // DoRA, as PEFT computes it: y + (m/‖W + sBA‖ − 1)·(x̃Wᵀ) + m/‖…‖·s·x̃AᵀBᵀ,
-                        // with the row norm ‖·‖ detached (DoRA paper §4.3) and x̃ the dropped-out
-                        // input (equal to x, and x̃Wᵀ to y − b, without dropout).
-                        let wide = ops::wide_dtype(m.dtype());
-                        let ba = l.b.detach().matmul(&l.a.detach())?.to_dtype(wide)?;
-                        let w = (self.weight.dense()?.to_dtype(wide)? + (ba * l.scale)?)?;
-                        let norm = ops::row_norms(&w)?.to_dtype(m.dtype())?.detach();
-                        let mns = m.broadcast_div(&norm)?;
-                        let base = if mode.training() && l.dropout > 0.0 {
-                            self.weight.matmul_t(&xd, true)?
-                        } else {
-                            match &self.bias {
-                                Some(b) => y.broadcast_sub(b)?,
-                                None => y.clone(),
-                            }
-                        };
-                        let extra = (base.broadcast_mul(&(mns.clone() - 1.0)?)?
-                            + up.broadcast_mul(&mns)?)?;
-                        y + extra
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl Module for Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_mode(x, &TrainMode::default())
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct Attention {
@@ -300,89 +151,6 @@ pub struct DecoderModel {
     /// Prefix tuning / P-Tuning v2: per-layer key/value prefixes at positions `0..n`; the
     /// real tokens start at position `n`, as in PEFT (transformers counts the prefix as past).
     pub prefix: Option<Prefix>,
-}
-
-/// cos and sin tables `[seq, head_dim / 2]` for the positions of one forward pass: the
-/// model's rope, and Gemma 3's second one for its sliding layers.
-#[derive(Debug, Clone)]
-pub struct RopeTables {
-    pub global: (Tensor, Tensor),
-    pub local: Option<(Tensor, Tensor)>,
-}
-
-impl RopeTables {
-    /// The tables layer `l` rotates with.
-    pub fn for_layer(&self, cfg: &ModelConfig, l: usize) -> (&Tensor, &Tensor) {
-        match (&self.local, cfg.layer_window(l)) {
-            (Some((c, s)), Some(_)) => (c, s),
-            _ => (&self.global.0, &self.global.1),
-        }
-    }
-}
-
-/// Rope on the first `dim` dimensions of each head, the rest passed through (Phi-4-mini's
-/// partial rotary; all of them elsewhere).
-fn rope_part(x: &Tensor, cos: &Tensor, sin: &Tensor, dim: usize, ops: Ops) -> Result<Tensor> {
-    let d = x.dim(D::Minus1)?;
-    if dim == d {
-        return ops::rope(x, cos, sin, ops);
-    }
-    let rotated = ops::rope(&x.narrow(D::Minus1, 0, dim)?.contiguous()?, cos, sin, ops)?;
-    Tensor::cat(&[&rotated, &x.narrow(D::Minus1, dim, d - dim)?], D::Minus1)?.contiguous()
-}
-
-/// Unscaled rotary inverse frequencies for `theta`, as transformers computes them.
-fn plain_inv_freq(theta: f64, d: usize) -> Vec<f32> {
-    (0..d)
-        .step_by(2)
-        .map(|i| 1.0 / (theta as f32).powf(i as f32 / d as f32))
-        .collect()
-}
-
-/// Rotary inverse frequencies as transformers computes them, with the configured scaling.
-pub fn rope_inv_freq(cfg: &ModelConfig) -> Vec<f32> {
-    let base = plain_inv_freq(cfg.rope_theta, cfg.rotary_dim);
-    match &cfg.rope_scaling {
-        None => base,
-        // the short factors: what positions up to the original context use
-        Some(RopeScaling::LongRope { short_factor, .. }) => base
-            .iter()
-            .zip(short_factor)
-            .map(|(f, s)| f / *s as f32)
-            .collect(),
-        Some(RopeScaling::Linear { factor }) => base.iter().map(|f| f / *factor as f32).collect(),
-        Some(RopeScaling::Factors { factors }) => {
-            base.iter().zip(factors).map(|(f, s)| f / s).collect()
-        }
-        Some(RopeScaling::Llama3 {
-            factor,
-            low_freq_factor,
-            high_freq_factor,
-            original_max_position_embeddings: old,
-        }) => {
-            let (factor, lo, hi, old) = (
-                *factor as f32,
-                *low_freq_factor as f32,
-                *high_freq_factor as f32,
-                *old as f32,
-            );
-            let low_wavelen = old / lo;
-            let high_wavelen = old / hi;
-            base.iter()
-                .map(|&f| {
-                    let wavelen = 2.0 * std::f32::consts::PI / f;
-                    if wavelen < high_wavelen {
-                        f
-                    } else if wavelen > low_wavelen {
-                        f / factor
-                    } else {
-                        let smooth = (old / wavelen - lo) / (hi - lo);
-                        (1.0 - smooth) * f / factor + smooth * f
-                    }
-                })
-                .collect()
-        }
-    }
 }
 
 /// Weights stored as NF4 while loading, by HF name (see [`crate::load_model_with`]).
@@ -679,7 +447,7 @@ impl DecoderModel {
         if !self.config.unit_offset_norms {
             return ops::rms_norm(x, w, eps, ops);
         }
-        let wide = ops::wide_dtype(x.dtype());
+        let wide = crate::dtype::wide_dtype(x.dtype());
         let ones = Tensor::ones(w.dims(), wide, w.device())?;
         let normed = ops::rms_norm(&x.to_dtype(wide)?, &ones, eps, ops)?;
         normed
@@ -903,7 +671,7 @@ impl DecoderModel {
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let w = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
         let logits = if self.mode.training() {
-            ops::frozen_linear(hidden, w)?
+            crate::linear::frozen_linear(hidden, w)?
         } else {
             ops::matmul_2d(&hidden.contiguous()?, &w.t()?)?
         };

@@ -6,8 +6,7 @@
 //! backward candle implements; every one of them is checked against central finite
 //! differences in the tests below, and against the fused kernels in the forward pass.
 
-use crate::quant::BaseWeight;
-use candle_core::backend::BackendStorage;
+use crate::dtype::wide_dtype;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor, D};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,89 +198,6 @@ fn fused_training(x: &Tensor) -> bool {
     x.dtype() != DType::F64
 }
 
-/// `x Wᵀ` for a weight that does not train.
-///
-/// candle's matmul backward computes the gradient of both operands, so a frozen weight
-/// would cost a full extra matmul (and its memory) in every backward pass. This op's
-/// backward returns only the input gradient `g W`; the forward calls the backend's matmul
-/// on the storages directly, so nothing is copied. An NF4 weight is dequantized on each
-/// call (forward and backward) and never kept.
-struct FrozenMatmul {
-    w: BaseWeight,
-    /// The input's dtype, which the weight is used in (NF4 dequantizes to f32 first).
-    dtype: DType,
-}
-
-/// Left and right operand layouts, the output shape and `(batch, m, n, k)` of one matmul.
-type MatmulPlan = (Layout, Layout, Shape, (usize, usize, usize, usize));
-
-/// The storage-level plan for `x Wᵀ`: a contiguous input `[.., in]` seen as one `[m, in]`
-/// matrix, and a weight whose `[out, in]` layout is `w`.
-fn linear_plan(x: &Layout, w: &Layout) -> Result<MatmulPlan> {
-    let (out, inp) = w.shape().dims2()?;
-    let dims = x.shape().dims();
-    let k = *dims.last().unwrap_or(&0);
-    if k != inp {
-        candle_core::bail!("linear: input has {k} features, the weight {inp}");
-    }
-    let (start, _) = x
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("linear: input not contiguous".into()))?;
-    let m = x.shape().elem_count() / k.max(1);
-    let lhs = Layout::contiguous_with_offset((m, k), start);
-    let rhs = w.transpose(0, 1)?;
-    let mut out_dims = dims.to_vec();
-    *out_dims.last_mut().unwrap_or(&mut 0) = out;
-    Ok((lhs, rhs, Shape::from(out_dims), (1, m, out, k)))
-}
-
-impl FrozenMatmul {
-    /// The weight as a tensor, the matmul plan for input layout `x`, and the weight's storage.
-    fn run<S>(
-        &self,
-        x: &Layout,
-        f: impl FnOnce(&Storage, MatmulPlan) -> Result<S>,
-    ) -> Result<(S, Shape)> {
-        let w = self.w.dense()?.to_dtype(self.dtype)?;
-        let plan = linear_plan(x, w.layout())?;
-        let shape = plan.2.clone();
-        let (storage, _) = w.storage_and_layout();
-        Ok((f(&storage, plan)?, shape))
-    }
-}
-
-impl CustomOp1 for FrozenMatmul {
-    fn name(&self) -> &'static str {
-        "frozen-linear"
-    }
-
-    fn cpu_fwd(&self, x: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        self.run(l, |w, (lhs, rhs, _, bmnk)| match w {
-            Storage::Cpu(w) => x.matmul(w, bmnk, &lhs, &rhs),
-            _ => candle_core::bail!("frozen linear: weight and input on different devices"),
-        })
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        x: &candle_core::CudaStorage,
-        l: &Layout,
-    ) -> Result<(candle_core::CudaStorage, Shape)> {
-        self.run(l, |w, (lhs, rhs, _, bmnk)| match w {
-            Storage::Cuda(w) => x.matmul(w, bmnk, &lhs, &rhs),
-            _ => candle_core::bail!("frozen linear: weight and input on different devices"),
-        })
-    }
-
-    fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(matmul_2d(
-            grad,
-            &self.w.dense()?.to_dtype(grad.dtype())?,
-        )?))
-    }
-}
-
 /// `x · m` for `x` of any rank and a matrix `m`, as one 2-D matmul over all leading
 /// dimensions (a batched matmul with a broadcast right side runs one small gemm per batch).
 pub fn matmul_2d(x: &Tensor, m: &Tensor) -> Result<Tensor> {
@@ -295,37 +211,6 @@ pub fn matmul_2d(x: &Tensor, m: &Tensor) -> Result<Tensor> {
     let mut out = dims.to_vec();
     *out.last_mut().unwrap_or(&mut 0) = m.dim(1)?;
     y.reshape(out)
-}
-
-/// `x Wᵀ` with no gradient for `W` (see [`FrozenMatmul`]); a plain matmul where the
-/// backend has no custom-op path (Metal) or `W` itself trains.
-pub fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    frozen_weight_linear(x, &BaseWeight::Dense(w.clone()))
-}
-
-/// [`frozen_linear`] for a weight in any storage. Where the op cannot run (Metal, a dtype
-/// other than the weight's, a weight that trains) an NF4 weight is dequantized into the
-/// graph instead, which keeps it until the backward pass.
-pub fn frozen_weight_linear(x: &Tensor, w: &BaseWeight) -> Result<Tensor> {
-    let supported = matches!(x.device(), candle_core::Device::Cpu) || x.device().is_cuda();
-    let direct = supported
-        && match w {
-            BaseWeight::Dense(t) => !t.is_variable() && t.is_contiguous() && x.dtype() == t.dtype(),
-            BaseWeight::Nf4(_) => x.dtype() != DType::F64,
-        };
-    if !direct {
-        let t = match w {
-            BaseWeight::Dense(t) => t.clone(),
-            BaseWeight::Nf4(q) => q.dequantize()?.to_dtype(x.dtype())?,
-        };
-        return matmul_2d(&x.contiguous()?, &t.t()?);
-    }
-    let op = FrozenMatmul {
-        w: w.clone(),
-        dtype: x.dtype(),
-    };
-    x.contiguous()?
-        .apply_op1_arc(std::sync::Arc::new(Box::new(op)))
 }
 
 /// Per-row next-token NLL `logsumexp(x) - x[target]` over `[n, vocab]` logits, fused: the
@@ -449,16 +334,6 @@ pub fn causal_mask(
     Tensor::from_vec(mask, (q_len, kv_len), device)?.to_dtype(dtype)
 }
 
-/// The dtype sums and norms are taken in: f32 for bf16 / f16, the dtype itself otherwise
-/// (f64 stays f64 for the gradient checks).
-pub fn wide_dtype(dtype: DType) -> DType {
-    if crate::optim::is_half(dtype) {
-        DType::F32
-    } else {
-        dtype
-    }
-}
-
 /// The L2 norm of each row of `w` (`[out]` from `[out, in]`), summed in the wide dtype and
 /// returned in `w`'s.
 pub fn row_norms(w: &Tensor) -> Result<Tensor> {
@@ -550,6 +425,7 @@ pub fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::linear::frozen_linear;
     use candle_core::{Device, Var};
 
     /// Deterministic pseudo-random values in [-1, 1).

@@ -13,18 +13,10 @@
 //! which is what checkpoints save.
 
 use crate::config::Schedule;
-use candle_core::{DType, Result, Tensor, Var};
+use crate::dtype::is_half;
+use crate::params::Param;
+use candle_core::{DType, Result, Tensor};
 use std::collections::HashMap;
-
-#[derive(Debug, Clone)]
-pub struct Param {
-    /// Stable name (HF / PEFT naming), the key in checkpoints.
-    pub name: String,
-    pub var: Var,
-    /// Learning-rate multiplier of its group.
-    pub lr_scale: f64,
-    pub weight_decay: f64,
-}
 
 #[derive(Debug, Clone, Copy)]
 pub struct AdamWSettings {
@@ -134,7 +126,7 @@ impl AdamW {
     /// Set every parameter from `tensors` (by name, as [`Self::values`] gives them): the
     /// variable in its own dtype, the master copy exactly.
     pub fn load_values(&mut self, tensors: &HashMap<String, Tensor>) -> Result<()> {
-        crate::methods::load_params(&self.params, tensors)?;
+        crate::params::load_params(&self.params, tensors)?;
         for (p, w) in self.params.iter().zip(&mut self.master) {
             if let (Some(w), Some(t)) = (w, tensors.get(&p.name)) {
                 *w = t.to_device(p.var.device())?.to_dtype(DType::F32)?;
@@ -169,11 +161,6 @@ impl AdamW {
         self.step = step;
         Ok(())
     }
-}
-
-/// bf16 and f16: the dtypes that get an f32 master copy and f32 gradients.
-pub fn is_half(dtype: DType) -> bool {
-    matches!(dtype, DType::BF16 | DType::F16)
 }
 
 /// The learning rate at optimizer step `step` (0-based) of `total`.
@@ -219,7 +206,7 @@ pub fn clip(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{Device, Var};
 
     #[test]
     fn adamw_matches_the_pytorch_formula() {

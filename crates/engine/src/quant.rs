@@ -18,10 +18,8 @@
 //! table lookup over threads; on other devices it is built from candle kernels
 //! ([`Nf4Tensor::dequantize_generic`]), which the tests check against the CPU path.
 
-use crate::ops;
 use candle_core::{DType, Device, Result, Storage, Tensor};
 use rayon::prelude::*;
-use std::sync::Arc;
 
 /// Values per absmax block.
 pub const BLOCK: usize = 64;
@@ -220,55 +218,13 @@ pub fn measure_resident(rows: usize, cols: usize, count: usize) -> Result<(u64, 
     let w = Tensor::from_vec(v, (rows, cols), &Device::Cpu)?;
     // one quantization first, so its transient buffers are already in the allocator
     let warm = Nf4Tensor::quantize(&w)?;
-    let before = crate::trainer::rss_bytes();
+    let before = crate::device::rss_bytes();
     let kept = (0..count)
         .map(|_| Nf4Tensor::quantize(&w))
         .collect::<Result<Vec<_>>>()?;
-    let after = crate::trainer::rss_bytes();
+    let after = crate::device::rss_bytes();
     drop((warm, kept));
     Ok((after.saturating_sub(before), (rows * cols * count) as u64))
-}
-
-/// A linear layer's weight: full precision, or NF4 (QLoRA's frozen base).
-#[derive(Debug, Clone)]
-pub enum BaseWeight {
-    /// `[out, in]`, as PyTorch stores it.
-    Dense(Tensor),
-    Nf4(Arc<Nf4Tensor>),
-}
-
-impl BaseWeight {
-    /// `(out, in)`.
-    pub fn dims2(&self) -> Result<(usize, usize)> {
-        match self {
-            BaseWeight::Dense(t) => t.dims2(),
-            BaseWeight::Nf4(q) => Ok(q.dims()),
-        }
-    }
-
-    pub fn elem_count(&self) -> usize {
-        match self {
-            BaseWeight::Dense(t) => t.elem_count(),
-            BaseWeight::Nf4(q) => q.elem_count(),
-        }
-    }
-
-    /// The weight as a (detached) full-precision tensor, dequantized if need be.
-    pub fn dense(&self) -> Result<Tensor> {
-        match self {
-            BaseWeight::Dense(t) => Ok(t.detach()),
-            BaseWeight::Nf4(q) => q.dequantize(),
-        }
-    }
-
-    /// `x Wᵀ`; while training, with the input gradient only unless `W` itself trains.
-    pub fn matmul_t(&self, x: &Tensor, training: bool) -> Result<Tensor> {
-        match self {
-            BaseWeight::Dense(w) if training => ops::frozen_linear(x, w),
-            BaseWeight::Dense(w) => ops::matmul_2d(&x.contiguous()?, &w.t()?),
-            BaseWeight::Nf4(_) => ops::frozen_weight_linear(x, self),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -276,6 +232,7 @@ mod tests {
     use super::*;
     use crate::ops::tests::max_diff;
     use candle_core::Var;
+    use std::sync::Arc;
 
     fn normal(n: usize, seed: u64) -> Vec<f32> {
         // Box–Muller over a xorshift stream: weights shaped like a trained matrix
@@ -365,7 +322,11 @@ mod tests {
             &Tensor::from_vec(normal(3 * 5 * 40, 4), (3, 5, 40), &Device::Cpu).unwrap(),
         )
         .unwrap();
-        let y = ops::frozen_weight_linear(x.as_tensor(), &BaseWeight::Nf4(q.clone())).unwrap();
+        let y = crate::linear::frozen_weight_linear(
+            x.as_tensor(),
+            &crate::linear::BaseWeight::Nf4(q.clone()),
+        )
+        .unwrap();
         let want = x.as_tensor().broadcast_matmul(&dense.t().unwrap()).unwrap();
         crate::ops::tests::assert_same_f32_product(&y, &want, x.as_tensor(), &dense.t().unwrap());
         let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();

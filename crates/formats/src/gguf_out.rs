@@ -15,25 +15,7 @@ use std::path::Path;
 
 pub use gguf_file::Value as GgufValue;
 
-/// llama.cpp's architecture string for a family (Mistral converts as `llama`).
-pub fn gguf_architecture(family: Family) -> &'static str {
-    match family {
-        Family::Llama | Family::Mistral => "llama",
-        Family::Qwen2 => "qwen2",
-        Family::Qwen3 => "qwen3",
-        Family::SmolLM3 => "smollm3",
-        Family::Gemma2 => "gemma2",
-        Family::Gemma3 => "gemma3",
-        Family::Phi3 => "phi3",
-    }
-}
-
-/// Whether llama.cpp's converter permuted this architecture's Q and K rows (it does for the
-/// architectures whose rope rotates adjacent pairs: `llama` and `smollm3`).
-pub fn permutes_qk(family: Family) -> bool {
-    matches!(gguf_architecture(family), "llama" | "smollm3")
-}
-
+pub use crate::config::{gguf_architecture, permutes_qk};
 pub use crate::weights::gguf_name;
 
 /// Refuse a model whose computation llama.cpp's architecture for it would not reproduce, so

@@ -5,6 +5,7 @@
 //! tensor it needs by name and shape; anything left over is an error, because a tensor the
 //! model does not use means the file describes a different model than the one we built.
 
+pub use crate::config::GgufRopeTensors;
 use crate::config::{Family, ModelConfig};
 use crate::error::{FileError, WithPath};
 use candle_core::quantized::gguf_file;
@@ -285,17 +286,6 @@ pub fn read_gguf(path: &Path) -> Result<gguf_file::Content, FileError> {
         .map_err(|e| FileError::new(path, format!("not a readable GGUF file: {e}")))
 }
 
-/// The rope tensors llama.cpp keeps beside the weights: per-frequency divisors for Llama 3.1
-/// long-context scaling (`rope_freqs.weight`), and Phi-3's LongRoPE divisors, one set for
-/// contexts up to the original length and one beyond (`rope_factors_short.weight`,
-/// `rope_factors_long.weight`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct GgufRopeTensors {
-    pub freqs: Option<Vec<f32>>,
-    pub short: Option<Vec<f32>>,
-    pub long: Option<Vec<f32>>,
-}
-
 /// Names of the rope tensors, which have no HF counterpart (folded into the config).
 pub const GGUF_ROPE_TENSORS: [&str; 3] = [
     "rope_freqs.weight",
@@ -365,7 +355,7 @@ pub fn load_gguf(
             })
             .and_then(|t| t.to_dtype(dtype))
             .map_err(|e| FileError::new(path, format!("tensor `{name}` ({:?}): {e}", q.dtype())))?;
-        if crate::gguf_out::permutes_qk(cfg.family) {
+        if crate::config::permutes_qk(cfg.family) {
             let heads = if name.contains(".attn_q.") {
                 Some(cfg.num_heads)
             } else if name.contains(".attn_k.") {

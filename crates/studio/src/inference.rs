@@ -77,7 +77,7 @@ pub fn load_in(
         model,
         device,
         load_s: started.elapsed().as_secs_f64(),
-        rss_after_load_bytes: whetstone_engine::trainer::rss_bytes(),
+        rss_after_load_bytes: whetstone_engine::device::rss_bytes(),
     })
 }
 

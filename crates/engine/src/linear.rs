@@ -1,0 +1,318 @@
+//! A linear layer and what can sit on it: the frozen base weight (dense or NF4), its bias,
+//! and the adapters that act on the layer's input or output (LoRA and DoRA, (IA)3).
+//!
+//! The frozen weight's matmul is a custom op whose backward computes only the input
+//! gradient, so a weight that does not train costs no weight-gradient matmul and keeps
+//! nothing for the backward pass; an NF4 weight is dequantized on each call.
+
+use crate::ops::{self, matmul_2d};
+use crate::quant::Nf4Tensor;
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Result, Shape, Storage, Tensor};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A linear layer's weight: full precision, or NF4 (QLoRA's frozen base).
+#[derive(Debug, Clone)]
+pub enum BaseWeight {
+    /// `[out, in]`, as PyTorch stores it.
+    Dense(Tensor),
+    Nf4(Arc<Nf4Tensor>),
+}
+
+impl BaseWeight {
+    /// `(out, in)`.
+    pub fn dims2(&self) -> Result<(usize, usize)> {
+        match self {
+            BaseWeight::Dense(t) => t.dims2(),
+            BaseWeight::Nf4(q) => Ok(q.dims()),
+        }
+    }
+
+    pub fn elem_count(&self) -> usize {
+        match self {
+            BaseWeight::Dense(t) => t.elem_count(),
+            BaseWeight::Nf4(q) => q.elem_count(),
+        }
+    }
+
+    /// The weight as a (detached) full-precision tensor, dequantized if need be.
+    pub fn dense(&self) -> Result<Tensor> {
+        match self {
+            BaseWeight::Dense(t) => Ok(t.detach()),
+            BaseWeight::Nf4(q) => q.dequantize(),
+        }
+    }
+
+    /// `x Wᵀ`; while training, with the input gradient only unless `W` itself trains.
+    pub fn matmul_t(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        match self {
+            BaseWeight::Dense(w) if training => frozen_linear(x, w),
+            BaseWeight::Dense(w) => ops::matmul_2d(&x.contiguous()?, &w.t()?),
+            BaseWeight::Nf4(_) => frozen_weight_linear(x, self),
+        }
+    }
+}
+
+/// `x Wᵀ` for a weight that does not train.
+///
+/// candle's matmul backward computes the gradient of both operands, so a frozen weight
+/// would cost a full extra matmul (and its memory) in every backward pass. This op's
+/// backward returns only the input gradient `g W`; the forward calls the backend's matmul
+/// on the storages directly, so nothing is copied. An NF4 weight is dequantized on each
+/// call (forward and backward) and never kept.
+struct FrozenMatmul {
+    w: BaseWeight,
+    /// The input's dtype, which the weight is used in (NF4 dequantizes to f32 first).
+    dtype: DType,
+}
+
+/// Left and right operand layouts, the output shape and `(batch, m, n, k)` of one matmul.
+type MatmulPlan = (Layout, Layout, Shape, (usize, usize, usize, usize));
+
+/// The storage-level plan for `x Wᵀ`: a contiguous input `[.., in]` seen as one `[m, in]`
+/// matrix, and a weight whose `[out, in]` layout is `w`.
+fn linear_plan(x: &Layout, w: &Layout) -> Result<MatmulPlan> {
+    let (out, inp) = w.shape().dims2()?;
+    let dims = x.shape().dims();
+    let k = *dims.last().unwrap_or(&0);
+    if k != inp {
+        candle_core::bail!("linear: input has {k} features, the weight {inp}");
+    }
+    let (start, _) = x
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("linear: input not contiguous".into()))?;
+    let m = x.shape().elem_count() / k.max(1);
+    let lhs = Layout::contiguous_with_offset((m, k), start);
+    let rhs = w.transpose(0, 1)?;
+    let mut out_dims = dims.to_vec();
+    *out_dims.last_mut().unwrap_or(&mut 0) = out;
+    Ok((lhs, rhs, Shape::from(out_dims), (1, m, out, k)))
+}
+
+impl FrozenMatmul {
+    /// The weight as a tensor, the matmul plan for input layout `x`, and the weight's storage.
+    fn run<S>(
+        &self,
+        x: &Layout,
+        f: impl FnOnce(&Storage, MatmulPlan) -> Result<S>,
+    ) -> Result<(S, Shape)> {
+        let w = self.w.dense()?.to_dtype(self.dtype)?;
+        let plan = linear_plan(x, w.layout())?;
+        let shape = plan.2.clone();
+        let (storage, _) = w.storage_and_layout();
+        Ok((f(&storage, plan)?, shape))
+    }
+}
+
+impl CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        self.run(l, |w, (lhs, rhs, _, bmnk)| match w {
+            Storage::Cpu(w) => x.matmul(w, bmnk, &lhs, &rhs),
+            _ => candle_core::bail!("frozen linear: weight and input on different devices"),
+        })
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        self.run(l, |w, (lhs, rhs, _, bmnk)| match w {
+            Storage::Cuda(w) => x.matmul(w, bmnk, &lhs, &rhs),
+            _ => candle_core::bail!("frozen linear: weight and input on different devices"),
+        })
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(matmul_2d(
+            grad,
+            &self.w.dense()?.to_dtype(grad.dtype())?,
+        )?))
+    }
+}
+
+/// `x Wᵀ` with no gradient for `W` (see [`FrozenMatmul`]); a plain matmul where the
+/// backend has no custom-op path (Metal) or `W` itself trains.
+pub fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    frozen_weight_linear(x, &BaseWeight::Dense(w.clone()))
+}
+
+/// [`frozen_linear`] for a weight in any storage. Where the op cannot run (Metal, a dtype
+/// other than the weight's, a weight that trains) an NF4 weight is dequantized into the
+/// graph instead, which keeps it until the backward pass.
+pub fn frozen_weight_linear(x: &Tensor, w: &BaseWeight) -> Result<Tensor> {
+    let supported = matches!(x.device(), candle_core::Device::Cpu) || x.device().is_cuda();
+    let direct = supported
+        && match w {
+            BaseWeight::Dense(t) => !t.is_variable() && t.is_contiguous() && x.dtype() == t.dtype(),
+            BaseWeight::Nf4(_) => x.dtype() != DType::F64,
+        };
+    if !direct {
+        let t = match w {
+            BaseWeight::Dense(t) => t.clone(),
+            BaseWeight::Nf4(q) => q.dequantize()?.to_dtype(x.dtype())?,
+        };
+        return matmul_2d(&x.contiguous()?, &t.t()?);
+    }
+    let op = FrozenMatmul {
+        w: w.clone(),
+        dtype: x.dtype(),
+    };
+    x.contiguous()?
+        .apply_op1_arc(std::sync::Arc::new(Box::new(op)))
+}
+
+/// A low-rank update beside a frozen linear: `y += scale · (dropout(x) Aᵀ) Bᵀ`.
+#[derive(Debug, Clone)]
+pub struct LoraWeights {
+    /// `[r, in]`
+    pub a: Tensor,
+    /// `[out, r]`
+    pub b: Tensor,
+    pub scale: f64,
+    pub dropout: f32,
+    /// DoRA: the learned magnitude `m` `[out]` (`None` for plain LoRA).
+    pub magnitude: Option<Tensor>,
+}
+
+/// (IA)3 scaling of a linear: the output features (`feedforward == false`, k and v) or the
+/// input features (`feedforward == true`, the FFN's down projection), as PEFT does.
+#[derive(Debug, Clone)]
+pub struct Ia3Scale {
+    /// `[out]` or `[in]`
+    pub scale: Tensor,
+    pub feedforward: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub weight: BaseWeight,
+    pub bias: Option<Tensor>,
+    pub lora: Option<LoraWeights>,
+    pub ia3: Option<Ia3Scale>,
+}
+
+/// Training mode and the dropout random stream, shared by every layer of one model.
+///
+/// The stream is a counter-based generator: its whole state is one `u64`, which checkpoints
+/// store so a resumed run draws exactly the masks the uninterrupted run would have drawn.
+#[derive(Debug, Default)]
+pub struct TrainMode {
+    training: AtomicBool,
+    rng: AtomicU64,
+}
+
+impl TrainMode {
+    pub fn set_training(&self, on: bool) {
+        self.training.store(on, Ordering::Relaxed);
+    }
+    pub fn training(&self) -> bool {
+        self.training.load(Ordering::Relaxed)
+    }
+    pub fn rng_state(&self) -> u64 {
+        self.rng.load(Ordering::Relaxed)
+    }
+    pub fn set_rng_state(&self, s: u64) {
+        self.rng.store(s, Ordering::Relaxed);
+    }
+
+    /// An inverted-dropout mask shaped like `x`: 0 with probability `p`, else `1 / (1 - p)`.
+    pub fn dropout_mask(&self, x: &Tensor, p: f32) -> Result<Tensor> {
+        let n = x.elem_count();
+        let mut s = self.rng.fetch_add(1, Ordering::Relaxed);
+        let keep = 1.0 / (1.0 - p);
+        let mut mask = Vec::with_capacity(n);
+        // splitmix64 seeded from the counter: one draw per mask, then xorshift per element
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = (s ^ (s >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        let mut st = (z ^ (z >> 31)) | 1;
+        for _ in 0..n {
+            st ^= st << 13;
+            st ^= st >> 7;
+            st ^= st << 17;
+            let u = (st >> 40) as f32 / (1u64 << 24) as f32;
+            mask.push(if u < p { 0.0 } else { keep });
+        }
+        Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())
+    }
+}
+
+impl Linear {
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self {
+            weight: BaseWeight::Dense(weight),
+            bias,
+            lora: None,
+            ia3: None,
+        }
+    }
+
+    pub fn forward_mode(&self, x: &Tensor, mode: &TrainMode) -> Result<Tensor> {
+        let scaled;
+        let x = match &self.ia3 {
+            Some(s) if s.feedforward => {
+                scaled = x.broadcast_mul(&s.scale)?;
+                &scaled
+            }
+            _ => x,
+        };
+        let y = self.weight.matmul_t(x, mode.training())?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let y = match &self.ia3 {
+            Some(s) if !s.feedforward => y.broadcast_mul(&s.scale)?,
+            _ => y,
+        };
+        match &self.lora {
+            None => Ok(y),
+            Some(l) => {
+                let xd = if mode.training() && l.dropout > 0.0 {
+                    (x * mode.dropout_mask(x, l.dropout)?)?
+                } else {
+                    x.clone()
+                };
+                let low = ops::matmul_2d(&xd.contiguous()?, &l.a.t()?)?;
+                let up = (ops::matmul_2d(&low, &l.b.t()?)? * l.scale)?;
+                match &l.magnitude {
+                    None => y + up,
+                    Some(m) => {
+                        // DoRA, as PEFT computes it: y + (m/‖W + sBA‖ − 1)·(x̃Wᵀ) + m/‖…‖·s·x̃AᵀBᵀ,
+                        // with the row norm ‖·‖ detached (DoRA paper §4.3) and x̃ the dropped-out
+                        // input (equal to x, and x̃Wᵀ to y − b, without dropout).
+                        let wide = crate::dtype::wide_dtype(m.dtype());
+                        let ba = l.b.detach().matmul(&l.a.detach())?.to_dtype(wide)?;
+                        let w = (self.weight.dense()?.to_dtype(wide)? + (ba * l.scale)?)?;
+                        let norm = ops::row_norms(&w)?.to_dtype(m.dtype())?.detach();
+                        let mns = m.broadcast_div(&norm)?;
+                        let base = if mode.training() && l.dropout > 0.0 {
+                            self.weight.matmul_t(&xd, true)?
+                        } else {
+                            match &self.bias {
+                                Some(b) => y.broadcast_sub(b)?,
+                                None => y.clone(),
+                            }
+                        };
+                        let extra = (base.broadcast_mul(&(mns.clone() - 1.0)?)?
+                            + up.broadcast_mul(&mns)?)?;
+                        y + extra
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_mode(x, &TrainMode::default())
+    }
+}

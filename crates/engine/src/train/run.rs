@@ -1,0 +1,474 @@
+//! The loop itself: set a run up (method applied, optimizer, data order, resume), then
+//! step, evaluate, sample and save until the last step, a cancel, divergence or early stop.
+
+use super::batch::{make_batch, pack};
+use super::checkpoint::{self, io, CheckpointState};
+use super::events::{RunStatus, Summary, TrainError, TrainEvent, TrainSpec};
+use super::objective::{self, Objective};
+use super::policy::{Checkpointing, EarlyStopping};
+use super::step::step_gradients;
+use crate::config::TrainConfig;
+use crate::device::{peak_rss_bytes, rss_bytes};
+use crate::generate::{generate, SamplingParams};
+use crate::methods;
+use crate::model::DecoderModel;
+use crate::ops::Ops;
+use crate::optim::{self, AdamW, AdamWSettings};
+use candle_core::{DType, Tensor};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+use whetstone_data::dataset::permutation;
+use whetstone_data::Tokenized;
+use whetstone_formats::ModelTokenizer;
+
+struct Loop<'a> {
+    model: &'a DecoderModel,
+    cfg: &'a TrainConfig,
+    objective: Box<dyn Objective>,
+    opt: AdamW,
+    train: Vec<Tokenized>,
+    eval: Vec<Tokenized>,
+    state: CheckpointState,
+    perm: (u64, Vec<usize>),
+    base_model: String,
+    total_steps: u64,
+    trainable_params: usize,
+    total_params: usize,
+}
+
+impl Loop<'_> {
+    fn next_rows(&mut self, k: usize) -> Vec<usize> {
+        let n = self.train.len() as u64;
+        (0..k)
+            .map(|_| {
+                let epoch = self.state.rows_seen / n;
+                if self.perm.0 != epoch || self.perm.1.is_empty() {
+                    self.perm = (
+                        epoch,
+                        permutation(
+                            self.train.len(),
+                            self.cfg.seed ^ epoch.wrapping_mul(0x51_7CC1),
+                        ),
+                    );
+                }
+                let i = self.perm.1[(self.state.rows_seen % n) as usize];
+                self.state.rows_seen += 1;
+                i
+            })
+            .collect()
+    }
+
+    fn evaluate(&self) -> Result<f64, TrainError> {
+        self.model.mode.set_training(false);
+        let (mut sum, mut count) = (0f64, 0usize);
+        for chunk in self.eval.chunks(self.cfg.batch_size) {
+            let rows: Vec<&Tokenized> = chunk.iter().collect();
+            let batch = make_batch(&rows, &self.model.device)?;
+            let terms = self.objective.terms(&batch);
+            if terms == 0 {
+                continue;
+            }
+            // inference kernels: no gradients are needed, nothing is kept
+            let h = self
+                .model
+                .hidden_states(&batch.input, 0, None, Ops::Fused)?
+                .detach();
+            sum += self
+                .objective
+                .loss_sum(self.model, &h, &batch)?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
+            count += terms;
+        }
+        self.model.mode.set_training(true);
+        Ok(if count == 0 {
+            f64::NAN
+        } else {
+            sum / count as f64
+        })
+    }
+
+    fn sample(&self, tokenizer: &ModelTokenizer) -> Result<Option<(String, String)>, TrainError> {
+        let Some(first) = self.eval.first().or(self.train.first()) else {
+            return Ok(None);
+        };
+        let cut = match first.trained.iter().position(|&t| t) {
+            // a plain document: continue its first few tokens
+            Some(0) => (first.ids.len() / 2).clamp(1, 8),
+            Some(c) => c,
+            None => return Ok(None),
+        };
+        let prompt = &first.ids[..cut];
+        self.model.mode.set_training(false);
+        let params = SamplingParams {
+            max_tokens: self.cfg.sample_tokens,
+            temperature: 0.0,
+            top_k: None,
+            top_p: None,
+            repetition_penalty: 1.0,
+            seed: 0,
+            stop_strings: vec![],
+        };
+        let g = generate(self.model, tokenizer, prompt, &params, |_| {})?;
+        self.model.mode.set_training(true);
+        let prompt_text = tokenizer.decode(prompt, false).unwrap_or_default();
+        Ok(Some((prompt_text, g.text)))
+    }
+
+    fn save(&self, dir: &Path, with_optimizer: bool) -> Result<(), TrainError> {
+        checkpoint::save(
+            dir,
+            self.model,
+            self.cfg,
+            &self.opt,
+            &self.state,
+            &self.base_model,
+            with_optimizer,
+        )
+    }
+
+    /// The micro-batches of the next optimizer step, in data order.
+    fn next_batches(&mut self) -> candle_core::Result<Vec<super::Batch>> {
+        let micro: Vec<Vec<usize>> = (0..self.cfg.grad_accum)
+            .map(|_| self.next_rows(self.cfg.batch_size))
+            .collect();
+        micro
+            .iter()
+            .map(|idx| {
+                let rows: Vec<&Tokenized> = idx.iter().map(|&i| &self.train[i]).collect();
+                make_batch(&rows, &self.model.device)
+            })
+            .collect()
+    }
+}
+
+/// Everything before the first step: the method applied, the optimizer (with a LoRA init
+/// or a checkpoint's values and moments), the data packed or not, the step count.
+fn prepare<'a>(
+    model: &'a mut DecoderModel,
+    cfg: &'a TrainConfig,
+    spec: &mut TrainSpec,
+    base_model: &str,
+) -> Result<Loop<'a>, TrainError> {
+    cfg.validate(&model.config).map_err(TrainError::Invalid)?;
+    if spec.data.train.is_empty() {
+        return Err(TrainError::Invalid("no training examples".into()));
+    }
+    let params = methods::apply(model, cfg)?;
+    let trainable_params: usize = params.iter().map(|p| p.var.elem_count()).sum();
+    let total_params = methods::count_params(model);
+    let mut opt = AdamW::new(params, AdamWSettings::default())?;
+    if let (true, Some(init)) = (cfg.method.is_lora(), &cfg.lora.init) {
+        let wf = Path::new(init).join("adapter_model.safetensors");
+        let w = candle_core::safetensors::load(&wf, &model.device).map_err(io(&wf))?;
+        opt.load_values(&w).map_err(io(&wf))?;
+    }
+    let data = std::mem::take(&mut spec.data.train);
+    let train = if cfg.packing {
+        pack(&data, cfg.seq_len)
+    } else {
+        data
+    };
+    let per_step = (cfg.batch_size * cfg.grad_accum) as u64;
+    let total_steps = match cfg.max_steps {
+        Some(s) => s,
+        None => ((cfg.epochs * train.len() as f64) / per_step as f64)
+            .ceil()
+            .max(1.0) as u64,
+    };
+    let mut state = CheckpointState {
+        step: 0,
+        rows_seen: 0,
+        dropout_rng: cfg.seed,
+        optimizer_step: 0,
+        best_eval_loss: None,
+        best_step: None,
+        first_eval_loss: None,
+        last_eval_loss: None,
+        evals_without_improvement: 0,
+        method: cfg.method,
+        total_steps,
+        tokens_seen: 0,
+    };
+    if let Some(dir) = &spec.resume_from {
+        state = checkpoint::load(dir, cfg.method, &mut opt, &model.device)?;
+        state.total_steps = total_steps;
+    }
+    Ok(Loop {
+        model,
+        cfg,
+        objective: objective::for_config(cfg),
+        opt,
+        eval: std::mem::take(&mut spec.data.eval),
+        state,
+        train,
+        perm: (u64::MAX, vec![]),
+        base_model: base_model.to_string(),
+        total_steps,
+        trainable_params,
+        total_params,
+    })
+}
+
+/// The gradients of the first optimizer step and the batches they came from, written to
+/// `path` (safetensors: `grad.<param>`, `batch.<i>.{input,rows,targets}`, `loss`), for
+/// comparing them with another implementation's on the very same data. Nothing is trained.
+fn dump_first_step(lp: &mut Loop, path: &Path) -> Result<Summary, TrainError> {
+    let batches = lp.next_batches()?;
+    let (loss, grads) = step_gradients(
+        lp.model,
+        &lp.opt.params,
+        lp.objective.as_ref(),
+        &batches,
+        lp.cfg.gradient_checkpointing,
+    )?;
+    let mut out: HashMap<String, Tensor> = lp
+        .opt
+        .params
+        .iter()
+        .zip(&grads)
+        .map(|(p, g)| (format!("grad.{}", p.name), g.clone()))
+        .collect();
+    for (i, b) in batches.iter().enumerate() {
+        out.insert(format!("batch.{i}.input"), b.input.clone());
+        out.insert(format!("batch.{i}.rows"), b.rows.clone());
+        out.insert(format!("batch.{i}.targets"), b.targets.clone());
+    }
+    out.insert(
+        "loss".into(),
+        Tensor::new(&[loss as f32], &lp.model.device)?,
+    );
+    candle_core::safetensors::save(&out, path).map_err(io(path))?;
+    lp.model.mode.set_training(false);
+    Ok(Summary {
+        total_steps: lp.total_steps,
+        trainable_params: lp.trainable_params,
+        total_params: lp.total_params,
+        final_train_loss: Some(loss),
+        ..Default::default()
+    })
+}
+
+/// Train `model` (already built, no method applied yet) as `spec` says.
+pub fn train(
+    model: &mut DecoderModel,
+    mut spec: TrainSpec,
+    base_model: &str,
+    mut emit: impl FnMut(TrainEvent),
+) -> Result<Summary, TrainError> {
+    let cfg = spec.config.clone();
+    let mut lp = prepare(model, &cfg, &mut spec, base_model)?;
+    let (total_steps, trainable_params, total_params) =
+        (lp.total_steps, lp.trainable_params, lp.total_params);
+    let warmup = (cfg.warmup_ratio * total_steps as f64).ceil() as u64;
+    let checkpointing = Checkpointing::from_config(&cfg);
+    let early_stopping = EarlyStopping::from_config(&cfg);
+    let resumed_from = spec.resume_from.as_ref().map(|_| lp.state.step);
+    lp.model.mode.set_rng_state(lp.state.dropout_rng);
+    lp.model.mode.set_training(true);
+    emit(TrainEvent::Started {
+        step: lp.state.step,
+        total_steps,
+        train_records: lp.train.len(),
+        eval_records: lp.eval.len(),
+        trainable_params,
+        total_params,
+        resumed_from,
+    });
+    let dtype = lp.model.dtype;
+    emit(TrainEvent::Log {
+        step: lp.state.step,
+        level: "info".into(),
+        message: format!(
+            "computing in {} (dtype={}){}",
+            if dtype == DType::F32 { "f32" } else { "bf16" },
+            cfg.dtype,
+            if crate::dtype::is_half(dtype) {
+                "; trainable weights and optimizer state in f32"
+            } else {
+                ""
+            }
+        ),
+    });
+    let started = Instant::now();
+    if let Some(path) = &spec.dump_first_grads {
+        let mut summary = dump_first_step(&mut lp, path)?;
+        summary.peak_mem_bytes = peak_rss_bytes();
+        summary.elapsed_s = started.elapsed().as_secs_f64();
+        emit(TrainEvent::Finished {
+            step: lp.state.step,
+            status: RunStatus::Completed,
+            summary: summary.clone(),
+        });
+        return Ok(summary);
+    }
+    let ckpt_dir = spec.run_dir.join("checkpoints");
+    let mut summary = Summary {
+        total_steps,
+        trainable_params,
+        total_params,
+        ..Default::default()
+    };
+    let mut tokens_total = 0usize;
+    let mut train_time = 0f64;
+    let mut last_loss = None;
+
+    let do_eval = |lp: &mut Loop, emit: &mut dyn FnMut(TrainEvent)| -> Result<bool, TrainError> {
+        if lp.eval.is_empty() {
+            return Ok(false);
+        }
+        let step = lp.state.step;
+        let loss = lp.evaluate()?;
+        emit(TrainEvent::Eval {
+            step,
+            eval_loss: loss,
+            perplexity: loss.exp(),
+        });
+        lp.state.first_eval_loss.get_or_insert(loss);
+        lp.state.last_eval_loss = Some(loss);
+        let better = lp.state.best_eval_loss.is_none_or(|b| loss < b);
+        if better {
+            lp.state.best_eval_loss = Some(loss);
+            lp.state.best_step = Some(step);
+            lp.state.evals_without_improvement = 0;
+            if step > 0 {
+                let dir = ckpt_dir.join("best");
+                lp.save(&dir, false)?;
+                emit(TrainEvent::Checkpoint {
+                    step,
+                    path: dir.display().to_string(),
+                    best: true,
+                });
+            }
+        } else {
+            lp.state.evals_without_improvement += 1;
+        }
+        if lp.cfg.sample_tokens > 0 {
+            if let Some(tok) = spec.tokenizer {
+                if let Some((prompt, text)) = lp.sample(tok)? {
+                    emit(TrainEvent::Sample { step, prompt, text });
+                }
+            }
+        }
+        Ok(true)
+    };
+    let save_last = |lp: &mut Loop, emit: &mut dyn FnMut(TrainEvent)| -> Result<(), TrainError> {
+        lp.state.dropout_rng = lp.model.mode.rng_state();
+        lp.state.optimizer_step = lp.opt.step;
+        let dir = ckpt_dir.join("last");
+        lp.save(&dir, true)?;
+        emit(TrainEvent::Checkpoint {
+            step: lp.state.step,
+            path: dir.display().to_string(),
+            best: false,
+        });
+        Ok(())
+    };
+
+    if resumed_from.is_none() {
+        do_eval(&mut lp, &mut emit)?;
+    }
+    let mut status = RunStatus::Completed;
+    while lp.state.step < total_steps {
+        if spec.cancel.load(Ordering::Relaxed) {
+            status = RunStatus::Cancelled;
+            break;
+        }
+        let t0 = Instant::now();
+        let step = lp.state.step;
+        let lr = optim::lr_at(cfg.schedule, cfg.lr(), step, total_steps, warmup);
+        let batches = lp.next_batches()?;
+        let (loss, mut grads) = step_gradients(
+            lp.model,
+            &lp.opt.params,
+            lp.objective.as_ref(),
+            &batches,
+            cfg.gradient_checkpointing,
+        )?;
+        let grad_norm = optim::clip(&mut grads, cfg.max_grad_norm)?;
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            status = RunStatus::Diverged;
+            let msg = format!(
+                "the loss became {} at step {}: the run stopped before applying that update; lower the learning rate (now {:.2e}) and resume from the last checkpoint",
+                if loss.is_finite() { "finite but the gradient norm did not" } else { "non-finite" },
+                step + 1,
+                lr
+            );
+            emit(TrainEvent::Log {
+                step,
+                level: "error".into(),
+                message: msg.clone(),
+            });
+            summary.message = Some(msg);
+            break;
+        }
+        lp.opt.apply(&grads, lr)?;
+        lp.state.step += 1;
+        let dt = t0.elapsed().as_secs_f64();
+        let tokens: usize = batches.iter().map(|b| b.tokens).sum();
+        tokens_total += tokens;
+        lp.state.tokens_seen += tokens as u64;
+        train_time += dt;
+        last_loss = Some(loss);
+        let n = lp.train.len() as f64;
+        emit(TrainEvent::Step {
+            step: lp.state.step,
+            loss,
+            lr,
+            grad_norm,
+            tokens_per_s: tokens as f64 / dt.max(1e-9),
+            mem_bytes: rss_bytes(),
+            epoch: lp.state.rows_seen as f64 / n,
+            tokens: lp.state.tokens_seen,
+        });
+        let s = lp.state.step;
+        let last = s == total_steps;
+        let mut stop_early = false;
+        if checkpointing.eval_due(s, last) {
+            do_eval(&mut lp, &mut emit)?;
+            if early_stopping.should_stop(lp.state.evals_without_improvement) {
+                stop_early = true;
+                summary.stopped_early = true;
+                emit(TrainEvent::Log {
+                    step: s,
+                    level: "info".into(),
+                    message: format!(
+                        "stopping early: no better eval loss in {} evaluations",
+                        early_stopping.patience
+                    ),
+                });
+            }
+        }
+        if checkpointing.save_due(s, last, stop_early) {
+            save_last(&mut lp, &mut emit)?;
+        }
+        if stop_early {
+            break;
+        }
+    }
+    if status == RunStatus::Cancelled && lp.state.step > 0 {
+        save_last(&mut lp, &mut emit)?;
+    }
+    lp.model.mode.set_training(false);
+    summary.steps_done = lp.state.step;
+    summary.first_eval_loss = lp.state.first_eval_loss;
+    summary.last_eval_loss = lp.state.last_eval_loss;
+    summary.best_eval_loss = lp.state.best_eval_loss;
+    summary.best_step = lp.state.best_step;
+    summary.final_train_loss = summary.final_train_loss.or(last_loss);
+    summary.tokens_per_s = if train_time > 0.0 {
+        tokens_total as f64 / train_time
+    } else {
+        0.0
+    };
+    summary.peak_mem_bytes = peak_rss_bytes();
+    summary.elapsed_s = started.elapsed().as_secs_f64();
+    emit(TrainEvent::Finished {
+        step: lp.state.step,
+        status,
+        summary: summary.clone(),
+    });
+    Ok(summary)
+}
