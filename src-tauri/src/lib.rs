@@ -26,8 +26,8 @@ use whetstone_studio::runs::{self, NewRun, RunError};
 use whetstone_studio::samples::{self, SampleDataset};
 use whetstone_studio::store::Store;
 use whetstone_studio::{
-    curated::CuratedModel, report::Report, DataDir, DatasetFormat, DoctorReport, MethodKind,
-    SamplingParams, TrainConfig,
+    curated::CuratedModel, report::Report, DataDir, DatasetFormat, DoctorReport, SamplingParams,
+    TrainConfig,
 };
 
 /// Errors cross the bridge as the studio's own messages (they name the file, line or key).
@@ -204,17 +204,9 @@ async fn estimate(
     methods::estimate_run(&source.config, &method, &sets, &dev)
 }
 
-/// A run's config from the method and `key=value` pairs, on the best device unless a pair
-/// names one.
+/// A run's config from the method and `key=value` pairs, built as the CLI builds it.
 fn run_config(method: &str, sets: &[String]) -> CommandResult<TrainConfig> {
-    let mut cfg = TrainConfig::for_method(MethodKind::parse(method)?);
-    if !sets.iter().any(|s| s.trim_start().starts_with("device=")) {
-        cfg.device = methods::pick_device(None)?.label();
-    }
-    for pair in sets {
-        cfg.set_pair(pair)?;
-    }
-    Ok(cfg)
+    whetstone_studio::runs::build_config(Some(method), None, sets)
 }
 
 #[tauri::command]
@@ -239,7 +231,7 @@ async fn run_start(
 #[tauri::command]
 async fn run_resume(s: State<'_>, id: String) -> CommandResult<RunView> {
     let view = history::show(&s.store, &id).await.map_err(err)?;
-    if view.status == "completed" {
+    if view.status == whetstone_studio::RunState::Completed {
         return Err(format!("run {id} already completed"));
     }
     s.queue.submit(&id, true).await.map_err(err)?;

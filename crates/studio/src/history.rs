@@ -1,5 +1,6 @@
 //! Run history: list, show, compare and delete runs, and recover runs a crash left behind.
 
+use crate::run_state::RunState;
 use crate::runs::{get, pid_alive, RunError, RunRecord};
 use crate::store::Store;
 use serde::Serialize;
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 #[ts(export)]
 pub struct RunView {
     pub id: String,
-    pub status: String,
+    pub status: RunState,
     pub method: String,
     pub model: String,
     pub dataset: String,
@@ -67,7 +68,7 @@ impl RunView {
         });
         Self {
             id: r.id.clone(),
-            status: r.status.clone(),
+            status: r.status,
             method: r.method.clone(),
             model: r.model_id.clone().unwrap_or_else(|| r.model_path.clone()),
             dataset: r.dataset_id.clone(),
@@ -108,7 +109,7 @@ pub type MetricRow = (&'static str, fn(&RunView) -> String);
 /// The rows `runs compare` prints and `runs report` tabulates, in order.
 pub fn metric_rows() -> Vec<MetricRow> {
     vec![
-        ("status", |r| r.status.clone()),
+        ("status", |r| r.status.to_string()),
         ("method", |r| r.method.clone()),
         ("model", |r| r.model.clone()),
         ("dataset", |r| r.dataset.clone()),
@@ -140,7 +141,8 @@ pub fn metric_rows() -> Vec<MetricRow> {
 /// cut) become `interrupted`, which `resume` accepts. Returns their ids.
 pub async fn recover_interrupted(store: &Store) -> Result<Vec<String>, RunError> {
     let running: Vec<(String, Option<i64>)> =
-        sqlx::query_as("SELECT id, pid FROM runs WHERE status = 'running'")
+        sqlx::query_as("SELECT id, pid FROM runs WHERE status = ?")
+            .bind(RunState::Running)
             .fetch_all(store.pool())
             .await?;
     let mut out = vec![];
@@ -153,12 +155,12 @@ pub async fn recover_interrupted(store: &Store) -> Result<Vec<String>, RunError>
             None => true,
         };
         if gone {
-            sqlx::query(
-                "UPDATE runs SET status = 'interrupted', pid = NULL WHERE id = ? AND status = 'running'",
-            )
-            .bind(&id)
-            .execute(store.pool())
-            .await?;
+            sqlx::query("UPDATE runs SET status = ?, pid = NULL WHERE id = ? AND status = ?")
+                .bind(RunState::Interrupted)
+                .bind(&id)
+                .bind(RunState::Running)
+                .execute(store.pool())
+                .await?;
             out.push(id);
         }
     }
@@ -216,19 +218,20 @@ pub async fn request(store: &Store, id: &str, what: Control) -> Result<RunView, 
         Control::Pause => "pause",
         Control::Stop => "stop",
     };
-    match r.status.as_str() {
-        "running" if r.pid.is_some_and(pid_alive) => {
-            sqlx::query("UPDATE runs SET control = ? WHERE id = ? AND status = 'running'")
+    match r.status {
+        RunState::Running if r.pid.is_some_and(pid_alive) => {
+            sqlx::query("UPDATE runs SET control = ? WHERE id = ? AND status = ?")
                 .bind(word)
                 .bind(id)
+                .bind(RunState::Running)
                 .execute(store.pool())
                 .await?;
         }
-        "queued" | "interrupted" | "paused" | "running" => {
+        RunState::Queued | RunState::Interrupted | RunState::Paused | RunState::Running => {
             let status = if what == Control::Pause {
-                "paused"
+                RunState::Paused
             } else {
-                "cancelled"
+                RunState::Cancelled
             };
             // only if nothing changed it meanwhile (a worker starting it, say)
             sqlx::query(
@@ -236,7 +239,7 @@ pub async fn request(store: &Store, id: &str, what: Control) -> Result<RunView, 
             )
             .bind(status)
             .bind(id)
-            .bind(&r.status)
+            .bind(r.status)
             .execute(store.pool())
             .await?;
         }
@@ -389,7 +392,7 @@ pub async fn compare(store: &Store, ids: &[String]) -> Result<Comparison, RunErr
 /// process is still training is refused.
 pub async fn delete(store: &Store, id: &str) -> Result<RunView, RunError> {
     let r = require(store, id).await?;
-    if r.status == "running" && r.pid.is_some_and(pid_alive) {
+    if r.status == RunState::Running && r.pid.is_some_and(pid_alive) {
         return Err(RunError::User(format!(
             "run {id} is still running (process {}); stop it first",
             r.pid.unwrap_or(0)

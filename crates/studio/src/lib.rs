@@ -17,12 +17,14 @@ pub mod models;
 pub mod paths;
 pub mod queue;
 pub mod report;
+pub mod run_state;
 pub mod runs;
 pub mod samples;
 pub mod store;
 
 pub use doctor::{doctor, DoctorReport};
 pub use paths::DataDir;
+pub use run_state::RunState;
 pub use whetstone_data::DatasetFormat;
 pub use whetstone_engine::{
     Generation, MethodKind, RunStatus, SamplingParams, Summary, TrainConfig, TrainEvent,

@@ -10,6 +10,7 @@
 //! updates (`RecvError::Lagged`) rather than slowing training; the database has everything.
 
 use crate::history::{self, Control};
+use crate::run_state::RunState;
 use crate::runs::{self, ExecOptions, RunError};
 use crate::store::Store;
 use serde::Serialize;
@@ -41,7 +42,7 @@ pub enum QueueUpdate {
     /// The run left the queue: finished, stopped, paused or failed (`error`).
     Ended {
         run_id: String,
-        status: String,
+        status: RunState,
         error: Option<String>,
     },
 }
@@ -208,7 +209,7 @@ impl RunQueue {
                 .await
                 .unwrap_or_else(|_| QueueUpdate::Ended {
                     run_id: job.run_id.clone(),
-                    status: "failed".into(),
+                    status: RunState::Failed,
                     error: Some("the run stopped on an internal error".into()),
                 });
             // off the lane before anyone hears it ended, so `positions` agrees with the news
@@ -220,15 +221,15 @@ impl RunQueue {
     }
 
     async fn run_one(&self, job: &Job, cancel: Arc<AtomicBool>) -> QueueUpdate {
-        let ended = |status: String, error: Option<String>| QueueUpdate::Ended {
+        let ended = |status: RunState, error: Option<String>| QueueUpdate::Ended {
             run_id: job.run_id.clone(),
             status,
             error,
         };
         let run = match runs::get(&self.store, &job.run_id).await {
             Ok(Some(r)) => r,
-            Ok(None) => return ended("failed".into(), Some("the run was deleted".into())),
-            Err(e) => return ended("failed".into(), Some(e.to_string())),
+            Ok(None) => return ended(RunState::Failed, Some("the run was deleted".into())),
+            Err(e) => return ended(RunState::Failed, Some(e.to_string())),
         };
         // events go through a forwarder that sends them in batches
         let (etx, mut erx) = tokio::sync::mpsc::unbounded_channel::<TrainEvent>();
@@ -271,21 +272,25 @@ impl RunQueue {
         let status = history::show(&self.store, &job.run_id)
             .await
             .map(|v| v.status)
-            .unwrap_or_else(|_| "failed".into());
+            .unwrap_or(RunState::Failed);
         match result {
             Ok(_) => ended(status, None),
             Err(e) => {
                 // refused before it started (its dataset gone, nothing to resume from): it is
                 // in no lane any more, so it must not look queued
-                if status == "queued" {
-                    let _ = sqlx::query("UPDATE runs SET status = 'failed', error = ? WHERE id = ? AND status = 'queued'")
-                        .bind(e.to_string())
-                        .bind(&job.run_id)
-                        .execute(self.store.pool())
-                        .await;
+                if status == RunState::Queued {
+                    let _ = sqlx::query(
+                        "UPDATE runs SET status = ?, error = ? WHERE id = ? AND status = ?",
+                    )
+                    .bind(RunState::Failed)
+                    .bind(e.to_string())
+                    .bind(&job.run_id)
+                    .bind(RunState::Queued)
+                    .execute(self.store.pool())
+                    .await;
                 }
-                let status = if status == "queued" {
-                    "failed".into()
+                let status = if status == RunState::Queued {
+                    RunState::Failed
                 } else {
                     status
                 };

@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use whetstone_data::{tokenize_example, ChatTemplate, Dataset, Tokenized};
-use whetstone_engine::trainer::{find_checkpoint, TrainData, TrainSpec};
+use whetstone_engine::train::{find_checkpoint, TrainData, TrainSpec};
 use whetstone_engine::{Summary, TrainConfig, TrainEvent};
 use whetstone_formats::ModelSource;
 
@@ -55,7 +55,7 @@ impl From<DatasetsError> for RunError {
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct RunRecord {
     pub id: String,
-    pub status: String,
+    pub status: crate::run_state::RunState,
     pub method: String,
     pub model_id: Option<String>,
     pub model_path: String,
@@ -86,6 +86,32 @@ impl RunRecord {
         serde_json::from_str(&self.config)
             .map_err(|e| RunError::Internal(format!("run {}: stored config: {e}", self.id)))
     }
+}
+
+/// The run config both front ends build: the defaults, then a TOML file's keys (`toml`:
+/// its text and where it came from, for errors), then the method, then each `key=value`
+/// pair in order. It runs on the best device this machine has unless a setting names one.
+pub fn build_config(
+    method: Option<&str>,
+    toml: Option<(&str, &str)>,
+    pairs: &[String],
+) -> Result<TrainConfig, String> {
+    let mut cfg = TrainConfig::default();
+    // empty until a setting names a device
+    cfg.device.clear();
+    if let Some((text, origin)) = toml {
+        cfg.apply_toml(text, origin)?;
+    }
+    if let Some(m) = method {
+        cfg.set_method(whetstone_engine::MethodKind::parse(m)?);
+    }
+    for p in pairs {
+        cfg.set_pair(p).map_err(|e| format!("{p}: {e}"))?;
+    }
+    if cfg.device.trim().is_empty() {
+        cfg.device = crate::methods::pick_device(None)?.label();
+    }
+    Ok(cfg)
 }
 
 /// What a new run is made of.
@@ -134,9 +160,10 @@ pub async fn create(store: &Store, dir: &DataDir, req: NewRun) -> Result<RunReco
         let run_dir = dir.runs().join(&id);
         let inserted = sqlx::query(
             "INSERT OR IGNORE INTO runs (id, status, method, model_id, model_path, dataset_id, dataset_sha256, config, run_dir, app_version)
-             VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&id)
+        .bind(crate::run_state::RunState::Queued)
         .bind(req.config.method.as_str())
         .bind(&model_id)
         .bind(model_path.to_string_lossy())
@@ -366,7 +393,7 @@ async fn flush(
                              tokens_per_s = ?, peak_mem_bytes = ?, summary = ?, error = ?, pid = NULL,
                              finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
                         )
-                        .bind(status.as_str())
+                        .bind(crate::run_state::RunState::from(*status))
                         .bind(summary.steps_done as i64)
                         .bind(summary.best_eval_loss)
                         .bind(summary.final_train_loss)
@@ -414,7 +441,7 @@ pub async fn execute(
     let cfg = run.config()?;
     let run_dir = PathBuf::from(&run.run_dir);
     let resume_from = if opts.resume {
-        if run.status == "running"
+        if run.status == crate::run_state::RunState::Running
             && run
                 .pid
                 .is_some_and(|p| p != std::process::id() as i64 && pid_alive(p))
@@ -425,7 +452,7 @@ pub async fn execute(
                 run.pid.unwrap_or(0)
             )));
         }
-        if run.status == "completed" {
+        if run.status == crate::run_state::RunState::Completed {
             return Err(RunError::User(format!("run {} already completed", run.id)));
         }
         match find_checkpoint(&run_dir) {
@@ -453,7 +480,7 @@ pub async fn execute(
     // A resumed run forgets what the interrupted process logged after its checkpoint.
     let mut seq: i64 = 0;
     if let Some(ckpt) = &resume_from {
-        let state: whetstone_engine::trainer::CheckpointState =
+        let state: whetstone_engine::train::CheckpointState =
             std::fs::read_to_string(ckpt.join("state.json"))
                 .ok()
                 .and_then(|t| serde_json::from_str(&t).ok())
@@ -475,7 +502,8 @@ pub async fn execute(
             .fetch_one(store.pool())
             .await?;
     }
-    sqlx::query("UPDATE runs SET status = 'running', pid = ?, error = NULL, finished_at = NULL, control = NULL WHERE id = ?")
+    sqlx::query("UPDATE runs SET status = ?, pid = ?, error = NULL, finished_at = NULL, control = NULL WHERE id = ?")
+        .bind(crate::run_state::RunState::Running)
         .bind(std::process::id() as i64)
         .bind(&run.id)
         .execute(store.pool())
@@ -607,8 +635,10 @@ pub async fn execute(
     }
     flush(store, &run.id, &mut seq, &mut batch).await?;
     if requested.as_deref() == Some("pause") {
-        sqlx::query("UPDATE runs SET status = 'paused' WHERE id = ? AND status = 'cancelled'")
+        sqlx::query("UPDATE runs SET status = ? WHERE id = ? AND status = ?")
+            .bind(crate::run_state::RunState::Paused)
             .bind(&run.id)
+            .bind(crate::run_state::RunState::Cancelled)
             .execute(store.pool())
             .await?;
     }
@@ -622,8 +652,9 @@ pub async fn execute(
         .unwrap_or_else(|_| Err(RunError::Internal("the training thread panicked".into())));
     if let Err(e) = &result {
         sqlx::query(
-            "UPDATE runs SET status = 'failed', error = ?, pid = NULL, finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
+            "UPDATE runs SET status = ?, error = ?, pid = NULL, finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
         )
+        .bind(crate::run_state::RunState::Failed)
         .bind(e.to_string())
         .bind(&run.id)
         .execute(store.pool())
@@ -650,4 +681,26 @@ pub async fn adapter_dir(store: &Store, reference: &str) -> Result<PathBuf, RunE
         .map(|n| base.join(n))
         .find(|d| d.join("state.json").exists())
         .ok_or_else(|| RunError::User(format!("run {} has no checkpoint yet", run.id)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_front_ends_get_the_same_config_and_device() {
+        let best = crate::methods::pick_device(None).unwrap().label();
+        let c = build_config(Some("qlora"), None, &["lr=1e-4".to_string()]).unwrap();
+        assert_eq!(c.device, best);
+        assert_eq!(c.method, whetstone_engine::MethodKind::Qlora);
+        assert_eq!(c.lr, Some(1e-4));
+        // a TOML device, or a pair's, is kept; later settings win
+        let c = build_config(None, Some(("device = \"cpu\"\n", "run.toml")), &[]).unwrap();
+        assert_eq!(c.device, "cpu");
+        let c = build_config(Some("lora"), None, &["device=cuda:1".to_string()]).unwrap();
+        assert_eq!(c.device, "cuda:1");
+        let e = build_config(Some("lora"), None, &["lr=abc".to_string()]).unwrap_err();
+        assert!(e.starts_with("lr=abc: "), "{e}");
+        assert!(build_config(Some("nope"), None, &[]).is_err());
+    }
 }

@@ -5,6 +5,7 @@
 import { SvelteMap } from "svelte/reactivity";
 import { api, onQueue, type QueueUpdate, type RunMetrics, type RunView, type TrainEvent } from "./ipc";
 import { dropRowsAfter, RunSeries, StepRate, type CheckpointRow, type LogRow, type SampleRow } from "./series";
+import type { RunState } from "./bindings/RunState";
 
 /** A running run that sent nothing for this long (or for 3 of its recent step intervals,
  *  whichever is longer) says it is stalled. */
@@ -14,7 +15,7 @@ const STALL_INTERVALS = 3;
 /** Logs kept per run in memory (the oldest go first); the database keeps them all. */
 const MAX_LOGS = 5_000;
 /** Statuses a run leaves only by being queued or started again. */
-const TERMINAL = new Set(["completed", "cancelled", "paused", "failed", "diverged", "interrupted"]);
+const TERMINAL = new Set<string>(["completed", "cancelled", "paused", "failed", "diverged", "interrupted"] satisfies RunState[]);
 
 export interface LiveRun {
   id: string;

@@ -222,7 +222,7 @@ export type StepConfig = {
   eval_fraction: number;
 };
 
-/** Optimizer steps the trainer will run (as `trainer.rs`: max_steps, else epochs over the
+/** Optimizer steps the trainer will run (as `engine/src/train/run.rs`: max_steps, else epochs over the
  *  training split in effective batches). */
 export function totalSteps(cfg: StepConfig, records: number): number {
   if (cfg.max_steps != null && cfg.max_steps > 0) return cfg.max_steps;

@@ -1,12 +1,10 @@
 // What a run's status means for the screens: its label key, glyph, tone and allowed actions.
+// The statuses themselves are Rust's `RunState` (generated binding): a status added there fails
+// the type check here until it has a glyph and a tone.
 import type { MessageKey } from "../../lib/i18n";
+import type { RunState } from "../../lib/bindings/RunState";
 
-export const STATUSES = ["queued", "running", "paused", "completed", "cancelled", "interrupted", "failed", "diverged"] as const;
-export type Status = (typeof STATUSES)[number];
-
-export function isStatus(s: string | null | undefined): s is Status {
-  return s != null && (STATUSES as readonly string[]).includes(s);
-}
+export type Status = RunState;
 
 const GLYPH: Record<Status, string> = {
   queued: "○",
@@ -29,6 +27,12 @@ const TONE: Record<Status, "ok" | "warn" | "bad" | "accent" | "muted"> = {
   failed: "bad",
   diverged: "bad",
 };
+
+export const STATUSES = Object.keys(GLYPH) as Status[];
+
+export function isStatus(s: string | null | undefined): s is Status {
+  return s != null && (STATUSES as readonly string[]).includes(s);
+}
 
 export function statusKey(s: string): MessageKey {
   return isStatus(s) ? (`runs.status.${s}` as MessageKey) : "runs.status.unknown";
