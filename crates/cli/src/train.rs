@@ -204,9 +204,16 @@ impl Printer {
                 step,
                 eval_loss,
                 perplexity,
-            } => bar.println(format!(
-                "step {step}: eval loss {eval_loss:.4} · perplexity {perplexity:.2}"
-            )),
+                metrics,
+            } => {
+                let named: String = metrics
+                    .iter()
+                    .map(|(k, v)| format!(" · {} {v:.4}", k.replace('_', " ")))
+                    .collect();
+                bar.println(format!(
+                    "step {step}: eval loss {eval_loss:.4} · perplexity {perplexity:.2}{named}"
+                ))
+            }
             TrainEvent::Sample { step, text, .. } => {
                 bar.println(format!("step {step}: sample: {}", text.trim()))
             }
@@ -437,7 +444,7 @@ pub async fn demo(steps: u64, json: bool) -> anyhow::Result<ExitCode> {
     cfg.save_every = 0;
     cfg.eval_fraction = 0.1;
     cfg.sample_tokens = 0;
-    cfg.lora.dropout = 0.0;
+    cfg.methods.lora.dropout = 0.0;
     let model_path = PathBuf::from(&model.path);
     if !json {
         eprintln!("demo: LoRA (r 8 on q,k,v,o) on {} for {steps} steps, teaching it to extract name, age and city as JSON", model.id);

@@ -36,6 +36,9 @@
 //! `bench/estimate_check.py` compares these numbers with measured peaks.
 
 use crate::config::{MethodKind, TrainConfig};
+use crate::methods::MemoryShape;
+pub use crate::targets::base_params;
+use crate::targets::linear_dims;
 use candle_core::DType;
 use serde::Serialize;
 use whetstone_formats::ModelConfig;
@@ -69,142 +72,9 @@ pub struct Estimate {
     pub total_bytes: u64,
 }
 
-/// `(in, out)` of each decoder linear, by HF module name.
-fn linear_dims(c: &ModelConfig) -> Vec<(&'static str, usize, usize)> {
-    let (h, q, kv, i) = (
-        c.hidden_size,
-        c.num_heads * c.head_dim,
-        c.num_kv_heads * c.head_dim,
-        c.intermediate_size,
-    );
-    if c.fused_projections {
-        return vec![
-            ("qkv_proj", h, q + 2 * kv),
-            ("o_proj", q, h),
-            ("gate_up_proj", h, 2 * i),
-            ("down_proj", i, h),
-        ];
-    }
-    vec![
-        ("q_proj", h, q),
-        ("k_proj", h, kv),
-        ("v_proj", h, kv),
-        ("o_proj", q, h),
-        ("gate_proj", h, i),
-        ("up_proj", h, i),
-        ("down_proj", i, h),
-    ]
-}
-
-/// The modules a target list selects in `c` (none where the list does not fit the model:
-/// the run's validation reports that).
-fn selected(key: &str, targets: &[String], c: &ModelConfig) -> Vec<&'static str> {
-    crate::config::resolve_targets(key, targets, c).unwrap_or_default()
-}
-
-fn is_mlp(module: &str) -> bool {
-    matches!(
-        module,
-        "gate_proj" | "up_proj" | "down_proj" | "gate_up_proj"
-    )
-}
-
-fn has_bias(c: &ModelConfig, module: &str) -> bool {
-    match module {
-        "q_proj" | "k_proj" | "v_proj" | "qkv_proj" => c.qkv_bias,
-        "o_proj" => c.o_bias,
-        _ => c.mlp_bias,
-    }
-}
-
-/// Parameters of one decoder layer.
-fn layer_params(c: &ModelConfig) -> u64 {
-    let lin: usize = linear_dims(c)
-        .iter()
-        .map(|&(m, i, o)| i * o + if has_bias(c, m) { o } else { 0 })
-        .sum();
-    // two norms per layer, four with Gemma's sandwich; Qwen3 / Gemma 3 per-head q/k norms
-    let norms = if c.sandwich_norms { 4 } else { 2 } * c.hidden_size;
-    let qk = if c.qk_norm { 2 * c.head_dim } else { 0 };
-    (lin + norms + qk) as u64
-}
-
-/// All parameters of the base model.
-pub fn base_params(c: &ModelConfig) -> u64 {
-    let embed = (c.vocab_size * c.hidden_size) as u64;
-    let head = if c.tie_word_embeddings { 0 } else { embed };
-    embed + head + c.hidden_size as u64 + c.num_layers as u64 * layer_params(c)
-}
-
 /// Exactly the number of parameters `cfg`'s method trains on this model.
 pub fn trainable_params(c: &ModelConfig, cfg: &TrainConfig) -> u64 {
-    let layers = c.num_layers as u64;
-    let kv = (c.num_kv_heads * c.head_dim) as u64;
-    let targets = |key: &str, list: &[String]| -> Vec<(&'static str, usize, usize)> {
-        let sel = selected(key, list, c);
-        linear_dims(c)
-            .into_iter()
-            .filter(|(m, _, _)| sel.contains(m))
-            .collect()
-    };
-    match cfg.method {
-        MethodKind::Full => base_params(c),
-        MethodKind::Freeze => {
-            let n = cfg.freeze.trainable_layers.min(c.num_layers) as u64;
-            let norm = if cfg.freeze.train_norm {
-                c.hidden_size
-            } else {
-                0
-            } as u64;
-            let head = if cfg.freeze.train_head && !c.tie_word_embeddings {
-                (c.vocab_size * c.hidden_size) as u64
-            } else {
-                0
-            };
-            n * layer_params(c) + norm + head
-        }
-        MethodKind::Lora | MethodKind::Qlora | MethodKind::LoraPlus | MethodKind::Dora => {
-            let r = cfg.lora.r;
-            let dora = cfg.method == MethodKind::Dora;
-            let per: usize = targets("lora.targets", &cfg.lora.targets)
-                .into_iter()
-                .map(|(_, i, o)| r * (i + o) + if dora { o } else { 0 })
-                .sum();
-            layers * per as u64
-        }
-        MethodKind::Ia3 => {
-            let per: usize = targets("ia3.targets", &cfg.ia3.targets)
-                .into_iter()
-                .map(|(m, i, o)| if is_mlp(m) { i } else { o })
-                .sum();
-            layers * per as u64
-        }
-        MethodKind::Bitfit => {
-            let per: usize = linear_dims(c)
-                .iter()
-                .filter(|(m, _, _)| has_bias(c, m) || cfg.bitfit.add_biases)
-                .map(|&(_, _, o)| o)
-                .sum();
-            layers * per as u64
-        }
-        MethodKind::PromptTuning => (cfg.prompt.n_virtual_tokens * c.hidden_size) as u64,
-        MethodKind::PTuningV2 => cfg.prompt.n_virtual_tokens as u64 * layers * 2 * kv,
-        MethodKind::PrefixTuning => {
-            let hidden = match cfg.prefix.encoder_hidden {
-                0 => kv,
-                x => x as u64,
-            };
-            let width = layers * 2 * kv;
-            cfg.prompt.n_virtual_tokens as u64 * kv + kv * hidden + hidden + hidden * width + width
-        }
-        MethodKind::Adapter => {
-            let (bn, h) = (
-                cfg.adapter.width(c.hidden_size) as u64,
-                c.hidden_size as u64,
-            );
-            layers * 2 * (2 * bn * h + bn + h)
-        }
-    }
+    cfg.method.spec().trainable_params(&cfg.methods, c)
 }
 
 /// Measured on this implementation (bench/estimate_check.py, SmolLM2-135M on the CPU): what
@@ -216,7 +86,7 @@ const LORA_SLACK: f64 = 2.0;
 
 /// Floats kept per token row in one layer for the backward pass, for a key length of
 /// `keys` (the sequence, plus virtual tokens), with the measured slack applied.
-fn layer_floats_per_row(c: &ModelConfig, cfg: &TrainConfig, keys: usize) -> f64 {
+fn layer_floats_per_row(c: &ModelConfig, m: &MemoryShape, keys: usize) -> f64 {
     let (h, q, kv, i) = (
         c.hidden_size,
         c.num_heads * c.head_dim,
@@ -229,30 +99,7 @@ fn layer_floats_per_row(c: &ModelConfig, cfg: &TrainConfig, keys: usize) -> f64 
         0
     };
     let base = 4 * h + (4 * q + 4 * kv + repeated) + 2 * c.num_heads * keys + q + h + 4 * i + h;
-    let lora: usize = match cfg.method {
-        m if m.is_lora() => linear_dims(c)
-            .iter()
-            .filter(|(name, _, _)| selected("lora.targets", &cfg.lora.targets, c).contains(name))
-            .map(|&(_, inp, out)| {
-                let dropped = if cfg.lora.dropout > 0.0 { 2 * inp } else { 0 };
-                let dora = if m == MethodKind::Dora { 4 * out } else { 0 };
-                dropped + cfg.lora.r + 3 * out + dora
-            })
-            .sum(),
-        _ => 0,
-    };
-    let extra: usize = match cfg.method {
-        m if m.is_lora() => 0,
-        MethodKind::Ia3 => linear_dims(c)
-            .iter()
-            .filter(|(name, _, _)| selected("ia3.targets", &cfg.ia3.targets, c).contains(name))
-            .map(|&(name, inp, out)| if is_mlp(name) { inp } else { out })
-            .sum(),
-        MethodKind::Adapter => 2 * (2 * cfg.adapter.width(h) + 2 * h),
-        MethodKind::Bitfit => 7 * h.max(i),
-        _ => 0,
-    };
-    LAYER_SLACK * (base + extra) as f64 + LORA_SLACK * lora as f64
+    LAYER_SLACK * (base + m.extra_floats) as f64 + LORA_SLACK * m.low_rank_floats as f64
 }
 
 /// Estimate a training run of `cfg` on a model of `c`, on a device that does (`native_bf16`)
@@ -268,39 +115,22 @@ pub fn estimate(c: &ModelConfig, cfg: &TrainConfig, native_bf16: bool) -> Estima
             .iter()
             .map(|&(_, i, o)| (i * o) as u64)
             .sum::<u64>();
-    let weight_bytes = match cfg.method {
-        MethodKind::Qlora => {
-            let nf4 = linear_params / 2 + linear_params / 64 + 4 * linear_params / (64 * 256);
-            e * (base - linear_params) + nf4
-        }
-        _ => e * base,
+    let shape = cfg.method.spec().memory(&cfg.methods, c);
+    let weight_bytes = if shape.nf4_base {
+        let nf4 = linear_params / 2 + linear_params / 64 + 4 * linear_params / (64 * 256);
+        e * (base - linear_params) + nf4
+    } else {
+        e * base
     };
     // Full/Freeze train base tensors in place: only gradients (and masters) come on top
-    let per_param = match cfg.method {
-        MethodKind::Full | MethodKind::Freeze => 20 - e,
-        _ => 20,
-    };
+    let per_param = if shape.trains_base { 20 - e } else { 20 };
     let optimizer_bytes = per_param * trainable;
-    let virtual_tokens = match cfg.method {
-        MethodKind::PromptTuning | MethodKind::PrefixTuning | MethodKind::PTuningV2 => {
-            cfg.prompt.n_virtual_tokens
-        }
-        _ => 0,
-    };
     let t = cfg.seq_len;
-    let rows = (cfg.batch_size
-        * (t + if cfg.method == MethodKind::PromptTuning {
-            virtual_tokens
-        } else {
-            0
-        })) as u64;
+    let rows = (cfg.batch_size * (t + shape.extra_rows)) as u64;
     let per_layer =
-        (e as f64 * rows as f64 * layer_floats_per_row(c, cfg, t + virtual_tokens)) as u64;
+        (e as f64 * rows as f64 * layer_floats_per_row(c, &shape, t + shape.extra_keys)) as u64;
     // layers below the first trainable tensor build no graph (Freeze trains only the last few)
-    let tracked = match cfg.method {
-        MethodKind::Freeze => (cfg.freeze.trainable_layers.min(c.num_layers) as u64).max(1),
-        _ => layers,
-    };
+    let tracked = shape.tracked_layers.map_or(layers, |n| n as u64);
     let kept = if cfg.gradient_checkpointing {
         tracked * e * rows * c.hidden_size as u64 + per_layer
     } else {
@@ -363,17 +193,17 @@ mod tests {
                 let mut model = tiny_model(DType::F32, 2);
                 let mut cfg = TrainConfig::for_method(method);
                 if variant == 1 {
-                    cfg.lora.r = 3;
-                    cfg.lora.targets = vec!["k_proj".into(), "down_proj".into()];
-                    cfg.ia3.targets = vec!["q_proj".into(), "up_proj".into()];
-                    cfg.prompt.n_virtual_tokens = 7;
-                    cfg.prefix.encoder_hidden = 10;
-                    cfg.adapter.bottleneck = Some(5);
-                    cfg.freeze.trainable_layers = 1;
-                    cfg.freeze.train_norm = false;
-                    cfg.bitfit.add_biases = true;
+                    cfg.methods.lora.r = 3;
+                    cfg.methods.lora.targets = vec!["k_proj".into(), "down_proj".into()];
+                    cfg.methods.ia3.targets = vec!["q_proj".into(), "up_proj".into()];
+                    cfg.methods.prompt.n_virtual_tokens = 7;
+                    cfg.methods.prefix.encoder_hidden = 10;
+                    cfg.methods.adapter.bottleneck = Some(5);
+                    cfg.methods.freeze.trainable_layers = 1;
+                    cfg.methods.freeze.train_norm = false;
+                    cfg.methods.bitfit.add_biases = true;
                 }
-                let params = methods::apply(&mut model, &cfg).unwrap();
+                let params = methods::apply(&mut model, &cfg.method_args()).unwrap();
                 let made: usize = params.iter().map(|p| p.var.elem_count()).sum();
                 assert_eq!(
                     trainable_params(&model.config, &cfg),

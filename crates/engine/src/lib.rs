@@ -17,9 +17,11 @@ pub mod optim;
 pub mod params;
 pub mod quant;
 pub mod rope;
+pub mod setting;
+pub mod targets;
 pub mod train;
 
-pub use config::{MethodKind, Schedule, TrainConfig};
+pub use config::{MethodKind, ObjectiveKind, Schedule, TrainConfig};
 pub use device::{detect_devices, DeviceInfo, DeviceKind};
 pub use generate::{generate, FinishReason, Generation, SamplingParams};
 pub use model::{DecoderModel, KvCache};

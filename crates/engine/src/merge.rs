@@ -161,11 +161,11 @@ mod tests {
             let mut model = tiny_model(DType::F64, 3);
             let plain = model.token_nll(&ids, Ops::Differentiable).unwrap();
             let mut cfg = TrainConfig::for_method(method);
-            cfg.lora.targets = crate::config::LORA_TARGETS.map(String::from).to_vec();
-            cfg.lora.rslora = tweak == Some("rslora");
-            cfg.bitfit.add_biases = tweak == Some("add_biases");
-            cfg.ia3.targets = vec!["k_proj".into(), "v_proj".into(), "down_proj".into()];
-            let params = apply(&mut model, &cfg).unwrap();
+            cfg.methods.lora.targets = crate::config::LORA_TARGETS.map(String::from).to_vec();
+            cfg.methods.lora.rslora = tweak == Some("rslora");
+            cfg.methods.bitfit.add_biases = tweak == Some("add_biases");
+            cfg.methods.ia3.targets = vec!["k_proj".into(), "v_proj".into(), "down_proj".into()];
+            let params = apply(&mut model, &cfg.method_args()).unwrap();
             randomise(&params);
             let before = model.token_nll(&ids, Ops::Differentiable).unwrap();
             let moved = max_abs_diff(&plain, &before);
@@ -195,7 +195,7 @@ mod tests {
             MethodKind::PTuningV2,
         ] {
             let mut model = tiny_model(DType::F32, 3);
-            apply(&mut model, &TrainConfig::for_method(method)).unwrap();
+            apply(&mut model, &TrainConfig::for_method(method).method_args()).unwrap();
             let e = merge_in_place(&mut model).unwrap_err();
             assert!(
                 e.contains("no base weight") || e.contains("non-linear"),

@@ -1,6 +1,6 @@
 //! Writing GGUF files llama.cpp (and so Ollama) loads: LoRA adapters and merged models.
 //!
-//! Facts this module keeps (FORMATS.md): an adapter says `general.type = "adapter"`,
+//! Facts this module keeps (docs/formats.md#gguf-lora-adapter): an adapter says `general.type = "adapter"`,
 //! `adapter.type = "lora"` and `adapter.lora.alpha` as a float32; its tensors are the base
 //! tensor's name plus `.lora_a` (`[r, in]` in PyTorch order) and `.lora_b` (`[out, r]`);
 //! llama.cpp scales by `alpha / r` only, so rsLoRA's `alpha / √r` is written as

@@ -157,6 +157,11 @@ const ENTRIES: &[Entry] = &[
     },
 ];
 
+/// The shape of curated model `id` as a model config (no download needed).
+pub fn model_config(id: &str) -> Option<ModelConfig> {
+    ENTRIES.iter().find(|e| e.id == id).map(config)
+}
+
 fn config(e: &Entry) -> ModelConfig {
     let (vocab, hidden, inter, layers, heads, kv, head_dim, tied) = e.shape;
     let gemma = e.family.is_gemma();

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-/// `runs show --json`: the fields DESIGN.md §3 promises, then more.
+/// `runs show --json`: the fields docs/design.md#run-history promises, then more.
 #[derive(Debug, Clone, Serialize, ts_rs::TS)]
 #[ts(export)]
 pub struct RunView {
@@ -469,9 +469,50 @@ pub struct RunMetrics {
     pub run: RunView,
     pub train: TrainSeries,
     pub eval: EvalSeries,
+    /// The objective's metrics beyond the loss, by name (`token_accuracy`, ...).
+    pub named: Vec<NamedSeries>,
     pub samples: Vec<SampleView>,
     pub logs: Vec<LogLine>,
     pub checkpoints: Vec<CheckpointView>,
+}
+
+/// One named metric of a run: its train and eval points.
+#[derive(Debug, Clone, Default, Serialize, ts_rs::TS)]
+#[ts(export)]
+pub struct NamedSeries {
+    pub name: String,
+    pub train_step: Vec<f64>,
+    pub train: Vec<f64>,
+    pub eval_step: Vec<f64>,
+    pub eval: Vec<f64>,
+}
+
+/// Every named metric of run `id`, by name.
+pub async fn named_metrics(store: &Store, id: &str) -> Result<Vec<NamedSeries>, RunError> {
+    let rows: Vec<(String, String, i64, f64)> = sqlx::query_as(
+        "SELECT name, kind, step, value FROM run_metric_values WHERE run_id = ? ORDER BY name, kind, step",
+    )
+    .bind(id)
+    .fetch_all(store.pool())
+    .await?;
+    let mut out: Vec<NamedSeries> = vec![];
+    for (name, kind, step, value) in rows {
+        if out.last().is_none_or(|s| s.name != name) {
+            out.push(NamedSeries {
+                name: name.clone(),
+                ..NamedSeries::default()
+            });
+        }
+        let s = out.last_mut().expect("pushed above");
+        if kind == "eval" {
+            s.eval_step.push(step as f64);
+            s.eval.push(value);
+        } else {
+            s.train_step.push(step as f64);
+            s.train.push(value);
+        }
+    }
+    Ok(out)
 }
 
 type MetricRowDb = (
@@ -552,10 +593,12 @@ pub async fn metrics(store: &Store, id: &str) -> Result<RunMetrics, RunError> {
             }),
         }
     }
+    let named = named_metrics(store, id).await?;
     Ok(RunMetrics {
         run,
         train,
         eval,
+        named,
         samples,
         logs,
         checkpoints,

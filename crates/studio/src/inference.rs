@@ -97,7 +97,7 @@ pub fn with_adapter(
     Ok((model, started.elapsed().as_secs_f64()))
 }
 
-/// `score --json`: field names are a contract (DESIGN.md §3).
+/// `score --json`: field names are a contract (docs/design.md#scoring).
 #[derive(Debug, Clone, Serialize)]
 pub struct ScoreReport {
     pub model: String,

@@ -1,16 +1,16 @@
-//! The method comparison table (METHODS.md) with live numbers for one model on one device.
+//! The method comparison table with live numbers for one model on one device.
 //!
-//! The descriptive columns are fixed; trainable parameters, memory and whether it fits are
+//! The descriptive columns come from each method's `describe()`; trainable parameters, memory and whether it fits are
 //! computed by `whetstone_engine::estimate` for the chosen model, run settings and device.
 
 use candle_core::DType;
 use serde::Serialize;
-use whetstone_engine::config::{KeyKind, KEY_INFO};
+use whetstone_engine::config::{key_info, KeyKind};
 use whetstone_engine::estimate::{estimate, Estimate};
 use whetstone_engine::{detect_devices, DeviceInfo, DeviceKind, MethodKind, TrainConfig};
 use whetstone_formats::ModelConfig;
 
-/// One row of the table; field names are a stable contract (DESIGN.md §3).
+/// One row of the table; field names are a stable contract (docs/design.md#comparison-table).
 #[derive(Debug, Clone, Serialize, ts_rs::TS)]
 #[ts(export)]
 pub struct MethodRow {
@@ -35,108 +35,6 @@ pub struct MethodRow {
     pub estimate: Estimate,
 }
 
-/// `(name, changes architecture, inference latency, compute, use case, difficulty)`.
-fn columns(m: MethodKind) -> [&'static str; 6] {
-    match m {
-        MethodKind::Full => [
-            "Full fine-tuning",
-            "no",
-            "none",
-            "very high",
-            "plenty of hardware, maximum quality",
-            "medium",
-        ],
-        MethodKind::Freeze => [
-            "Freeze (last layers)",
-            "no",
-            "none",
-            "high",
-            "cheap partial update, small data",
-            "low",
-        ],
-        MethodKind::Lora => [
-            "LoRA",
-            "no (mergeable)",
-            "none after merge",
-            "low",
-            "the general default",
-            "low",
-        ],
-        MethodKind::Qlora => [
-            "QLoRA",
-            "no (mergeable)",
-            "none after merge",
-            "very low memory, slower step",
-            "one consumer GPU, big model",
-            "medium",
-        ],
-        MethodKind::Dora => [
-            "DoRA",
-            "no (mergeable)",
-            "none after merge",
-            "low-medium",
-            "better than LoRA at small r",
-            "medium",
-        ],
-        MethodKind::LoraPlus => [
-            "LoRA+",
-            "no",
-            "none",
-            "low",
-            "faster LoRA convergence",
-            "low",
-        ],
-        MethodKind::Ia3 => [
-            "(IA)3",
-            "no (mergeable)",
-            "none after merge",
-            "very low",
-            "fewest parameters",
-            "low",
-        ],
-        MethodKind::Bitfit => [
-            "BitFit",
-            "no",
-            "none",
-            "very low",
-            "quick baseline",
-            "very low",
-        ],
-        MethodKind::PromptTuning => [
-            "Prompt tuning",
-            "input only",
-            "a few extra tokens",
-            "very low",
-            "large models, many tasks",
-            "medium",
-        ],
-        MethodKind::PrefixTuning => [
-            "Prefix tuning",
-            "attention only",
-            "a few extra KV",
-            "low",
-            "generation tasks, many tasks",
-            "medium",
-        ],
-        MethodKind::PTuningV2 => [
-            "P-Tuning v2",
-            "attention only",
-            "a few extra KV",
-            "low",
-            "generation tasks, many tasks",
-            "medium",
-        ],
-        MethodKind::Adapter => [
-            "Adapter (Houlsby)",
-            "yes (serial layers)",
-            "small added",
-            "low",
-            "modular multi-task",
-            "medium",
-        ],
-    }
-}
-
 /// Memory the device can give a run: 90 % of it (the OS, the window and the driver keep the rest).
 pub fn usable_bytes(device: &DeviceInfo) -> Option<u64> {
     device.memory_bytes.map(|b| b / 10 * 9)
@@ -158,9 +56,9 @@ pub fn table(
             cfg.set_pair(s).map_err(|e| format!("--set {s}: {e}"))?;
         }
         let mut notes = vec![];
-        let applicable = m != MethodKind::Bitfit || has_bias || cfg.bitfit.add_biases;
+        let applicable = m != MethodKind::Bitfit || has_bias || cfg.methods.bitfit.add_biases;
         if m == MethodKind::Bitfit && !has_bias {
-            cfg.bitfit.add_biases = true;
+            cfg.methods.bitfit.add_biases = true;
             notes.push(format!(
                 "this {} model has no biases: BitFit applies only with bitfit.add_biases=true (zero-initialised biases are added and trained)",
                 model.family.as_str()
@@ -174,15 +72,13 @@ pub fn table(
             for s in sets {
                 c.set_pair(s).map_err(|e| format!("--set {s}: {e}"))?;
             }
-            c.lora
+            c.methods.lora
         };
         if m == MethodKind::Qlora
-            && (cfg.lora.r != lora_row.r || cfg.lora.targets != lora_row.targets)
+            && (cfg.methods.lora.r != lora_row.r || cfg.methods.lora.targets != lora_row.targets)
         {
-            let same = TrainConfig {
-                lora: lora_row.clone(),
-                ..cfg.clone()
-            };
+            let mut same = cfg.clone();
+            same.methods.lora = lora_row.clone();
             let at_lora = estimate(model, &same, device.bf16);
             // the modules this model has, as training will pick them
             let modules = |t: &[String]| {
@@ -192,8 +88,8 @@ pub fn table(
             };
             notes.push(format!(
                 "QLoRA's own adapter defaults: r {} on {} (the LoRA row: r {} on {}); with LoRA's adapter settings the estimate is {:.2} GiB",
-                cfg.lora.r,
-                modules(&cfg.lora.targets),
+                cfg.methods.lora.r,
+                modules(&cfg.methods.lora.targets),
                 lora_row.r,
                 modules(&lora_row.targets),
                 at_lora.total_bytes as f64 / (1u64 << 30) as f64
@@ -212,19 +108,19 @@ pub fn table(
             );
         }
         let est = estimate(model, &cfg, device.bf16);
-        let [name, arch, latency, compute, use_case, difficulty] = columns(m);
+        let d = m.spec().describe();
         rows.push(MethodRow {
             id: m,
-            name,
+            name: d.name,
             trainable_params: est.trainable_params,
             trainable_percent: est.trainable_percent,
             est_memory_bytes: est.total_bytes,
             fits_device: usable.is_none_or(|u| est.total_bytes <= u),
-            changes_architecture: arch,
-            inference_latency: latency,
-            compute,
-            use_case,
-            difficulty,
+            changes_architecture: d.changes_architecture,
+            inference_latency: d.inference_latency,
+            compute: d.compute,
+            use_case: d.use_case,
+            difficulty: d.difficulty,
             applicable,
             recommended: false,
             notes: notes.join("; "),
@@ -337,8 +233,7 @@ pub fn settings_schema(method: &str, sets: &[String]) -> Result<Vec<SettingSpec>
     for s in sets {
         cfg.set_pair(s).map_err(|e| format!("--set {s}: {e}"))?;
     }
-    Ok(KEY_INFO
-        .iter()
+    Ok(key_info()
         .map(|k| SettingSpec {
             key: k.key.to_string(),
             value: cfg.get(k.key).unwrap_or_default(),
@@ -355,6 +250,84 @@ pub fn settings_schema(method: &str, sets: &[String]) -> Result<Vec<SettingSpec>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The engine's facts the UI's mocked backend (Playwright, Vitest) works from: every
+    /// key with its help, every method's table columns, default learning rate, default
+    /// config and the keys that apply to it, and trainable-parameter counts on SmolLM2-135M
+    /// for a grid of settings, which the mock's own count is checked against. Written here
+    /// so the mock never re-states what Rust defines; on CI a stale committed file fails.
+    #[test]
+    fn engine_facts_for_the_ui_mock() {
+        let smol = crate::curated::model_config("HuggingFaceTB/SmolLM2-135M-Instruct").unwrap();
+        let keys: Vec<serde_json::Value> = key_info()
+            .map(|k| {
+                serde_json::json!({
+                    "key": k.key, "group": k.group, "kind": k.kind, "help": k.help,
+                    "choices": k.choices,
+                })
+            })
+            .collect();
+        let grid: &[&[&str]] = &[
+            &[],
+            &["lora.r=4"],
+            &["lora.r=16", "lora.targets=all-linear"],
+            &["lora.targets=q_proj,v_proj,down_proj"],
+            &["ia3.targets=all-linear"],
+            &["prompt.n_virtual_tokens=10"],
+            &["prefix.encoder_hidden=128"],
+            &["adapter.bottleneck=32"],
+            &["freeze.trainable_layers=4", "freeze.train_norm=false"],
+            &["bitfit.add_biases=true"],
+        ];
+        let methods: Vec<serde_json::Value> = MethodKind::ALL
+            .into_iter()
+            .map(|m| {
+                let d = m.spec().describe();
+                let config = TrainConfig::for_method(m);
+                let trainable: Vec<serde_json::Value> = grid
+                    .iter()
+                    .map(|sets| {
+                        let mut c = config.clone();
+                        for s in *sets {
+                            c.set_pair(s).unwrap();
+                        }
+                        let n = whetstone_engine::estimate::trainable_params(&smol, &c);
+                        serde_json::json!({ "sets": sets, "params": n })
+                    })
+                    .collect();
+                let applies: Vec<&str> = key_info()
+                    .map(|k| k.key)
+                    .filter(|k| config.key_applies(k))
+                    .collect();
+                serde_json::json!({
+                    "id": m,
+                    "columns": [d.name, d.changes_architecture, d.inference_latency, d.compute, d.use_case, d.difficulty],
+                    "default_lr": m.default_lr(),
+                    "config": config,
+                    "applies": applies,
+                    "trainable_smollm2": trainable,
+                })
+            })
+            .collect();
+        let facts = serde_json::json!({
+            "generated_by": "crates/studio/src/methods.rs engine_facts_for_the_ui_mock (cargo test); do not edit",
+            "smollm2_params": whetstone_engine::estimate::base_params(&smol),
+            "keys": keys,
+            "methods": methods,
+        });
+        let text = serde_json::to_string_pretty(&facts).unwrap() + "\n";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../ui/tests/mock/engine-facts.json");
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        if old != text {
+            std::fs::write(&path, &text).unwrap();
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{} was stale (rewritten now): commit it",
+                path.display()
+            );
+        }
+    }
 
     fn cpu() -> DeviceInfo {
         DeviceInfo {

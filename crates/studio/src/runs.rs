@@ -306,6 +306,29 @@ pub(crate) fn pid_alive(pid: i64) -> bool {
     pid == std::process::id() as i64 || Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// An objective's named metrics of one step or evaluation, one row each.
+async fn insert_named(
+    tx: &mut sqlx::SqliteConnection,
+    run_id: &str,
+    kind: &str,
+    step: u64,
+    metrics: &whetstone_engine::train::Metrics,
+) -> Result<(), RunError> {
+    for (name, value) in metrics.iter().filter(|(_, v)| v.is_finite()) {
+        sqlx::query(
+            "INSERT OR REPLACE INTO run_metric_values (run_id, kind, step, name, value) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(run_id)
+        .bind(kind)
+        .bind(step as i64)
+        .bind(name)
+        .bind(value)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
 /// Persist a batch of events (each with the seconds of training when it arrived) in one
 /// transaction.
 async fn flush(
@@ -329,6 +352,7 @@ async fn flush(
                 tokens_per_s,
                 mem_bytes,
                 tokens,
+                metrics,
                 ..
             } => {
                 sqlx::query(
@@ -346,12 +370,14 @@ async fn flush(
                 .bind(time_s)
                 .execute(&mut *tx)
                 .await?;
+                insert_named(&mut tx, run_id, "train", *step, metrics).await?;
                 steps_done = Some(*step as i64);
             }
             TrainEvent::Eval {
                 step,
                 eval_loss,
                 perplexity,
+                metrics,
             } => {
                 sqlx::query(
                     "INSERT OR REPLACE INTO run_metrics (run_id, kind, step, loss, perplexity, time_s) VALUES (?, 'eval', ?, ?, ?, ?)",
@@ -363,6 +389,7 @@ async fn flush(
                 .bind(time_s)
                 .execute(&mut *tx)
                 .await?;
+                insert_named(&mut tx, run_id, "eval", *step, metrics).await?;
             }
             other => {
                 let v = serde_json::to_value(other).unwrap_or(Value::Null);
@@ -487,11 +514,15 @@ pub async fn execute(
                 .ok_or_else(|| {
                     RunError::User(format!("{}: unreadable checkpoint state", ckpt.display()))
                 })?;
-        sqlx::query("DELETE FROM run_metrics WHERE run_id = ? AND step > ?")
+        for table in ["run_metrics", "run_metric_values"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE run_id = ? AND step > ?"
+            ))
             .bind(&run.id)
             .bind(state.step as i64)
             .execute(store.pool())
             .await?;
+        }
         sqlx::query("DELETE FROM run_events WHERE run_id = ? AND step > ?")
             .bind(&run.id)
             .bind(state.step as i64)
@@ -530,7 +561,7 @@ pub async fn execute(
                 &model_path,
                 &device,
                 dtype,
-                cfg.method == whetstone_engine::MethodKind::Qlora,
+                cfg.method.spec().quantizes_base(),
             )
             .map_err(|e| RunError::User(e.to_string()))?;
             let data = dataset.load().map_err(RunError::from)?;

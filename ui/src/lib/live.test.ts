@@ -29,7 +29,7 @@ function setup() {
 }
 
 function step(s: number, loss = 2): TrainEvent {
-  return { event: "step", step: s, loss, lr: 1e-4, grad_norm: 0.5, tokens_per_s: 900, mem_bytes: 3 * 2 ** 30, epoch: 0, tokens: s * 100 };
+  return { event: "step", step: s, loss, lr: 1e-4, grad_norm: 0.5, tokens_per_s: 900, mem_bytes: 3 * 2 ** 30, epoch: 0, tokens: s * 100, metrics: {} };
 }
 
 function view(id: string, over: Partial<RunView> = {}): RunView {
@@ -87,7 +87,7 @@ describe("live store", () => {
     expect(d.series.train.time_s[9]).toBeCloseTo(10);
     expect(d.series.loss.length).toBe(10);
 
-    t.emit({ update: "events", run_id: "run-1", events: [{ event: "eval", step: 10, eval_loss: 1.9, perplexity: 6.7 }, { event: "sample", step: 10, prompt: "Hi", text: "Hello" }] });
+    t.emit({ update: "events", run_id: "run-1", events: [{ event: "eval", step: 10, eval_loss: 1.9, perplexity: 6.7, metrics: {} }, { event: "sample", step: 10, prompt: "Hi", text: "Hello" }] });
     expect(d.series.eval.step).toEqual([10]);
     expect(d.series.eval.tokens).toEqual([1000]);
     expect(d.series.loss.ys[1][9]).toBe(1.9);
@@ -104,6 +104,7 @@ describe("live store", () => {
       run: view("run-2", { steps_done: 3 }),
       train: { step: [1, 2, 3], loss: [3, 2.5, 2], lr: [1, 1, 1], grad_norm: [1, 1, 1], tokens_per_s: [1, 1, 1], mem_bytes: [1, 1, 1], tokens: [1, 2, 3], time_s: [1, 2, 3] },
       eval: { step: [0], loss: [3.5], perplexity: [33], tokens: [0], time_s: [0] },
+      named: [],
       samples: [],
       logs: [],
       checkpoints: [],
@@ -179,7 +180,7 @@ describe("live store", () => {
     const ev: TrainEvent[] = [];
     for (let s = 1; s <= 10; s++) ev.push(step(s, 3 - s / 10));
     ev.push(
-      { event: "eval", step: 5, eval_loss: 2.5, perplexity: 12 },
+      { event: "eval", step: 5, eval_loss: 2.5, perplexity: 12, metrics: {} },
       { event: "sample", step: 5, prompt: "p", text: "five" },
       { event: "checkpoint", step: 5, path: "/r/ckpt-5", best: true },
       { event: "log", step: 5, level: "info", message: "saved 5" },
@@ -189,7 +190,7 @@ describe("live store", () => {
       update: "events",
       run_id: "r",
       events: [
-        { event: "eval", step: 8, eval_loss: 2.2, perplexity: 9 },
+        { event: "eval", step: 8, eval_loss: 2.2, perplexity: 9, metrics: {} },
         { event: "sample", step: 8, prompt: "p", text: "eight" },
         { event: "checkpoint", step: 8, path: "/r/ckpt-8", best: true },
         { event: "log", step: 9, level: "info", message: "late" },
@@ -238,6 +239,7 @@ describe("live store", () => {
         mem_bytes: Array(10).fill(1), tokens: Array(10).fill(1), time_s: Array(10).fill(1),
       },
       eval: { step: [5, 8], loss: [2.5, 2.2], perplexity: [12, 9], tokens: [1, 1], time_s: [1, 1] },
+      named: [],
       samples: [{ step: 5, prompt: "p", text: "five" }, { step: 8, prompt: "p", text: "eight" }],
       logs: [{ step: 9, level: "info", message: "late" }],
       checkpoints: [{ step: 8, path: "/r/ckpt-8", best: true }],

@@ -114,7 +114,7 @@ describe("RunSeries", () => {
 
     // Live events replayed from before the load arrived (steps ≤ N) and new ones.
     for (let s = N - 10; s <= N + 10; s++) {
-      series.addStepEvent({ event: "step", step: s, loss: 1, lr: 1e-4, grad_norm: 1, tokens_per_s: 1, mem_bytes: 2 ** 31, epoch: 1, tokens: s }, s);
+      series.addStepEvent({ event: "step", step: s, loss: 1, lr: 1e-4, grad_norm: 1, tokens_per_s: 1, mem_bytes: 2 ** 31, epoch: 1, tokens: s, metrics: {} }, s);
     }
     expect(series.train.step.length).toBe(N + 10);
     expect(series.memGiB.length).toBe(N + 10);
@@ -122,7 +122,7 @@ describe("RunSeries", () => {
     expect(series.loss.length).toBe(N + 11);
     expect(series.lastTrainStep).toBe(N + 10);
 
-    series.addEvalEvent({ event: "eval", step: N + 10, eval_loss: 1.2, perplexity: 3.3 }, 5);
+    series.addEvalEvent({ event: "eval", step: N + 10, eval_loss: 1.2, perplexity: 3.3, metrics: {} }, 5);
     expect(series.eval.tokens[series.eval.step.length - 1]).toBe(N + 10);
     expect(series.loss.ys[1][series.loss.length - 1]).toBe(1.2);
   });

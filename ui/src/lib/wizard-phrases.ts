@@ -1,4 +1,4 @@
-// The method table's descriptive words come from the backend in English (METHODS.md);
+// The method table's descriptive words come from the backend in English (docs/methods.md#comparison-table);
 // where the English matches a catalog entry, show that entry in the current language.
 import { en } from "./messages/wizard";
 import type { MessageKey } from "./i18n";

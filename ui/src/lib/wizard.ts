@@ -96,7 +96,7 @@ export function numberSetting(sets: readonly string[], key: string, fallback: nu
 
 // --- method table -------------------------------------------------------------------------
 
-/** Compute cost, cheapest first (the table's descriptive column, as METHODS.md words it). */
+/** Compute cost, cheapest first (the table's descriptive column, as docs/methods.md#comparison-table words it). */
 const COMPUTE_RANK: Record<string, number> = {
   "very low": 0,
   low: 1,

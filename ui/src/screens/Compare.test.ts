@@ -30,6 +30,7 @@ function metrics(run: RunView, offset: number): RunMetrics {
       time_s: step.map((s) => s * 1.5 + offset),
     },
     eval: { step: [0, 4], loss: [3.2, 2.5 - offset], perplexity: [24, 12], tokens: [0, 400], time_s: [0, 6] },
+    named: [],
     samples: [],
     logs: [],
     checkpoints: [],

@@ -164,7 +164,7 @@ describe("Runs screen", () => {
       run_id: "run-l1",
       events: [
         { event: "started", step: 0, total_steps: 50, train_records: 10, eval_records: 2, trainable_params: 1, total_params: 2, resumed_from: null },
-        { event: "step", step: 7, loss: 2, lr: 1e-4, grad_norm: 1, tokens_per_s: 800, mem_bytes: 1, epoch: 0, tokens: 700 },
+        { event: "step", step: 7, loss: 2, lr: 1e-4, grad_norm: 1, tokens_per_s: 800, mem_bytes: 1, epoch: 0, tokens: 700, metrics: {} },
       ],
     });
     await waitFor(() => expect(cell("run-l1", 2).querySelector("[data-status]")?.getAttribute("data-status")).toBe("running"));

@@ -223,7 +223,7 @@ function parseMethod(m: string): MethodKind {
   return m as MethodKind;
 }
 
-function configWith(method: MethodKind, sets: string[]): TrainConfig {
+export function configWith(method: MethodKind, sets: string[]): TrainConfig {
   const cfg = configFor(method);
   for (const s of sets) setPair(cfg, s);
   return cfg;
@@ -281,6 +281,7 @@ function emptyMetrics(view: RunView): RunMetrics {
     run: view,
     train: { step: [], loss: [], lr: [], grad_norm: [], tokens_per_s: [], mem_bytes: [], tokens: [], time_s: [] },
     eval: { step: [], loss: [], perplexity: [], tokens: [], time_s: [] },
+    named: [],
     samples: [],
     logs: [],
     checkpoints: [],
@@ -637,7 +638,8 @@ export class MockBackend {
     this.requireModel(model);
     if (device) this.checkDevice(device);
     return METHOD_IDS.map((id) => {
-      const cfg = configFor(id);
+      // as the engine's table: BitFit on a bias-free model is counted with added biases
+      const cfg = id === "bitfit" ? configWith(id, ["bitfit.add_biases=true"]) : configFor(id);
       const e = estimateFor(cfg);
       const [name, arch, latency, compute, useCase, difficulty] = METHOD_COLUMNS[id];
       const notes: string[] = [];
@@ -763,6 +765,7 @@ export class MockBackend {
           mem_bytes: 1_610_612_736 + Math.round(noise() * 30 * MiB),
           epoch: (s * cfg.batch_size) / TRAIN_RECORDS,
           tokens,
+          metrics: {},
         },
         time,
       );
@@ -853,7 +856,7 @@ export class MockBackend {
     const noise = rng(r.view.id.length * 7919 + total);
     if (!resumed) {
       const e0 = lossAt(0, total, noise, 0.45) + 0.05;
-      first.push({ event: "eval", step: 0, eval_loss: e0, perplexity: Math.exp(e0) });
+      first.push({ event: "eval", step: 0, eval_loss: e0, perplexity: Math.exp(e0), metrics: {} });
     }
     this.record(r, first);
     this.send({ update: "events", run_id: id, events: first });
@@ -873,13 +876,13 @@ export class MockBackend {
           tokens_per_s: 395 + noise() * 30,
           mem_bytes: 1_610_612_736 + Math.round(noise() * 30 * MiB),
           epoch: (s * cfg.batch_size) / TRAIN_RECORDS,
-          tokens: r.tokens,
+          tokens: r.tokens, metrics: {},
         };
         events.push(step);
         r.time += this.batchMs / 1000 / perBatch;
         if ((cfg.eval_every > 0 && s % cfg.eval_every === 0) || s === total) {
           const el = lossAt(s, total, noise, 0.49) + 0.02;
-          events.push({ event: "eval", step: s, eval_loss: el, perplexity: Math.exp(el) });
+          events.push({ event: "eval", step: s, eval_loss: el, perplexity: Math.exp(el), metrics: {} });
           if (cfg.sample_tokens > 0) events.push({ event: "sample", step: s, prompt: EXTRACT_RECORDS[1][0], text: s < total / 2 ? '{"name": "Aiko", "age":' : EXTRACT_RECORDS[1][1] });
         }
         if ((cfg.save_every > 0 && s % cfg.save_every === 0) || s === total) {

@@ -11,6 +11,7 @@ import type {
 } from "../../src/lib/ipc";
 import { trainConfig } from "../../src/components/wizard/fixtures";
 import type { TrainConfig } from "../../src/lib/bindings/TrainConfig";
+import { FACTS, methodFacts } from "./engine-facts";
 
 export const DATA_DIR = "/home/ada/.local/share/whetstone";
 export const GiB = 2 ** 30;
@@ -211,36 +212,13 @@ export function renderChatML(input: string, output: string): string {
 }
 
 // --- methods ----------------------------------------------------------------------------
-export const METHOD_IDS: MethodKind[] = [
-  "full",
-  "freeze",
-  "lora",
-  "qlora",
-  "dora",
-  "lora_plus",
-  "ia3",
-  "bitfit",
-  "prompt_tuning",
-  "prefix_tuning",
-  "p_tuning_v2",
-  "adapter",
-];
+export const METHOD_IDS: MethodKind[] = FACTS.methods.map((m) => m.id);
 
 /** name, changes architecture, inference latency, compute, use case, difficulty */
-export const METHOD_COLUMNS: Record<MethodKind, [string, string, string, string, string, string]> = {
-  full: ["Full fine-tuning", "no", "none", "very high", "plenty of hardware, maximum quality", "medium"],
-  freeze: ["Freeze (last layers)", "no", "none", "high", "cheap partial update, small data", "low"],
-  lora: ["LoRA", "no (mergeable)", "none after merge", "low", "the general default", "low"],
-  qlora: ["QLoRA", "no (mergeable)", "none after merge", "very low memory, slower step", "one consumer GPU, big model", "medium"],
-  dora: ["DoRA", "no (mergeable)", "none after merge", "low-medium", "better than LoRA at small r", "medium"],
-  lora_plus: ["LoRA+", "no", "none", "low", "faster LoRA convergence", "low"],
-  ia3: ["(IA)3", "no (mergeable)", "none after merge", "very low", "fewest parameters", "low"],
-  bitfit: ["BitFit", "no", "none", "very low", "quick baseline", "very low"],
-  prompt_tuning: ["Prompt tuning", "input only", "a few extra tokens", "very low", "large models, many tasks", "medium"],
-  prefix_tuning: ["Prefix tuning", "attention only", "a few extra KV", "low", "generation tasks, many tasks", "medium"],
-  p_tuning_v2: ["P-Tuning v2", "attention only", "a few extra KV", "low", "generation tasks, many tasks", "medium"],
-  adapter: ["Adapter (Houlsby)", "yes (serial layers)", "small added", "low", "modular multi-task", "medium"],
-};
+export const METHOD_COLUMNS = Object.fromEntries(FACTS.methods.map((m) => [m.id, m.columns])) as Record<
+  MethodKind,
+  [string, string, string, string, string, string]
+>;
 
 const LINEAR_SHAPES: Record<string, [number, number]> = {
   q_proj: [SMOL.hidden, SMOL.hidden],
@@ -274,13 +252,14 @@ export function trainableParams(cfg: TrainConfig): number {
     case "ia3":
       return L * cfg.ia3.targets.reduce((s, t) => s + (t === "down_proj" ? SMOL.intermediate : t === "k_proj" || t === "v_proj" ? KV : SMOL.hidden), 0);
     case "bitfit":
-      return L * Object.values(LINEAR_SHAPES).reduce((s, [, o]) => s + o, 0);
+      // SmolLM2 has no biases: only added ones train
+      return cfg.bitfit.add_biases ? L * Object.values(LINEAR_SHAPES).reduce((s, [, o]) => s + o, 0) : 0;
     case "prompt_tuning":
       return cfg.prompt.n_virtual_tokens * SMOL.hidden;
     case "prefix_tuning": {
       const hidden = cfg.prefix.encoder_hidden || KV;
       const n = cfg.prompt.n_virtual_tokens;
-      return n * SMOL.hidden + SMOL.hidden * hidden + hidden + hidden * (2 * L * KV) + 2 * L * KV;
+      return n * KV + KV * hidden + hidden + hidden * (2 * L * KV) + 2 * L * KV;
     }
     case "p_tuning_v2":
       return cfg.prompt.n_virtual_tokens * 2 * L * KV;
@@ -294,61 +273,9 @@ export function trainableParams(cfg: TrainConfig): number {
 }
 
 // --- settings ---------------------------------------------------------------------------
-type Kind = SettingSpec["kind"];
-export const KEY_INFO: { key: string; group: string; kind: Kind; help: string; choices?: string[] }[] = [
-  { key: "max_steps", group: "Training", kind: "integer", help: "Stop after this many optimizer steps (none: train for `epochs`)." },
-  { key: "epochs", group: "Training", kind: "number", help: "Passes over the training split." },
-  { key: "batch_size", group: "Training", kind: "integer", help: "Examples per micro-batch." },
-  { key: "grad_accum", group: "Training", kind: "integer", help: "Micro-batches per optimizer step (effective batch = batch_size × grad_accum)." },
-  { key: "lr", group: "Training", kind: "number", help: "Peak learning rate (none: the method's default)." },
-  { key: "schedule", group: "Training", kind: "choice", choices: ["cosine", "linear", "constant"], help: "How the learning rate decays after warm-up." },
-  { key: "warmup_ratio", group: "Training", kind: "number", help: "Fraction of the steps spent warming the learning rate up from 0." },
-  { key: "weight_decay", group: "Training", kind: "number", help: "AdamW weight decay (none: the method's default)." },
-  { key: "max_grad_norm", group: "Training", kind: "number", help: "Clip the global gradient norm to this (0 = off)." },
-  { key: "seed", group: "Training", kind: "integer", help: "Seed for initialisation, shuffling and the eval split: same seed, same run." },
-  { key: "seq_len", group: "Data", kind: "integer", help: "Tokens per training row; longer examples are refused unless `truncate` is on." },
-  { key: "packing", group: "Data", kind: "bool", help: "Concatenate examples into full rows instead of padding each one." },
-  { key: "truncate", group: "Data", kind: "bool", help: "Cut examples longer than `seq_len` instead of refusing the dataset." },
-  { key: "train_on_prompt", group: "Data", kind: "bool", help: "Learn the prompt tokens too, not only the answers." },
-  { key: "eval_fraction", group: "Data", kind: "number", help: "Share of the records held out for evaluation." },
-  { key: "eval_every", group: "Evaluation", kind: "integer", help: "Evaluate every N steps (0 = only before and after training)." },
-  { key: "save_every", group: "Evaluation", kind: "integer", help: "Checkpoint every N steps (0 = only at the end)." },
-  { key: "early_stopping_patience", group: "Evaluation", kind: "integer", help: "Stop after this many evaluations without a better eval loss (0 = off)." },
-  { key: "sample_tokens", group: "Evaluation", kind: "integer", help: "Tokens generated from an eval prompt at each evaluation (0 = no samples)." },
-  { key: "gradient_checkpointing", group: "Device", kind: "bool", help: "Recompute activations in the backward pass: less memory, about a third slower." },
-  { key: "device", group: "Device", kind: "text", help: "cpu, cuda, cuda:N or metal." },
-  { key: "dtype", group: "Device", kind: "choice", choices: ["auto", "f32", "bf16"], help: "Compute type: bf16 halves weight and activation memory (trainable weights and optimizer state stay f32); auto = bf16 on GPUs with native bf16, f32 elsewhere." },
-  { key: "lora.r", group: "Method", kind: "integer", help: "LoRA rank: width of the low-rank update." },
-  { key: "lora.alpha", group: "Method", kind: "number", help: "LoRA scale numerator: the update is multiplied by alpha / r." },
-  { key: "lora.dropout", group: "Method", kind: "number", help: "Dropout on the LoRA input during training." },
-  { key: "lora.targets", group: "Method", kind: "text", help: "Linear modules that get LoRA (comma list of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; Phi-3's fused qkv_proj, gate_up_proj; or all-linear)." },
-  { key: "lora.rslora", group: "Method", kind: "bool", help: "Rank-stabilised scale alpha / sqrt(r) instead of alpha / r." },
-  { key: "lora.init", group: "Method", kind: "text", help: "Start from this PEFT adapter folder instead of a fresh init (none: fresh)." },
-  { key: "lora_plus.lr_ratio", group: "Method", kind: "number", help: "LoRA+: B's learning rate over A's." },
-  { key: "ia3.targets", group: "Method", kind: "text", help: "(IA)3: modules whose activations are rescaled (attention outputs, MLP inputs)." },
-  { key: "prompt.n_virtual_tokens", group: "Method", kind: "integer", help: "Prompt / prefix tuning, P-Tuning v2: how many virtual tokens are learned." },
-  { key: "prefix.encoder_hidden", group: "Method", kind: "integer", help: "Prefix tuning: hidden width of the reparameterisation MLP (0 = the key/value width)." },
-  { key: "adapter.bottleneck", group: "Method", kind: "integer", help: "Houlsby adapters: width of the bottleneck (none: 64, or half the hidden size where that is smaller)." },
-  { key: "freeze.trainable_layers", group: "Method", kind: "integer", help: "Freeze: how many of the last decoder layers train." },
-  { key: "freeze.train_norm", group: "Method", kind: "bool", help: "Freeze: train the final norm as well." },
-  { key: "freeze.train_head", group: "Method", kind: "bool", help: "Freeze: train the output projection (ignored when tied to the embeddings)." },
-  { key: "bitfit.add_biases", group: "Method", kind: "bool", help: "BitFit: add zero-initialised biases to a model that has none." },
-];
+export const KEY_INFO = FACTS.keys;
 
-export const DEFAULT_LR: Record<MethodKind, number> = {
-  full: 2e-5,
-  freeze: 2e-5,
-  lora: 2e-4,
-  qlora: 2e-4,
-  lora_plus: 2e-4,
-  dora: 2e-4,
-  prefix_tuning: 5e-3,
-  p_tuning_v2: 1e-2,
-  ia3: 3e-3,
-  prompt_tuning: 3e-2,
-  adapter: 1e-3,
-  bitfit: 1e-3,
-};
+export const DEFAULT_LR = Object.fromEntries(FACTS.methods.map((m) => [m.id, m.default_lr])) as Record<MethodKind, number>;
 
 export function configFor(method: MethodKind): TrainConfig {
   return trainConfig(method);
@@ -356,26 +283,5 @@ export function configFor(method: MethodKind): TrainConfig {
 
 /** Whether `key` changes anything for `method` (as `TrainConfig::key_applies`). */
 export function keyApplies(method: MethodKind, key: string): boolean {
-  const [head] = key.split(".");
-  const lora = ["lora", "qlora", "lora_plus", "dora"].includes(method);
-  switch (head) {
-    case "lora":
-      return lora;
-    case "lora_plus":
-      return method === "lora_plus";
-    case "ia3":
-      return method === "ia3";
-    case "prompt":
-      return ["prompt_tuning", "prefix_tuning", "p_tuning_v2"].includes(method);
-    case "prefix":
-      return method === "prefix_tuning";
-    case "adapter":
-      return method === "adapter";
-    case "freeze":
-      return method === "freeze";
-    case "bitfit":
-      return method === "bitfit";
-    default:
-      return true;
-  }
+  return methodFacts(method).applies.includes(key);
 }

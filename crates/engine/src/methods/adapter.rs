@@ -2,14 +2,108 @@
 //! initialised near the identity.
 
 use super::*;
+use crate::setting::{key, optional, positive, show, KeyKind::Integer};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[serde(default)]
+#[ts(export)]
+pub struct AdapterConfig {
+    /// Width of the bottleneck (16–256 is the useful range); none: 64, or half the hidden
+    /// size where that is smaller (a bottleneck must be narrower than the model).
+    pub bottleneck: Option<usize>,
+}
+
+impl AdapterConfig {
+    /// The bottleneck width for a model of this hidden size.
+    pub fn width(&self, hidden_size: usize) -> usize {
+        self.bottleneck
+            .unwrap_or_else(|| 64.min(hidden_size / 2).max(1))
+    }
+}
+
+impl Section for AdapterConfig {
+    const KEYS: &'static [KeyInfo] = &[key(
+        "adapter.bottleneck",
+        "Method",
+        Integer,
+        "Houlsby adapters: width of the bottleneck (none: 64, or half the hidden size where that is smaller).",
+    )];
+
+    fn set(&mut self, k: &str, v: &str) -> Option<std::result::Result<(), String>> {
+        (k == "adapter.bottleneck")
+            .then(|| optional(v, |v| positive(k, v)).map(|b| self.bottleneck = b))
+    }
+
+    fn get(&self, k: &str) -> Option<String> {
+        (k == "adapter.bottleneck").then(|| show(&self.bottleneck))
+    }
+}
+
+pub(super) struct Adapter;
+
+impl Method for Adapter {
+    fn describe(&self) -> Description {
+        Description {
+            name: "Adapter (Houlsby)",
+            changes_architecture: "yes (serial layers)",
+            inference_latency: "small added",
+            compute: "low",
+            use_case: "modular multi-task",
+            difficulty: "medium",
+        }
+    }
+    fn sections(&self) -> &'static [&'static str] {
+        &["adapter"]
+    }
+    fn default_lr(&self) -> f64 {
+        1e-3
+    }
+    fn validate(
+        &self,
+        s: &MethodSections,
+        _seq_len: usize,
+        model: &ModelConfig,
+    ) -> std::result::Result<(), String> {
+        let width = s.adapter.width(model.hidden_size);
+        if width >= model.hidden_size {
+            return Err(format!(
+                "`adapter.bottleneck` is {width} but must be below the hidden size ({})",
+                model.hidden_size
+            ));
+        }
+        Ok(())
+    }
+    fn apply(&self, model: &mut DecoderModel, a: &MethodArgs) -> Result<Vec<Param>> {
+        apply(model, a)
+    }
+    fn trainable_params(&self, s: &MethodSections, c: &ModelConfig) -> u64 {
+        let (bn, h) = (s.adapter.width(c.hidden_size) as u64, c.hidden_size as u64);
+        c.num_layers as u64 * 2 * (2 * bn * h + bn + h)
+    }
+    fn memory(&self, s: &MethodSections, c: &ModelConfig) -> MemoryShape {
+        let h = c.hidden_size;
+        MemoryShape {
+            extra_floats: 2 * (2 * s.adapter.width(h) + 2 * h),
+            ..MemoryShape::default()
+        }
+    }
+    fn exports(&self) -> Exports {
+        Exports {
+            peft: false,
+            gguf_adapter: false,
+            merge: Err("Houlsby adapters add layers the base architecture does not have"),
+        }
+    }
+}
 
 /// Two bottleneck adapters per layer at `adapter.width(hidden)`.
-pub(super) fn apply(model: &mut DecoderModel, cfg: &TrainConfig, wd: f64) -> Result<Vec<Param>> {
+fn apply(model: &mut DecoderModel, a: &MethodArgs) -> Result<Vec<Param>> {
     let mut params = vec![];
+    let wd = a.weight_decay;
     // down: U(±1/√hidden) like a fresh nn.Linear; up: zeros, so each adapter starts
     // as the identity and the model as the base model
-    let bn = cfg.adapter.width(model.config.hidden_size);
-    let mut rng = InitRng(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 3);
+    let bn = a.sections.adapter.width(model.config.hidden_size);
+    let mut rng = InitRng(a.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 3);
     let (device, dtype) = (model.device.clone(), model.dtype);
     let h = model.config.hidden_size;
     for (l, layer) in model.layers.iter_mut().enumerate() {

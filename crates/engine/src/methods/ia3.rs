@@ -2,12 +2,140 @@
 //! loading PEFT IA3 folders.
 
 use super::*;
+use crate::setting::{key, parse_targets, KeyKind::Text};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[serde(default)]
+#[ts(export)]
+pub struct Ia3Config {
+    /// HF module names; attention modules scale their output, MLP modules their input.
+    pub targets: Vec<String>,
+}
+
+impl Default for Ia3Config {
+    fn default() -> Self {
+        Self {
+            targets: ["k_proj", "v_proj", "down_proj"].map(String::from).to_vec(),
+        }
+    }
+}
+
+impl Section for Ia3Config {
+    const KEYS: &'static [KeyInfo] = &[key(
+        "ia3.targets",
+        "Method",
+        Text,
+        "(IA)3: modules whose activations are rescaled (attention outputs, MLP inputs).",
+    )];
+
+    fn set(&mut self, k: &str, v: &str) -> Option<std::result::Result<(), String>> {
+        (k == "ia3.targets").then(|| parse_targets(k, v).map(|t| self.targets = t))
+    }
+
+    fn get(&self, k: &str) -> Option<String> {
+        (k == "ia3.targets").then(|| self.targets.join(","))
+    }
+}
+
+/// The selected modules with their scaled widths (out for attention, in for the MLP).
+fn scaled(s: &MethodSections, c: &ModelConfig) -> usize {
+    linear_dims(c)
+        .into_iter()
+        .filter(|(m, _, _)| selected("ia3.targets", &s.ia3.targets, c).contains(m))
+        .map(|(m, i, o)| if is_mlp(m) { i } else { o })
+        .sum()
+}
+
+pub(super) struct Ia3;
+
+impl Method for Ia3 {
+    fn describe(&self) -> Description {
+        Description {
+            name: "(IA)3",
+            changes_architecture: "no (mergeable)",
+            inference_latency: "none after merge",
+            compute: "very low",
+            use_case: "fewest parameters",
+            difficulty: "low",
+        }
+    }
+    fn sections(&self) -> &'static [&'static str] {
+        &["ia3"]
+    }
+    fn default_lr(&self) -> f64 {
+        3e-3
+    }
+    fn validate(
+        &self,
+        s: &MethodSections,
+        _seq_len: usize,
+        model: &ModelConfig,
+    ) -> std::result::Result<(), String> {
+        crate::targets::resolve_targets("ia3.targets", &s.ia3.targets, model).map(|_| ())
+    }
+    fn apply(&self, model: &mut DecoderModel, a: &MethodArgs) -> Result<Vec<Param>> {
+        apply(model, &a.sections.ia3, a.weight_decay)
+    }
+    fn trainable_params(&self, s: &MethodSections, c: &ModelConfig) -> u64 {
+        c.num_layers as u64 * scaled(s, c) as u64
+    }
+    fn memory(&self, s: &MethodSections, c: &ModelConfig) -> MemoryShape {
+        MemoryShape {
+            extra_floats: scaled(s, c),
+            ..MemoryShape::default()
+        }
+    }
+    fn checkpoint_file(&self) -> &'static str {
+        "adapter_model.safetensors"
+    }
+    fn peft_config(
+        &self,
+        s: &MethodSections,
+        base_model: &str,
+        model: &ModelConfig,
+    ) -> Option<serde_json::Value> {
+        let targets = crate::targets::resolve_targets("ia3.targets", &s.ia3.targets, model)
+            .unwrap_or_default();
+        let ff: Vec<&str> = targets.iter().copied().filter(|t| is_mlp(t)).collect();
+        Some(serde_json::json!({
+            "peft_type": "IA3",
+            "task_type": "CAUSAL_LM",
+            "base_model_name_or_path": base_model,
+            "target_modules": targets,
+            "feedforward_modules": ff,
+            "fan_in_fan_out": false,
+            "inference_mode": true,
+            "init_ia3_weights": true,
+            "modules_to_save": null,
+        }))
+    }
+    fn peft_type(&self) -> Option<&'static str> {
+        Some("IA3")
+    }
+    fn load_peft(
+        &self,
+        model: &mut DecoderModel,
+        dir: &std::path::Path,
+        cfg_path: &std::path::Path,
+        v: &serde_json::Value,
+    ) -> std::result::Result<MethodKind, String> {
+        load_ia3(model, dir, cfg_path, v)
+    }
+    fn exports(&self) -> Exports {
+        // llama.cpp has no (IA)3 adapters; merged, the scales fold into the weights
+        Exports {
+            peft: true,
+            gguf_adapter: false,
+            merge: Ok(()),
+        }
+    }
+}
 
 /// One scale vector per target linear, initialised to ones.
-pub(super) fn apply(model: &mut DecoderModel, cfg: &TrainConfig, wd: f64) -> Result<Vec<Param>> {
+fn apply(model: &mut DecoderModel, cfg: &Ia3Config, wd: f64) -> Result<Vec<Param>> {
     let mut params = vec![];
     let (model_device, model_dtype) = (model.device.clone(), model.dtype);
-    let selected = crate::config::resolve_targets("ia3.targets", &cfg.ia3.targets, &model.config)
+    let selected = crate::targets::resolve_targets("ia3.targets", &cfg.targets, &model.config)
         .map_err(candle_core::Error::Msg)?;
     for (l, layer) in model.layers.iter_mut().enumerate() {
         for (name, lin) in linears_mut(layer) {
@@ -35,13 +163,13 @@ pub(super) fn apply(model: &mut DecoderModel, cfg: &TrainConfig, wd: f64) -> Res
 }
 
 /// A PEFT (IA)3 adapter folder: `ia3_l` vectors stored as `(out, 1)` or `(1, in)`.
-pub(super) fn load_ia3(
+fn load_ia3(
     model: &mut DecoderModel,
     dir: &std::path::Path,
     cfg_path: &std::path::Path,
     v: &serde_json::Value,
 ) -> std::result::Result<MethodKind, String> {
-    let mut c = TrainConfig::for_method(MethodKind::Ia3);
+    let mut c = defaults_for(MethodKind::Ia3);
     c.ia3.targets = peft_targets(v.get("target_modules"), cfg_path)?;
     let ff = match v.get("feedforward_modules").filter(|x| !x.is_null()) {
         Some(f) => peft_targets(Some(f), cfg_path)?,
@@ -56,7 +184,7 @@ pub(super) fn load_ia3(
             &format!("field `feedforward_modules`: `{bad}` must be listed exactly when it is an MLP module"),
         ));
     }
-    let params = super::apply(model, &c).map_err(|e| err(dir, &e))?;
+    let params = apply_default(model, MethodKind::Ia3, &c).map_err(|e| err(dir, &e))?;
     let (wf, tensors) = adapter_tensors(dir, &model.device)?;
     let flat = tensors
         .into_iter()

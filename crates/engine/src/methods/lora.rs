@@ -3,24 +3,369 @@
 //! output row); and loading PEFT LoRA / DoRA folders.
 
 use super::*;
+use crate::setting::{
+    boolean, float_in, key, parse_targets, positive, KeyKind::Bool, KeyKind::Integer,
+    KeyKind::Number, KeyKind::Text,
+};
+use crate::targets::LORA_TARGETS;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[serde(default)]
+#[ts(export)]
+pub struct LoraConfig {
+    pub r: usize,
+    pub alpha: f64,
+    pub dropout: f32,
+    /// HF module names, e.g. `q_proj`, `v_proj`.
+    pub targets: Vec<String>,
+    /// `scale = alpha / sqrt(r)` instead of `alpha / r`.
+    pub rslora: bool,
+    /// Start from this PEFT adapter folder (same r and targets) instead of a fresh init.
+    pub init: Option<String>,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        Self {
+            r: 8,
+            alpha: 16.0,
+            dropout: 0.05,
+            targets: ["q_proj", "k_proj", "v_proj", "o_proj"]
+                .map(String::from)
+                .to_vec(),
+            rslora: false,
+            init: None,
+        }
+    }
+}
+
+impl LoraConfig {
+    /// QLoRA's starting point: every linear, r 16, alpha 32.
+    pub fn qlora() -> Self {
+        Self {
+            r: 16,
+            alpha: 32.0,
+            targets: LORA_TARGETS.map(String::from).to_vec(),
+            ..Self::default()
+        }
+    }
+
+    pub fn scale(&self) -> f64 {
+        if self.rslora {
+            self.alpha / (self.r as f64).sqrt()
+        } else {
+            self.alpha / self.r as f64
+        }
+    }
+}
+
+impl Section for LoraConfig {
+    const KEYS: &'static [KeyInfo] = &[
+        key("lora.r", "Method", Integer, "LoRA rank: width of the low-rank update."),
+        key("lora.alpha", "Method", Number, "LoRA scale numerator: the update is multiplied by alpha / r."),
+        key("lora.dropout", "Method", Number, "Dropout on the LoRA input during training."),
+        key("lora.targets", "Method", Text, "Linear modules that get LoRA (comma list of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; Phi-3's fused qkv_proj, gate_up_proj; or all-linear)."),
+        key("lora.rslora", "Method", Bool, "Rank-stabilised scale alpha / sqrt(r) instead of alpha / r."),
+        key("lora.init", "Method", Text, "Start from this PEFT adapter folder instead of a fresh init (none: fresh)."),
+    ];
+
+    fn set(&mut self, k: &str, v: &str) -> Option<std::result::Result<(), String>> {
+        Some(match k {
+            "lora.r" => positive(k, v).map(|n| self.r = n),
+            "lora.alpha" => float_in(k, v, 1e-6, 1e6).map(|x| self.alpha = x),
+            "lora.dropout" => float_in(k, v, 0.0, 0.9).map(|x| self.dropout = x as f32),
+            "lora.rslora" => boolean(k, v).map(|b| self.rslora = b),
+            "lora.targets" => parse_targets(k, v).map(|t| self.targets = t),
+            "lora.init" => init_dir(v).map(|d| self.init = d),
+            _ => return None,
+        })
+    }
+
+    fn get(&self, k: &str) -> Option<String> {
+        Some(match k {
+            "lora.r" => self.r.to_string(),
+            "lora.alpha" => self.alpha.to_string(),
+            "lora.dropout" => self.dropout.to_string(),
+            "lora.targets" => self.targets.join(","),
+            "lora.rslora" => self.rslora.to_string(),
+            "lora.init" => crate::setting::show(&self.init),
+            _ => return None,
+        })
+    }
+}
+
+/// `lora.init`: a PEFT adapter folder, or none.
+fn init_dir(v: &str) -> std::result::Result<Option<String>, String> {
+    crate::setting::optional(v, |v| {
+        if !std::path::Path::new(v)
+            .join("adapter_model.safetensors")
+            .is_file()
+        {
+            return Err(format!(
+                "`lora.init`: {v} is not a PEFT adapter folder (no adapter_model.safetensors)"
+            ));
+        }
+        Ok(v.to_string())
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[serde(default)]
+#[ts(export)]
+pub struct LoraPlusConfig {
+    /// B's learning rate over A's (LoRA+; Hayou et al. 2024 suggest 16).
+    pub lr_ratio: f64,
+}
+
+impl Default for LoraPlusConfig {
+    fn default() -> Self {
+        Self { lr_ratio: 16.0 }
+    }
+}
+
+impl Section for LoraPlusConfig {
+    const KEYS: &'static [KeyInfo] = &[key(
+        "lora_plus.lr_ratio",
+        "Method",
+        Number,
+        "LoRA+: B's learning rate over A's.",
+    )];
+
+    fn set(&mut self, k: &str, v: &str) -> Option<std::result::Result<(), String>> {
+        (k == "lora_plus.lr_ratio").then(|| float_in(k, v, 1e-3, 1e4).map(|x| self.lr_ratio = x))
+    }
+
+    fn get(&self, k: &str) -> Option<String> {
+        (k == "lora_plus.lr_ratio").then(|| self.lr_ratio.to_string())
+    }
+}
+
+/// The LoRA family on one code path; what differs per member.
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum Variant {
+    Plain,
+    /// The base stored as NF4.
+    Nf4,
+    /// B's learning rate × `lora_plus.lr_ratio`.
+    Plus,
+    /// A learned magnitude per output row.
+    Dora,
+}
+
+/// The LoRA family's shared answers to the registry.
+pub(super) const SECTIONS: &[&str] = &["lora"];
+
+pub(super) fn validate(s: &MethodSections, model: &ModelConfig) -> std::result::Result<(), String> {
+    crate::targets::resolve_targets("lora.targets", &s.lora.targets, model).map(|_| ())
+}
+
+pub(super) fn trainable(s: &MethodSections, c: &ModelConfig, dora: bool) -> u64 {
+    let r = s.lora.r;
+    let per: usize = linear_dims(c)
+        .into_iter()
+        .filter(|(m, _, _)| selected("lora.targets", &s.lora.targets, c).contains(m))
+        .map(|(_, i, o)| r * (i + o) + if dora { o } else { 0 })
+        .sum();
+    c.num_layers as u64 * per as u64
+}
+
+/// Per token row and layer: the dropout mask and dropped input, the low-rank output, the
+/// scaled output and the sum (and DoRA's norms and rescaled output).
+pub(super) fn memory(s: &MethodSections, c: &ModelConfig, variant: Variant) -> MemoryShape {
+    let lc = &s.lora;
+    let low_rank_floats = linear_dims(c)
+        .iter()
+        .filter(|(name, _, _)| selected("lora.targets", &lc.targets, c).contains(name))
+        .map(|&(_, inp, out)| {
+            let dropped = if lc.dropout > 0.0 { 2 * inp } else { 0 };
+            let dora = if variant == Variant::Dora { 4 * out } else { 0 };
+            dropped + lc.r + 3 * out + dora
+        })
+        .sum();
+    MemoryShape {
+        nf4_base: variant == Variant::Nf4,
+        low_rank_floats,
+        ..MemoryShape::default()
+    }
+}
+
+/// PEFT's LoRA `adapter_config.json` (DoRA is LoRA with `use_dora`).
+pub(super) fn peft_config(
+    s: &MethodSections,
+    base_model: &str,
+    model: &ModelConfig,
+    dora: bool,
+) -> serde_json::Value {
+    let lc = &s.lora;
+    let targets =
+        crate::targets::resolve_targets("lora.targets", &lc.targets, model).unwrap_or_default();
+    serde_json::json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": lc.r,
+        "lora_alpha": lc.alpha,
+        "lora_dropout": lc.dropout,
+        "target_modules": targets,
+        "use_rslora": lc.rslora,
+        "use_dora": dora,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "inference_mode": true,
+        "init_lora_weights": true,
+        "modules_to_save": null,
+        "layers_to_transform": null,
+    })
+}
+
+/// Plain LoRA adapters: PEFT loads them, llama.cpp too, and they fold into the base.
+pub(super) const EXPORTS: Exports = Exports {
+    peft: true,
+    gguf_adapter: true,
+    merge: Ok(()),
+};
+
+pub(super) const LORA_LR: f64 = 2e-4;
+
+/// Implements [`Method`] for a member of the LoRA family other than DoRA.
+macro_rules! lora_member {
+    ($ty:ident, $variant:expr, $describe:expr) => {
+        pub(super) struct $ty;
+
+        impl Method for $ty {
+            fn describe(&self) -> Description {
+                $describe
+            }
+            fn sections(&self) -> &'static [&'static str] {
+                if $variant == Variant::Plus {
+                    &["lora", "lora_plus"]
+                } else {
+                    SECTIONS
+                }
+            }
+            fn default_lr(&self) -> f64 {
+                LORA_LR
+            }
+            fn adjust_defaults(&self, s: &mut MethodSections) {
+                if $variant == Variant::Nf4 && s.lora == LoraConfig::default() {
+                    s.lora = LoraConfig::qlora();
+                }
+            }
+            fn validate(
+                &self,
+                s: &MethodSections,
+                _seq_len: usize,
+                model: &ModelConfig,
+            ) -> std::result::Result<(), String> {
+                validate(s, model)
+            }
+            fn apply(&self, model: &mut DecoderModel, a: &MethodArgs) -> Result<Vec<Param>> {
+                apply(model, a, $variant)
+            }
+            fn trainable_params(&self, s: &MethodSections, c: &ModelConfig) -> u64 {
+                trainable(s, c, false)
+            }
+            fn quantizes_base(&self) -> bool {
+                $variant == Variant::Nf4
+            }
+            fn memory(&self, s: &MethodSections, c: &ModelConfig) -> MemoryShape {
+                memory(s, c, $variant)
+            }
+            fn init_dir<'a>(&self, s: &'a MethodSections) -> Option<&'a str> {
+                s.lora.init.as_deref()
+            }
+            fn checkpoint_file(&self) -> &'static str {
+                "adapter_model.safetensors"
+            }
+            fn peft_config(
+                &self,
+                s: &MethodSections,
+                base_model: &str,
+                model: &ModelConfig,
+            ) -> Option<serde_json::Value> {
+                Some(peft_config(s, base_model, model, false))
+            }
+            fn peft_type(&self) -> Option<&'static str> {
+                // one member loads PEFT LoRA folders (DoRA ones included)
+                ($variant == Variant::Plain).then_some("LORA")
+            }
+            fn load_peft(
+                &self,
+                model: &mut DecoderModel,
+                dir: &std::path::Path,
+                cfg_path: &std::path::Path,
+                v: &serde_json::Value,
+            ) -> std::result::Result<MethodKind, String> {
+                load_lora(model, dir, cfg_path, v)
+            }
+            fn exports(&self) -> Exports {
+                EXPORTS
+            }
+        }
+    };
+}
+
+lora_member!(
+    Lora,
+    Variant::Plain,
+    Description {
+        name: "LoRA",
+        changes_architecture: "no (mergeable)",
+        inference_latency: "none after merge",
+        compute: "low",
+        use_case: "the general default",
+        difficulty: "low",
+    }
+);
+
+lora_member!(
+    Qlora,
+    Variant::Nf4,
+    Description {
+        name: "QLoRA",
+        changes_architecture: "no (mergeable)",
+        inference_latency: "none after merge",
+        compute: "very low memory, slower step",
+        use_case: "one consumer GPU, big model",
+        difficulty: "medium",
+    }
+);
+
+lora_member!(
+    LoraPlus,
+    Variant::Plus,
+    Description {
+        name: "LoRA+",
+        changes_architecture: "no",
+        inference_latency: "none",
+        compute: "low",
+        use_case: "faster LoRA convergence",
+        difficulty: "low",
+    }
+);
 
 /// Low-rank matrices on the target linears: A Kaiming-uniform, B zero, as PEFT initialises.
-pub(super) fn apply(model: &mut DecoderModel, cfg: &TrainConfig, wd: f64) -> Result<Vec<Param>> {
+pub(super) fn apply(
+    model: &mut DecoderModel,
+    a: &MethodArgs,
+    variant: Variant,
+) -> Result<Vec<Param>> {
     let mut params = vec![];
-    let lc = &cfg.lora;
+    let wd = a.weight_decay;
+    let lc = &a.sections.lora;
     // LoRA+: B learns `lr_ratio` times faster than A
-    let b_scale = match cfg.method {
-        MethodKind::LoraPlus => cfg.lora_plus.lr_ratio,
+    let b_scale = match variant {
+        Variant::Plus => a.sections.lora_plus.lr_ratio,
         _ => 1.0,
     };
-    if cfg.method == MethodKind::Qlora {
+    if variant == Variant::Nf4 {
         // normally done while loading (`load_model_with`), so the f32 base never
         // exists whole; a model built in full precision is quantized here
         quantize_linears(model)?;
     }
-    let mut rng = InitRng(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = InitRng(a.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let (device, dtype) = (model.device.clone(), model.dtype);
-    let selected = crate::config::resolve_targets("lora.targets", &lc.targets, &model.config)
+    let selected = crate::targets::resolve_targets("lora.targets", &lc.targets, &model.config)
         .map_err(candle_core::Error::Msg)?;
     for (l, layer) in model.layers.iter_mut().enumerate() {
         for (name, lin) in linears_mut(layer) {
@@ -38,8 +383,8 @@ pub(super) fn apply(model: &mut DecoderModel, cfg: &TrainConfig, wd: f64) -> Res
             let a = Var::from_tensor(&a)?;
             let b = Var::zeros((out, lc.r), dtype, &device)?;
             // DoRA: m starts at the row norms of W (B = 0, so W + sBA = W)
-            let magnitude = match cfg.method {
-                MethodKind::Dora => Some(Var::from_tensor(&crate::ops::row_norms(
+            let magnitude = match variant {
+                Variant::Dora => Some(Var::from_tensor(&crate::ops::row_norms(
                     &lin.weight.dense()?,
                 )?)?),
                 _ => None,
@@ -80,7 +425,7 @@ pub(super) fn apply(model: &mut DecoderModel, cfg: &TrainConfig, wd: f64) -> Res
 /// A PEFT LoRA / DoRA folder, ours or made elsewhere: each module's rank comes from its
 /// `lora_A` shape, its alpha from `alpha_pattern` (else `lora_alpha`); tensor names are
 /// accepted with or without PEFT's `base_model.model.` prefix.
-pub(super) fn load_lora(
+fn load_lora(
     model: &mut DecoderModel,
     dir: &std::path::Path,
     cfg_path: &std::path::Path,

@@ -1,22 +1,325 @@
-//! Fine-tuning methods: which tensors train, and the ones a method adds.
+//! Fine-tuning methods: one file per family, and the registry the rest of the code asks.
+//!
+//! Each method is a [`Method`]: its description for the comparison table, its settings
+//! section and keys, its defaults, which tensors it makes trainable (`apply`), how many it
+//! trains and what it adds to a step's memory (the estimator), what its checkpoint and PEFT
+//! config hold, and which export formats can express it. [`MethodKind`] is the key, and
+//! [`MethodKind::spec`] the one lookup; a new method is one new file plus one line in
+//! `registry!` (and one in `sections!` if it has settings), plus its translations in the UI.
 //!
 //! Frozen weights stay plain tensors; only what a method trains becomes a `Var`, so the
 //! optimizer never sees the rest. Names are the ones other tools use — HF parameter names
 //! for Full/Freeze, PEFT's `base_model.model.<module>.lora_A.weight` for LoRA — because they
 //! are the keys of checkpoints and exports.
 
-use crate::config::{MethodKind, TrainConfig};
 use crate::linear::{BaseWeight, Ia3Scale, Linear, LoraWeights};
 use crate::model::{Bottleneck, DecoderModel, Prefix};
 use crate::params::{load_params, Param};
+use crate::setting::KeyInfo;
+use crate::targets::{is_mlp, linear_dims, selected};
 use candle_core::{Result, Tensor, Var};
+use serde::{Deserialize, Serialize};
+use whetstone_formats::ModelConfig;
 
 mod adapter;
+mod dora;
 mod full;
 mod ia3;
 mod lora;
 mod prefix;
 mod prompt;
+
+pub use adapter::AdapterConfig;
+pub use full::{BitfitConfig, FreezeConfig};
+pub use ia3::Ia3Config;
+pub use lora::{LoraConfig, LoraPlusConfig};
+pub use prefix::PrefixConfig;
+pub use prompt::PromptConfig;
+
+/// Declares [`MethodKind`] (the key, with its serialised name) and maps each kind to its
+/// implementation: one line per method, in the comparison table's order.
+macro_rules! registry {
+    ($( $(#[$doc:meta])* $kind:ident = $name:literal => $imp:expr, )*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ts_rs::TS)]
+        #[serde(rename_all = "snake_case")]
+        #[ts(export)]
+        pub enum MethodKind {
+            $( $(#[$doc])* $kind, )*
+        }
+
+        impl MethodKind {
+            /// Every method, in the comparison table's order.
+            pub const ALL: [MethodKind; [$(stringify!($kind)),*].len()] = [$(MethodKind::$kind),*];
+
+            /// The name settings, the CLI and saved configs use.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(MethodKind::$kind => $name,)*
+                }
+            }
+
+            /// Everything the rest of the code asks about this method.
+            pub fn spec(self) -> &'static dyn Method {
+                match self {
+                    $(MethodKind::$kind => &$imp,)*
+                }
+            }
+        }
+    };
+}
+
+registry! {
+    Full = "full" => full::Full,
+    Freeze = "freeze" => full::Freeze,
+    Lora = "lora" => lora::Lora,
+    /// LoRA over a frozen base stored as NF4 (4-bit NormalFloat, double-quantized maxima).
+    Qlora = "qlora" => lora::Qlora,
+    /// Weight-decomposed LoRA: LoRA's direction with a learned per-output magnitude.
+    Dora = "dora" => dora::Dora,
+    /// LoRA with a higher learning rate for B (`lora_plus.lr_ratio` × A's).
+    LoraPlus = "lora_plus" => lora::LoraPlus,
+    /// (IA)3: learned scaling vectors on k, v and the FFN.
+    Ia3 = "ia3" => ia3::Ia3,
+    /// Only the bias terms train.
+    Bitfit = "bitfit" => full::Bitfit,
+    /// Trainable virtual-token embeddings in front of every input.
+    PromptTuning = "prompt_tuning" => prompt::PromptTuning,
+    /// Per-layer key/value prefixes, produced by a 2-layer MLP while training.
+    PrefixTuning = "prefix_tuning" => prefix::PrefixTuning,
+    /// P-Tuning v2: the same deep prefixes, trained directly (no MLP).
+    PTuningV2 = "p_tuning_v2" => prefix::PTuningV2,
+    /// Houlsby adapters: bottleneck MLPs after the attention and the FFN of every layer.
+    Adapter = "adapter" => adapter::Adapter,
+}
+
+impl MethodKind {
+    /// A method by name; the spellings people also write (`lora+`, `(ia)3`, `prefix`,
+    /// `p-tuning-v2`) are accepted.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let s = match s {
+            "lora+" => "lora_plus",
+            "ia³" | "(ia)3" => "ia3",
+            "prefix" => "prefix_tuning",
+            "p-tuning-v2" | "ptuning_v2" | "p_tuning" => "p_tuning_v2",
+            other => other,
+        };
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<_> = Self::ALL.iter().map(|m| m.as_str()).collect();
+                format!(
+                    "unknown method `{s}` (this build trains: {})",
+                    known.join(", ")
+                )
+            })
+    }
+
+    /// The learning rate the method starts from.
+    pub fn default_lr(self) -> f64 {
+        self.spec().default_lr()
+    }
+
+    pub fn default_weight_decay(self) -> f64 {
+        self.spec().default_weight_decay()
+    }
+}
+
+/// One section of method settings (`[lora]`, `[ia3]`, ...): its keys, and reading and
+/// writing them by their dotted names.
+pub trait Section {
+    /// The section's keys, each with its group, kind and help text.
+    const KEYS: &'static [KeyInfo];
+    /// Apply `key` (the dotted name); `None` when the key is not this section's.
+    fn set(&mut self, key: &str, v: &str) -> Option<std::result::Result<(), String>>;
+    /// The value of `key` as `set` takes it back; `None` when the key is not this section's.
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+/// Declares [`MethodSections`]: every method's settings section, one line each, flattened
+/// into the run configuration (so `lora.r` is `{"lora": {"r": ...}}` in a saved config).
+macro_rules! sections {
+    ($( $field:ident: $ty:ty, )*) => {
+        /// The settings of every method, one section each.
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+        #[serde(default)]
+        #[ts(export)]
+        pub struct MethodSections {
+            $( pub $field: $ty, )*
+        }
+
+        impl MethodSections {
+            /// Every key of every section, in declaration order.
+            pub fn keys() -> impl Iterator<Item = &'static KeyInfo> {
+                [$(<$ty as Section>::KEYS),*].into_iter().flatten()
+            }
+
+            /// Apply a dotted key; `None` when no section has it.
+            pub fn set(&mut self, key: &str, v: &str) -> Option<std::result::Result<(), String>> {
+                match key.split_once('.')?.0 {
+                    $(stringify!($field) => self.$field.set(key, v),)*
+                    _ => None,
+                }
+            }
+
+            /// A dotted key's value; `None` when no section has it.
+            pub fn get(&self, key: &str) -> Option<String> {
+                match key.split_once('.')?.0 {
+                    $(stringify!($field) => self.$field.get(key),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+sections! {
+    lora: LoraConfig,
+    lora_plus: LoraPlusConfig,
+    ia3: Ia3Config,
+    prompt: PromptConfig,
+    prefix: PrefixConfig,
+    adapter: AdapterConfig,
+    freeze: FreezeConfig,
+    bitfit: BitfitConfig,
+}
+
+/// The comparison table's descriptive columns.
+#[derive(Debug, Clone, Copy)]
+pub struct Description {
+    pub name: &'static str,
+    pub changes_architecture: &'static str,
+    pub inference_latency: &'static str,
+    pub compute: &'static str,
+    pub use_case: &'static str,
+    pub difficulty: &'static str,
+}
+
+/// Which export formats can express a run of a method.
+#[derive(Debug, Clone, Copy)]
+pub struct Exports {
+    /// PEFT describes its checkpoint (an `adapter_config.json` PEFT loads).
+    pub peft: bool,
+    /// llama.cpp loads it as a GGUF LoRA adapter.
+    pub gguf_adapter: bool,
+    /// It folds into the base weights; else why not.
+    pub merge: std::result::Result<(), &'static str>,
+}
+
+/// What a method adds to a training step's memory, for the estimator (see
+/// `crate::estimate` for how the parts combine).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MemoryShape {
+    /// The decoder linears are stored as NF4 (QLoRA).
+    pub nf4_base: bool,
+    /// Trainable tensors are base tensors trained in place (their weights are not counted
+    /// twice).
+    pub trains_base: bool,
+    /// Token rows added to every example (prompt tuning's virtual tokens).
+    pub extra_rows: usize,
+    /// Key positions added to attention (virtual tokens, prefixes).
+    pub extra_keys: usize,
+    /// Layers that build a graph (`None`: all; Freeze: only the trained ones).
+    pub tracked_layers: Option<usize>,
+    /// Floats kept per token row and layer by low-rank matrices (scaled by `LORA_SLACK`).
+    pub low_rank_floats: usize,
+    /// Other floats kept per token row and layer (scaled by `LAYER_SLACK`).
+    pub extra_floats: usize,
+}
+
+/// What `apply` needs from the run configuration.
+pub struct MethodArgs<'a> {
+    pub kind: MethodKind,
+    pub sections: &'a MethodSections,
+    pub seed: u64,
+    /// The run's weight decay, resolved (decayed tensors use it, norms and biases do not).
+    pub weight_decay: f64,
+}
+
+/// Everything about one fine-tuning method. Defaults cover the methods that add nothing.
+pub trait Method: Sync {
+    /// The comparison table's descriptive columns.
+    fn describe(&self) -> Description;
+    /// The settings sections this method reads (`lora`, `prompt`, ...).
+    fn sections(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn default_lr(&self) -> f64;
+    fn default_weight_decay(&self) -> f64 {
+        0.0
+    }
+    /// Defaults this method brings to other settings when chosen (QLoRA's LoRA settings).
+    fn adjust_defaults(&self, _s: &mut MethodSections) {}
+    /// Check the settings against the model, before a run starts.
+    fn validate(
+        &self,
+        _s: &MethodSections,
+        _seq_len: usize,
+        _model: &ModelConfig,
+    ) -> std::result::Result<(), String> {
+        Ok(())
+    }
+    /// Make the method's tensors trainable (adding what it adds) and return them.
+    fn apply(&self, model: &mut DecoderModel, a: &MethodArgs) -> Result<Vec<Param>>;
+    /// Exactly the number of parameters `apply` makes trainable on a model of `c`.
+    fn trainable_params(&self, s: &MethodSections, c: &ModelConfig) -> u64;
+    /// The decoder linears are stored as NF4 from the moment they are read (QLoRA).
+    fn quantizes_base(&self) -> bool {
+        false
+    }
+    /// What it adds to a step's memory.
+    fn memory(&self, _s: &MethodSections, _c: &ModelConfig) -> MemoryShape {
+        MemoryShape::default()
+    }
+    /// A PEFT adapter folder whose values the trainable tensors start from.
+    fn init_dir<'a>(&self, _s: &'a MethodSections) -> Option<&'a str> {
+        None
+    }
+    /// The checkpoint's weights file: PEFT's name where PEFT loads the folder.
+    fn checkpoint_file(&self) -> &'static str {
+        "trainable.safetensors"
+    }
+    /// PEFT's `adapter_config.json` for a run (`None`: PEFT does not describe the method).
+    fn peft_config(
+        &self,
+        _s: &MethodSections,
+        _base_model: &str,
+        _model: &ModelConfig,
+    ) -> Option<serde_json::Value> {
+        None
+    }
+    /// Tensors saved beside the trained ones in the form PEFT loads for inference
+    /// (prefix tuning: the MLP folded into the prefixes).
+    fn inference_tensors(
+        &self,
+        _model: &DecoderModel,
+    ) -> Result<Option<std::collections::HashMap<String, Tensor>>> {
+        Ok(None)
+    }
+    /// The `peft_type` this method loads from a PEFT folder, for one method of a family.
+    fn peft_type(&self) -> Option<&'static str> {
+        None
+    }
+    /// Load a PEFT folder of [`Method::peft_type`] into `model`; returns the method it
+    /// holds.
+    fn load_peft(
+        &self,
+        _model: &mut DecoderModel,
+        _dir: &std::path::Path,
+        cfg_path: &std::path::Path,
+        _v: &serde_json::Value,
+    ) -> std::result::Result<MethodKind, String> {
+        Err(err(cfg_path, &"this method does not load PEFT folders"))
+    }
+    fn exports(&self) -> Exports;
+}
+
+/// The arguments `apply` gets for a config of `kind` with default settings.
+fn defaults_for(kind: MethodKind) -> MethodSections {
+    let mut s = MethodSections::default();
+    kind.spec().adjust_defaults(&mut s);
+    s
+}
 
 /// Every named tensor of the model, mutable, in a fixed order.
 pub fn visit_mut(
@@ -131,21 +434,27 @@ impl InitRng {
     }
 }
 
-/// Make the chosen method's tensors trainable (adding LoRA matrices where needed) and return
-/// them as optimizer parameters.
-pub fn apply(model: &mut DecoderModel, cfg: &TrainConfig) -> Result<Vec<Param>> {
-    let wd = cfg.weight_decay();
-    match cfg.method {
-        MethodKind::Full | MethodKind::Freeze => full::apply_full(model, cfg, wd),
-        MethodKind::Bitfit => full::apply_bitfit(model, cfg),
-        MethodKind::Lora | MethodKind::Qlora | MethodKind::LoraPlus | MethodKind::Dora => {
-            lora::apply(model, cfg, wd)
-        }
-        MethodKind::Ia3 => ia3::apply(model, cfg, wd),
-        MethodKind::PromptTuning => prompt::apply(model, cfg, wd),
-        MethodKind::PrefixTuning | MethodKind::PTuningV2 => prefix::apply(model, cfg, wd),
-        MethodKind::Adapter => adapter::apply(model, cfg, wd),
-    }
+/// Make `a.kind`'s tensors trainable (adding what the method adds) and return them as
+/// optimizer parameters.
+pub fn apply(model: &mut DecoderModel, a: &MethodArgs) -> Result<Vec<Param>> {
+    a.kind.spec().apply(model, a)
+}
+
+/// [`apply`] with the method's default settings (loading saved adapters).
+fn apply_default(
+    model: &mut DecoderModel,
+    kind: MethodKind,
+    s: &MethodSections,
+) -> Result<Vec<Param>> {
+    apply(
+        model,
+        &MethodArgs {
+            kind,
+            sections: s,
+            seed: 42,
+            weight_decay: 0.0,
+        },
+    )
 }
 
 /// Store every decoder linear that is still full precision as NF4 (QLoRA's base).
@@ -240,33 +549,24 @@ pub fn load_adapter_dir(
     if cfg_path.exists() {
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| err(&cfg_path, &e))?;
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(&cfg_path, &e))?;
-        let field = |k: &str| v.get(k).filter(|x| !x.is_null());
-        match field("peft_type").and_then(|t| t.as_str()) {
-            Some("LORA") => {}
-            Some("IA3") => return ia3::load_ia3(model, dir, &cfg_path, &v),
-            Some("PROMPT_TUNING") => {
-                let n = field("num_virtual_tokens")
-                    .and_then(|x| x.as_u64())
-                    .ok_or_else(|| err(&cfg_path, &"field `num_virtual_tokens`: missing or not a number"))?
-                    as usize;
-                let mut c = TrainConfig::for_method(MethodKind::PromptTuning);
-                c.prompt.n_virtual_tokens = n;
-                let params = apply(model, &c).map_err(|e| err(dir, &e))?;
-                let (wf, tensors) = adapter_tensors(dir, &model.device)?;
-                load_params(&params, &tensors).map_err(|e| err(&wf, &e))?;
-                return Ok(MethodKind::PromptTuning);
-            }
-            Some("PREFIX_TUNING") => return prefix::load_prefix(model, dir, &cfg_path, &v),
-            other => {
-                return Err(err(
-                    &cfg_path,
-                    &format!(
-                        "field `peft_type`: {other:?} is not supported here (LORA, IA3, PROMPT_TUNING and PREFIX_TUNING are)"
-                    ),
-                ))
-            }
-        }
-        return lora::load_lora(model, dir, &cfg_path, &v);
+        let peft_type = v
+            .get("peft_type")
+            .filter(|x| !x.is_null())
+            .and_then(|t| t.as_str());
+        let loaders = || MethodKind::ALL.iter().filter_map(|m| m.spec().peft_type());
+        return match MethodKind::ALL
+            .iter()
+            .find(|m| peft_type.is_some() && m.spec().peft_type() == peft_type)
+        {
+            Some(m) => m.spec().load_peft(model, dir, &cfg_path, &v),
+            None => Err(err(
+                &cfg_path,
+                &format!(
+                    "field `peft_type`: {peft_type:?} is not supported here ({} are)",
+                    loaders().collect::<Vec<_>>().join(", ")
+                ),
+            )),
+        };
     }
     let wf = dir.join("trainable.safetensors");
     if !wf.exists() {
@@ -279,9 +579,9 @@ pub fn load_adapter_dir(
         candle_core::safetensors::load(&wf, &model.device).map_err(|e| err(&wf, &e))?;
     if let Some(down) = tensors.get("model.layers.0.adapter_attn.down.weight") {
         // Houlsby adapters: rebuild them at the saved width, then load
-        let mut c = TrainConfig::for_method(MethodKind::Adapter);
-        c.adapter.bottleneck = Some(down.dim(0).map_err(|e| err(&wf, &e))?);
-        let params = apply(model, &c).map_err(|e| err(dir, &e))?;
+        let mut s = defaults_for(MethodKind::Adapter);
+        s.adapter.bottleneck = Some(down.dim(0).map_err(|e| err(&wf, &e))?);
+        let params = apply_default(model, MethodKind::Adapter, &s).map_err(|e| err(dir, &e))?;
         load_params(&params, &tensors).map_err(|e| err(&wf, &e))?;
         for p in &params {
             tensors.remove(&p.name);
@@ -344,7 +644,7 @@ pub(super) fn peft_targets(
             })
             .collect(),
         Some(serde_json::Value::String(s)) if s == "all-linear" => {
-            crate::config::LORA_TARGETS.map(String::from).to_vec()
+            crate::targets::LORA_TARGETS.map(String::from).to_vec()
         }
         _ => {
             return Err(format!(
@@ -355,7 +655,7 @@ pub(super) fn peft_targets(
     };
     if let Some(bad) = targets
         .iter()
-        .find(|t| !crate::config::LORA_TARGETS.contains(&t.as_str()))
+        .find(|t| !crate::targets::LORA_TARGETS.contains(&t.as_str()))
     {
         return Err(format!(
             "{}: field `target_modules`: `{bad}` is not a linear module of this model",

@@ -2,16 +2,221 @@
 //! per-layer key / value prefixes entering attention as a pre-filled cache; loading PEFT
 //! PREFIX_TUNING folders.
 
+use super::prompt::validate_virtual;
 use super::*;
+use crate::setting::{key, num, KeyKind::Integer};
 
-/// The prefix embedding (and for prefix tuning its MLP).
-pub(super) fn apply(model: &mut DecoderModel, cfg: &TrainConfig, wd: f64) -> Result<Vec<Param>> {
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS, Default)]
+#[serde(default)]
+#[ts(export)]
+pub struct PrefixConfig {
+    /// Hidden width of the reparameterisation MLP (prefix tuning); 0 = the key/value width,
+    /// as PEFT defaults.
+    pub encoder_hidden: usize,
+}
+
+impl Section for PrefixConfig {
+    const KEYS: &'static [KeyInfo] = &[key(
+        "prefix.encoder_hidden",
+        "Method",
+        Integer,
+        "Prefix tuning: hidden width of the reparameterisation MLP (0 = the key/value width).",
+    )];
+
+    fn set(&mut self, k: &str, v: &str) -> Option<std::result::Result<(), String>> {
+        (k == "prefix.encoder_hidden")
+            .then(|| num(k, v, "a whole number").map(|n| self.encoder_hidden = n))
+    }
+
+    fn get(&self, k: &str) -> Option<String> {
+        (k == "prefix.encoder_hidden").then(|| self.encoder_hidden.to_string())
+    }
+}
+
+/// The key/value width of one layer.
+fn kv_width(c: &ModelConfig) -> usize {
+    c.num_kv_heads * c.head_dim
+}
+
+/// PEFT's PREFIX_TUNING config (GQA: `token_dim` and `num_attention_heads` describe the
+/// key/value heads). The saved prefixes are the MLP's output, so `inference_mode` loads them
+/// as they are.
+fn peft_config(
+    s: &MethodSections,
+    base_model: &str,
+    model: &ModelConfig,
+    projection: bool,
+) -> serde_json::Value {
+    let kv = kv_width(model);
+    serde_json::json!({
+        "peft_type": "PREFIX_TUNING",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "num_virtual_tokens": s.prompt.n_virtual_tokens,
+        "token_dim": kv,
+        "num_transformer_submodules": 1,
+        "num_attention_heads": model.num_kv_heads,
+        "num_layers": model.num_layers,
+        "encoder_hidden_size": if s.prefix.encoder_hidden == 0 { kv } else { s.prefix.encoder_hidden },
+        "prefix_projection": projection,
+        "inference_mode": true,
+    })
+}
+
+const EXPORTS: Exports = Exports {
+    peft: true,
+    gguf_adapter: false,
+    merge: Err("prefix tuning adds key/value positions no base weight can hold"),
+};
+
+const DESCRIPTION: Description = Description {
+    name: "Prefix tuning",
+    changes_architecture: "attention only",
+    inference_latency: "a few extra KV",
+    compute: "low",
+    use_case: "generation tasks, many tasks",
+    difficulty: "medium",
+};
+
+fn memory(s: &MethodSections) -> MemoryShape {
+    MemoryShape {
+        extra_keys: s.prompt.n_virtual_tokens,
+        ..MemoryShape::default()
+    }
+}
+
+pub(super) struct PrefixTuning;
+
+impl Method for PrefixTuning {
+    fn describe(&self) -> Description {
+        DESCRIPTION
+    }
+    fn sections(&self) -> &'static [&'static str] {
+        &["prompt", "prefix"]
+    }
+    fn default_lr(&self) -> f64 {
+        5e-3
+    }
+    fn validate(
+        &self,
+        s: &MethodSections,
+        seq_len: usize,
+        _model: &ModelConfig,
+    ) -> std::result::Result<(), String> {
+        validate_virtual(s, seq_len, MethodKind::PrefixTuning)
+    }
+    fn apply(&self, model: &mut DecoderModel, a: &MethodArgs) -> Result<Vec<Param>> {
+        apply(model, a, true)
+    }
+    fn trainable_params(&self, s: &MethodSections, c: &ModelConfig) -> u64 {
+        let kv = kv_width(c) as u64;
+        let hidden = match s.prefix.encoder_hidden {
+            0 => kv,
+            x => x as u64,
+        };
+        let width = c.num_layers as u64 * 2 * kv;
+        s.prompt.n_virtual_tokens as u64 * kv + kv * hidden + hidden + hidden * width + width
+    }
+    fn memory(&self, s: &MethodSections, _c: &ModelConfig) -> MemoryShape {
+        memory(s)
+    }
+    fn peft_config(
+        &self,
+        s: &MethodSections,
+        base_model: &str,
+        model: &ModelConfig,
+    ) -> Option<serde_json::Value> {
+        Some(peft_config(s, base_model, model, true))
+    }
+    fn inference_tensors(
+        &self,
+        model: &DecoderModel,
+    ) -> Result<Option<std::collections::HashMap<String, Tensor>>> {
+        // the inference form PEFT saves: the MLP folded into the prefixes
+        let Some(prefix) = &model.prefix else {
+            return Ok(None);
+        };
+        let past = prefix.past(&model.mode)?.detach();
+        let past = past.to_dtype(crate::dtype::wide_dtype(past.dtype()))?;
+        Ok(Some(std::collections::HashMap::from([(
+            "prompt_embeddings".to_string(),
+            past,
+        )])))
+    }
+    fn peft_type(&self) -> Option<&'static str> {
+        Some("PREFIX_TUNING")
+    }
+    fn load_peft(
+        &self,
+        model: &mut DecoderModel,
+        dir: &std::path::Path,
+        cfg_path: &std::path::Path,
+        v: &serde_json::Value,
+    ) -> std::result::Result<MethodKind, String> {
+        load_prefix(model, dir, cfg_path, v)
+    }
+    fn exports(&self) -> Exports {
+        EXPORTS
+    }
+}
+
+pub(super) struct PTuningV2;
+
+impl Method for PTuningV2 {
+    fn describe(&self) -> Description {
+        Description {
+            name: "P-Tuning v2",
+            ..DESCRIPTION
+        }
+    }
+    fn sections(&self) -> &'static [&'static str] {
+        &["prompt"]
+    }
+    fn default_lr(&self) -> f64 {
+        1e-2
+    }
+    fn validate(
+        &self,
+        s: &MethodSections,
+        seq_len: usize,
+        _model: &ModelConfig,
+    ) -> std::result::Result<(), String> {
+        validate_virtual(s, seq_len, MethodKind::PTuningV2)
+    }
+    fn apply(&self, model: &mut DecoderModel, a: &MethodArgs) -> Result<Vec<Param>> {
+        apply(model, a, false)
+    }
+    fn trainable_params(&self, s: &MethodSections, c: &ModelConfig) -> u64 {
+        s.prompt.n_virtual_tokens as u64 * c.num_layers as u64 * 2 * kv_width(c) as u64
+    }
+    fn memory(&self, s: &MethodSections, _c: &ModelConfig) -> MemoryShape {
+        memory(s)
+    }
+    fn checkpoint_file(&self) -> &'static str {
+        "adapter_model.safetensors"
+    }
+    fn peft_config(
+        &self,
+        s: &MethodSections,
+        base_model: &str,
+        model: &ModelConfig,
+    ) -> Option<serde_json::Value> {
+        Some(peft_config(s, base_model, model, false))
+    }
+    fn exports(&self) -> Exports {
+        EXPORTS
+    }
+}
+
+/// The prefix embedding (and with `projection`, prefix tuning's MLP).
+fn apply(model: &mut DecoderModel, a: &MethodArgs, projection: bool) -> Result<Vec<Param>> {
     let mut params = vec![];
+    let wd = a.weight_decay;
     let c = model.config.clone();
     let kv = c.num_kv_heads * c.head_dim;
     let width = c.num_layers * 2 * kv;
-    let n = cfg.prompt.n_virtual_tokens;
-    let mut rng = InitRng(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 5);
+    let n = a.sections.prompt.n_virtual_tokens;
+    let mut rng = InitRng(a.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 5);
     let mut var = |name: &str, t: Tensor, decay: bool| -> Result<Tensor> {
         let v = Var::from_tensor(&t)?;
         params.push(Param {
@@ -27,14 +232,14 @@ pub(super) fn apply(model: &mut DecoderModel, cfg: &TrainConfig, wd: f64) -> Res
         let v: Vec<f32> = (0..rows * cols).map(|_| rng.normal()).collect();
         Tensor::from_vec(v, (rows, cols), &model.device)?.to_dtype(model.dtype)
     };
-    let prefix = if cfg.method == MethodKind::PTuningV2 {
+    let prefix = if !projection {
         let e = normal(n, width, &mut rng)?;
         Prefix {
             embedding: var("prompt_embeddings", e, true)?,
             mlp: None,
         }
     } else {
-        let hidden = match cfg.prefix.encoder_hidden {
+        let hidden = match a.sections.prefix.encoder_hidden {
             0 => kv,
             h => h,
         };
@@ -64,7 +269,7 @@ pub(super) fn apply(model: &mut DecoderModel, cfg: &TrainConfig, wd: f64) -> Res
 
 /// A PEFT prefix-tuning folder: `prompt_embeddings` `[n_virtual, layers · 2 · kv]` (PEFT
 /// saves the MLP's output, so both prefix tuning and P-Tuning v2 load the same way).
-pub(super) fn load_prefix(
+fn load_prefix(
     model: &mut DecoderModel,
     dir: &std::path::Path,
     cfg_path: &std::path::Path,

@@ -78,100 +78,19 @@ pub fn find_checkpoint(run_dir: &Path) -> Option<PathBuf> {
 }
 
 fn weights_file(method: MethodKind) -> &'static str {
-    match method {
-        m if m.is_lora()
-            || m == MethodKind::Ia3
-            || m == MethodKind::PromptTuning
-            || m == MethodKind::PTuningV2 =>
-        {
-            "adapter_model.safetensors"
-        }
-        _ => "trainable.safetensors",
-    }
+    method.spec().checkpoint_file()
 }
 
-/// PEFT's `adapter_config.json` for a LoRA or (IA)3 run; `None` for methods PEFT does not
-/// describe (their checkpoints hold HF-named tensors).
+/// PEFT's `adapter_config.json` for a run; `None` for methods PEFT does not describe
+/// (their checkpoints hold HF-named tensors).
 pub fn peft_adapter_config(
     cfg: &TrainConfig,
     base_model: &str,
     model: &whetstone_formats::ModelConfig,
 ) -> Option<serde_json::Value> {
-    if cfg.method == MethodKind::PromptTuning {
-        return Some(serde_json::json!({
-            "peft_type": "PROMPT_TUNING",
-            "task_type": "CAUSAL_LM",
-            "base_model_name_or_path": base_model,
-            "num_virtual_tokens": cfg.prompt.n_virtual_tokens,
-            "token_dim": model.hidden_size,
-            "num_transformer_submodules": 1,
-            "num_attention_heads": model.num_heads,
-            "num_layers": model.num_layers,
-            "prompt_tuning_init": "RANDOM",
-            "inference_mode": true,
-        }));
-    }
-    if cfg.method.is_prefix() {
-        // PEFT's GQA handling: token_dim and num_attention_heads describe the key/value
-        // heads. The saved prefixes are the MLP's output, so `inference_mode` loads them as is.
-        let kv = model.num_kv_heads * model.head_dim;
-        let projection = cfg.method == MethodKind::PrefixTuning;
-        return Some(serde_json::json!({
-            "peft_type": "PREFIX_TUNING",
-            "task_type": "CAUSAL_LM",
-            "base_model_name_or_path": base_model,
-            "num_virtual_tokens": cfg.prompt.n_virtual_tokens,
-            "token_dim": kv,
-            "num_transformer_submodules": 1,
-            "num_attention_heads": model.num_kv_heads,
-            "num_layers": model.num_layers,
-            "encoder_hidden_size": if cfg.prefix.encoder_hidden == 0 { kv } else { cfg.prefix.encoder_hidden },
-            "prefix_projection": projection,
-            "inference_mode": true,
-        }));
-    }
-    if cfg.method == MethodKind::Ia3 {
-        let targets = crate::config::resolve_targets("ia3.targets", &cfg.ia3.targets, model)
-            .unwrap_or_default();
-        let ff: Vec<&str> = targets
-            .iter()
-            .copied()
-            .filter(|t| matches!(*t, "gate_proj" | "up_proj" | "down_proj" | "gate_up_proj"))
-            .collect();
-        return Some(serde_json::json!({
-            "peft_type": "IA3",
-            "task_type": "CAUSAL_LM",
-            "base_model_name_or_path": base_model,
-            "target_modules": targets,
-            "feedforward_modules": ff,
-            "fan_in_fan_out": false,
-            "inference_mode": true,
-            "init_ia3_weights": true,
-            "modules_to_save": null,
-        }));
-    }
-    if !cfg.method.is_lora() {
-        return None;
-    }
-    let targets = crate::config::resolve_targets("lora.targets", &cfg.lora.targets, model)
-        .unwrap_or_default();
-    Some(serde_json::json!({
-        "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
-        "base_model_name_or_path": base_model,
-        "r": cfg.lora.r,
-        "lora_alpha": cfg.lora.alpha,
-        "lora_dropout": cfg.lora.dropout,
-        "target_modules": targets,
-        "use_rslora": cfg.lora.rslora,
-        "use_dora": cfg.method == MethodKind::Dora,
-        "bias": "none",
-        "fan_in_fan_out": false,
-        "inference_mode": true,
-        "init_lora_weights": true,
-        "modules_to_save": null,
-        "layers_to_transform": null,
-    }))
+    cfg.method
+        .spec()
+        .peft_config(&cfg.methods, base_model, model)
 }
 
 /// Trainable tensors by name (full precision, from [`AdamW::values`]), in the shapes PEFT
@@ -209,12 +128,8 @@ pub(super) fn save(
     write_dir_atomically(dir, |tmp| {
         let f = tmp.join(weights_file(cfg.method));
         candle_core::safetensors::save(&named(opt.values())?, &f).map_err(io(&f))?;
-        if let (MethodKind::PrefixTuning, Some(prefix)) = (cfg.method, &model.prefix) {
-            // the inference form PEFT saves: the MLP folded into the prefixes
+        if let Some(map) = cfg.method.spec().inference_tensors(model)? {
             let f = tmp.join("adapter_model.safetensors");
-            let past = prefix.past(&model.mode)?.detach();
-            let past = past.to_dtype(crate::dtype::wide_dtype(past.dtype()))?;
-            let map = HashMap::from([("prompt_embeddings".to_string(), past)]);
             candle_core::safetensors::save(&map, &f).map_err(io(&f))?;
         }
         if with_optimizer {

@@ -32,11 +32,17 @@ pub enum TrainEvent {
         epoch: f64,
         /// Tokens trained on so far (padding excluded), for curves aligned by tokens.
         tokens: u64,
+        /// The objective's metrics beyond the loss (SFT: `token_accuracy`), step means.
+        #[serde(default)]
+        metrics: super::Metrics,
     },
     Eval {
         step: u64,
         eval_loss: f64,
         perplexity: f64,
+        /// The objective's metrics over the eval split.
+        #[serde(default)]
+        metrics: super::Metrics,
     },
     Sample {
         step: u64,

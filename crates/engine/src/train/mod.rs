@@ -24,7 +24,7 @@ mod step;
 pub use batch::{make_batch, pack, Batch};
 pub use checkpoint::{find_checkpoint, peft_adapter_config, CheckpointState};
 pub use events::{RunStatus, Summary, TrainData, TrainError, TrainEvent, TrainSpec};
-pub use objective::{for_config as objective_for, Objective, Sft};
+pub use objective::{for_config as objective_for, LossSum, Metrics, Objective, Sft};
 pub use policy::{Checkpointing, EarlyStopping};
 pub use run::train;
 pub use step::forward_backward;

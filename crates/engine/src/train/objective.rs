@@ -1,19 +1,31 @@
 //! What a run optimises. An [`Objective`] turns a batch's final hidden states into a loss
-//! sum and says how many terms that sum has; the step, the evaluation and gradient
-//! recomputation all ask it, so a new objective (preference tuning) is one implementation
-//! here and one line in [`for_config`].
+//! sum (and sums of its named metrics) and says how many terms those sums have; the step,
+//! the evaluation and gradient recomputation all ask it, so a new objective (preference
+//! tuning) is one implementation here, one [`ObjectiveKind`] variant and one line in
+//! [`for_config`]. Its metrics travel as a map on the step and eval events and are stored
+//! by name, so a new metric needs no schema change.
 
 use super::batch::Batch;
-use crate::config::TrainConfig;
+use crate::config::{ObjectiveKind, TrainConfig};
 use crate::model::DecoderModel;
 use crate::ops;
-use candle_core::{DType, Result, Tensor};
+use candle_core::{DType, Result, Tensor, D};
+
+/// Metrics beyond the loss, by name (`token_accuracy`, ...).
+pub type Metrics = std::collections::BTreeMap<String, f64>;
+
+/// A batch's loss summed over its terms, with each metric summed over the same terms.
+pub struct LossSum {
+    pub loss: Tensor,
+    pub metrics: Metrics,
+}
 
 pub trait Objective: Send + Sync {
     /// The name runs and events use (`sft`).
     fn name(&self) -> &'static str;
-    /// The batch's loss summed over its terms, from the final hidden states `[b, t, h]`.
-    fn loss_sum(&self, model: &DecoderModel, hidden: &Tensor, batch: &Batch) -> Result<Tensor>;
+    /// The batch's loss (and metrics) summed over its terms, from the final hidden states
+    /// `[b, t, h]`.
+    fn loss_sum(&self, model: &DecoderModel, hidden: &Tensor, batch: &Batch) -> Result<LossSum>;
     /// How many terms [`Objective::loss_sum`] adds up: the mean loss of a step or an
     /// evaluation is the sum over its batches divided by the sum of these.
     fn terms(&self, batch: &Batch) -> usize;
@@ -28,7 +40,7 @@ impl Objective for Sft {
         "sft"
     }
 
-    fn loss_sum(&self, model: &DecoderModel, hidden: &Tensor, batch: &Batch) -> Result<Tensor> {
+    fn loss_sum(&self, model: &DecoderModel, hidden: &Tensor, batch: &Batch) -> Result<LossSum> {
         let (b, t, h) = hidden.dims3()?;
         let picked = hidden.reshape((b * t, h))?.index_select(&batch.rows, 0)?;
         let logits = model.logits(&picked)?;
@@ -36,7 +48,18 @@ impl Objective for Sft {
             DType::F64 | DType::F32 => logits,
             _ => logits.to_dtype(DType::F32)?,
         };
-        ops::cross_entropy_rows(&logits, &batch.targets)?.sum_all()
+        // the share of trained positions whose most likely token is the target
+        let hits = logits
+            .detach()
+            .argmax(D::Minus1)?
+            .eq(&batch.targets.to_dtype(DType::U32)?)?
+            .to_dtype(DType::F64)?
+            .sum_all()?
+            .to_scalar::<f64>()?;
+        Ok(LossSum {
+            loss: ops::cross_entropy_rows(&logits, &batch.targets)?.sum_all()?,
+            metrics: Metrics::from([("token_accuracy".to_string(), hits)]),
+        })
     }
 
     fn terms(&self, batch: &Batch) -> usize {
@@ -44,7 +67,24 @@ impl Objective for Sft {
     }
 }
 
-/// The objective a run's configuration asks for (supervised fine-tuning is the only one yet).
-pub fn for_config(_cfg: &TrainConfig) -> Box<dyn Objective> {
-    Box::new(Sft)
+/// The objective a run's configuration asks for (`objective`; supervised fine-tuning is the
+/// only one yet).
+pub fn for_config(cfg: &TrainConfig) -> Box<dyn Objective> {
+    match cfg.objective {
+        ObjectiveKind::Sft => Box::new(Sft),
+    }
+}
+
+/// Add `m` into `into`, by name.
+pub(super) fn add_metrics(into: &mut Metrics, m: &Metrics) {
+    for (k, v) in m {
+        *into.entry(k.clone()).or_insert(0.0) += v;
+    }
+}
+
+/// Sums over `terms` as means.
+pub(super) fn mean_metrics(m: Metrics, terms: usize) -> Metrics {
+    m.into_iter()
+        .map(|(k, v)| (k, v / terms.max(1) as f64))
+        .collect()
 }

@@ -4,9 +4,9 @@
 use super::batch::{make_batch, pack};
 use super::checkpoint::{self, io, CheckpointState};
 use super::events::{RunStatus, Summary, TrainError, TrainEvent, TrainSpec};
-use super::objective::{self, Objective};
+use super::objective::{self, add_metrics, mean_metrics, Metrics, Objective};
 use super::policy::{Checkpointing, EarlyStopping};
-use super::step::step_gradients;
+use super::step::{step_gradients, StepOutput};
 use crate::config::TrainConfig;
 use crate::device::{peak_rss_bytes, rss_bytes};
 use crate::generate::{generate, SamplingParams};
@@ -60,9 +60,11 @@ impl Loop<'_> {
             .collect()
     }
 
-    fn evaluate(&self) -> Result<f64, TrainError> {
+    /// The mean eval loss and the mean of each of the objective's metrics.
+    fn evaluate(&self) -> Result<(f64, Metrics), TrainError> {
         self.model.mode.set_training(false);
         let (mut sum, mut count) = (0f64, 0usize);
+        let mut metrics = Metrics::new();
         for chunk in self.eval.chunks(self.cfg.batch_size) {
             let rows: Vec<&Tokenized> = chunk.iter().collect();
             let batch = make_batch(&rows, &self.model.device)?;
@@ -75,19 +77,18 @@ impl Loop<'_> {
                 .model
                 .hidden_states(&batch.input, 0, None, Ops::Fused)?
                 .detach();
-            sum += self
-                .objective
-                .loss_sum(self.model, &h, &batch)?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?;
+            let out = self.objective.loss_sum(self.model, &h, &batch)?;
+            sum += out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            add_metrics(&mut metrics, &out.metrics);
             count += terms;
         }
         self.model.mode.set_training(true);
-        Ok(if count == 0 {
+        let loss = if count == 0 {
             f64::NAN
         } else {
             sum / count as f64
-        })
+        };
+        Ok((loss, mean_metrics(metrics, count)))
     }
 
     fn sample(&self, tokenizer: &ModelTokenizer) -> Result<Option<(String, String)>, TrainError> {
@@ -156,11 +157,11 @@ fn prepare<'a>(
     if spec.data.train.is_empty() {
         return Err(TrainError::Invalid("no training examples".into()));
     }
-    let params = methods::apply(model, cfg)?;
+    let params = methods::apply(model, &cfg.method_args())?;
     let trainable_params: usize = params.iter().map(|p| p.var.elem_count()).sum();
     let total_params = methods::count_params(model);
     let mut opt = AdamW::new(params, AdamWSettings::default())?;
-    if let (true, Some(init)) = (cfg.method.is_lora(), &cfg.lora.init) {
+    if let Some(init) = cfg.method.spec().init_dir(&cfg.methods) {
         let wf = Path::new(init).join("adapter_model.safetensors");
         let w = candle_core::safetensors::load(&wf, &model.device).map_err(io(&wf))?;
         opt.load_values(&w).map_err(io(&wf))?;
@@ -217,7 +218,7 @@ fn prepare<'a>(
 /// comparing them with another implementation's on the very same data. Nothing is trained.
 fn dump_first_step(lp: &mut Loop, path: &Path) -> Result<Summary, TrainError> {
     let batches = lp.next_batches()?;
-    let (loss, grads) = step_gradients(
+    let StepOutput { loss, grads, .. } = step_gradients(
         lp.model,
         &lp.opt.params,
         lp.objective.as_ref(),
@@ -320,11 +321,12 @@ pub fn train(
             return Ok(false);
         }
         let step = lp.state.step;
-        let loss = lp.evaluate()?;
+        let (loss, metrics) = lp.evaluate()?;
         emit(TrainEvent::Eval {
             step,
             eval_loss: loss,
             perplexity: loss.exp(),
+            metrics,
         });
         lp.state.first_eval_loss.get_or_insert(loss);
         lp.state.last_eval_loss = Some(loss);
@@ -380,7 +382,11 @@ pub fn train(
         let step = lp.state.step;
         let lr = optim::lr_at(cfg.schedule, cfg.lr(), step, total_steps, warmup);
         let batches = lp.next_batches()?;
-        let (loss, mut grads) = step_gradients(
+        let StepOutput {
+            loss,
+            metrics,
+            mut grads,
+        } = step_gradients(
             lp.model,
             &lp.opt.params,
             lp.objective.as_ref(),
@@ -422,6 +428,7 @@ pub fn train(
             mem_bytes: rss_bytes(),
             epoch: lp.state.rows_seen as f64 / n,
             tokens: lp.state.tokens_seen,
+            metrics,
         });
         let s = lp.state.step;
         let last = s == total_steps;

@@ -2,7 +2,7 @@
 //! with layer recomputation), accumulated in the wide dtype.
 
 use super::batch::Batch;
-use super::objective::Objective;
+use super::objective::{add_metrics, mean_metrics, Metrics, Objective};
 use crate::model::DecoderModel;
 use crate::ops::Ops;
 use crate::params::Param;
@@ -27,7 +27,8 @@ fn add_grads(
 }
 
 /// Forward and backward of one micro-batch, the objective's loss divided by `denom` (the
-/// step's term count). Adds the parameter gradients to `acc`; returns the loss sum.
+/// step's term count). Adds the parameter gradients to `acc`; returns the loss sum and the
+/// metric sums.
 ///
 /// With `checkpointing`, layer outputs are not kept: each layer is recomputed during the
 /// backward pass from its saved input (replaying the same dropout masks), trading one extra
@@ -40,15 +41,15 @@ pub fn forward_backward(
     denom: f64,
     checkpointing: bool,
     acc: &mut [Option<Tensor>],
-) -> candle_core::Result<f64> {
+) -> candle_core::Result<(f64, Metrics)> {
     let ops = Ops::Differentiable;
     if !checkpointing {
         let h = model.hidden_states(&batch.input, 0, None, ops)?;
-        let loss = objective.loss_sum(model, &h, batch)?;
-        let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        let store = (loss / denom)?.backward()?;
+        let out = objective.loss_sum(model, &h, batch)?;
+        let value = out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let store = (out.loss / denom)?.backward()?;
         add_grads(params, &store, acc)?;
-        return Ok(value);
+        return Ok((value, out.metrics));
     }
     let t = batch.input.dim(1)?;
     let (x0, start, lead) = model.layer_input(&batch.input, 0)?;
@@ -70,9 +71,9 @@ pub fn forward_backward(
     let rng_after = model.mode.rng_state();
     let leaf = Var::from_tensor(&x)?;
     let last = leaf.as_tensor().narrow(1, lead, t)?;
-    let loss = objective.loss_sum(model, &model.final_norm(&last, ops)?, batch)?;
-    let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-    let store = (loss / denom)?.backward()?;
+    let out = objective.loss_sum(model, &model.final_norm(&last, ops)?, batch)?;
+    let value = out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    let store = (out.loss / denom)?.backward()?;
     add_grads(params, &store, acc)?;
     let mut grad_out = store
         .get(leaf.as_tensor())
@@ -100,7 +101,15 @@ pub fn forward_backward(
         add_grads(params, &store, acc)?;
     }
     model.mode.set_rng_state(rng_after);
-    Ok(value)
+    Ok((value, out.metrics))
+}
+
+/// What one optimizer step computed: the mean loss, the mean of each metric, and the
+/// gradients (one per parameter, accumulated in the wide dtype).
+pub(super) struct StepOutput {
+    pub loss: f64,
+    pub metrics: Metrics,
+    pub grads: Vec<Tensor>,
 }
 
 /// The gradients of one optimizer step over `batches`, with the mean loss: each
@@ -112,13 +121,14 @@ pub(super) fn step_gradients(
     objective: &dyn Objective,
     batches: &[Batch],
     checkpointing: bool,
-) -> candle_core::Result<(f64, Vec<Tensor>)> {
+) -> candle_core::Result<StepOutput> {
     let denom: usize = batches.iter().map(|b| objective.terms(b)).sum();
     let mut acc: Vec<Option<Tensor>> = vec![None; params.len()];
     let mut loss_sum = 0f64;
+    let mut metrics = Metrics::new();
     if denom > 0 {
         for b in batches.iter().filter(|b| objective.terms(b) > 0) {
-            loss_sum += forward_backward(
+            let (loss, m) = forward_backward(
                 model,
                 params,
                 objective,
@@ -127,6 +137,8 @@ pub(super) fn step_gradients(
                 checkpointing,
                 &mut acc,
             )?;
+            loss_sum += loss;
+            add_metrics(&mut metrics, &m);
         }
     }
     let grads = acc
@@ -134,5 +146,9 @@ pub(super) fn step_gradients(
         .zip(params)
         .map(|(g, p)| g.map_or_else(|| p.var.zeros_like(), Ok))
         .collect::<candle_core::Result<Vec<_>>>()?;
-    Ok((loss_sum / denom.max(1) as f64, grads))
+    Ok(StepOutput {
+        loss: loss_sum / denom.max(1) as f64,
+        metrics: mean_metrics(metrics, denom),
+        grads,
+    })
 }

@@ -95,9 +95,9 @@ fn cfg(method: MethodKind) -> TrainConfig {
     c.sample_tokens = 0;
     c.lr = Some(1e-2);
     c.seq_len = 32;
-    c.lora.dropout = 0.1;
-    c.adapter.bottleneck = Some(4);
-    c.prompt.n_virtual_tokens = 4;
+    c.methods.lora.dropout = 0.1;
+    c.methods.adapter.bottleneck = Some(4);
+    c.methods.prompt.n_virtual_tokens = 4;
     c
 }
 
@@ -165,11 +165,11 @@ fn method_gradients_match_finite_differences() {
 fn method_gradient_check(method: MethodKind) {
     let mut model = tiny_model(DType::F64, 3);
     let mut c = cfg(method);
-    c.lora.dropout = 0.0;
-    c.lora.targets = vec!["q_proj".into(), "v_proj".into(), "down_proj".into()];
-    c.prompt.n_virtual_tokens = 3;
-    c.adapter.bottleneck = Some(4);
-    let params = methods::apply(&mut model, &c).unwrap();
+    c.methods.lora.dropout = 0.0;
+    c.methods.lora.targets = vec!["q_proj".into(), "v_proj".into(), "down_proj".into()];
+    c.methods.prompt.n_virtual_tokens = 3;
+    c.methods.adapter.bottleneck = Some(4);
+    let params = methods::apply(&mut model, &c.method_args()).unwrap();
     assert!(!params.is_empty(), "{method:?}");
     // Move every trainable value off its init (LoRA's B = 0 would zero A's gradient,
     // (IA)3's ones would hide a missing scale).
@@ -191,6 +191,7 @@ fn method_gradient_check(method: MethodKind) {
             .unwrap();
         Sft.loss_sum(m, &h, &batch)
             .unwrap()
+            .loss
             .to_scalar::<f64>()
             .unwrap()
             / denom
@@ -251,11 +252,11 @@ fn bf16_gradients_agree_with_f32() {
         MethodKind::PrefixTuning,
     ] {
         let mut c = cfg(method);
-        c.lora.dropout = 0.0;
+        c.methods.lora.dropout = 0.0;
         let mut out = vec![];
         for dtype in [DType::F32, DType::BF16] {
             let mut model = tiny_model_via(dtype, DType::BF16, 3);
-            let params = methods::apply(&mut model, &c).unwrap();
+            let params = methods::apply(&mut model, &c.method_args()).unwrap();
             for (i, p) in params.iter().enumerate() {
                 let v: Vec<f32> = rand_vec(p.var.elem_count(), 50 + i as u64)
                     .iter()
@@ -267,8 +268,9 @@ fn bf16_gradients_agree_with_f32() {
             }
             model.mode.set_training(true);
             let mut acc = vec![None; params.len()];
-            let loss =
-                forward_backward(&model, &params, &Sft, &batch, denom, false, &mut acc).unwrap();
+            let loss = forward_backward(&model, &params, &Sft, &batch, denom, false, &mut acc)
+                .unwrap()
+                .0;
             let grads: Vec<Tensor> = acc.into_iter().map(|g| g.unwrap()).collect();
             assert!(grads.iter().all(|g| g.dtype() == DType::F32), "{method:?}");
             out.push((loss, grads));
@@ -308,7 +310,7 @@ fn checkpointing_gives_the_same_gradients_and_dropout() {
     let mut grads = vec![];
     for checkpointing in [false, true] {
         let mut model = tiny_model(DType::F64, 4);
-        let params = methods::apply(&mut model, &c).unwrap();
+        let params = methods::apply(&mut model, &c.method_args()).unwrap();
         for (i, p) in params.iter().enumerate() {
             let v = rand_vec(p.var.elem_count(), 70 + i as u64);
             p.var
@@ -319,12 +321,16 @@ fn checkpointing_gives_the_same_gradients_and_dropout() {
         model.mode.set_rng_state(11);
         let batch = make_batch(&rows, &Device::Cpu).unwrap();
         let mut acc = vec![None; params.len()];
-        let l =
+        let (l, metrics) =
             forward_backward(&model, &params, &Sft, &batch, 10.0, checkpointing, &mut acc).unwrap();
-        grads.push((l, acc, model.mode.rng_state()));
+        // the objective's metric: a count of right guesses among the trained positions
+        let hits = metrics["token_accuracy"];
+        assert!(hits >= 0.0 && hits <= batch.n_targets as f64 && hits.fract() == 0.0);
+        grads.push((l, acc, model.mode.rng_state(), hits));
     }
     let (a, b) = (&grads[0], &grads[1]);
     assert!((a.0 - b.0).abs() < 1e-12);
+    assert_eq!(a.3, b.3, "recomputation must not change the metrics");
     assert_eq!(a.2, b.2, "the dropout stream must end in the same state");
     for (x, y) in a.1.iter().zip(&b.1) {
         let d = (x.as_ref().unwrap() - y.as_ref().unwrap())
@@ -352,7 +358,7 @@ fn full_checkpointing_reaches_the_embeddings() {
     let mut out = vec![];
     for checkpointing in [false, true] {
         let mut model = tiny_model(DType::F64, 5);
-        let params = methods::apply(&mut model, &c).unwrap();
+        let params = methods::apply(&mut model, &c.method_args()).unwrap();
         let batch = make_batch(&rows, &Device::Cpu).unwrap();
         let mut acc = vec![None; params.len()];
         forward_backward(&model, &params, &Sft, &batch, 5.0, checkpointing, &mut acc).unwrap();
@@ -385,7 +391,7 @@ fn lowers_the_loss(dtype: DType) {
         let mut model = tiny_model(dtype, 6);
         let mut c = cfg(method);
         c.max_steps = Some(15);
-        c.freeze.trainable_layers = 1;
+        c.methods.freeze.trainable_layers = 1;
         // scaling vectors and biases are few parameters: they need a larger step
         if matches!(
             method,
@@ -496,7 +502,7 @@ fn lora_plus_moves_b_lr_ratio_times_faster() {
     c.max_steps = Some(1);
     c.warmup_ratio = 0.0;
     c.lr = Some(1e-3);
-    c.lora_plus.lr_ratio = 16.0;
+    c.methods.lora_plus.lr_ratio = 16.0;
     c.max_grad_norm = 0.0;
     run(&mut tiny_model(DType::F32, 12), &c, tmp.path(), None, None);
     let w = candle_core::safetensors::load(

@@ -121,46 +121,42 @@ fn internal(e: impl std::fmt::Display) -> RunError {
     RunError::Internal(e.to_string())
 }
 
-/// PEFT can describe this method's checkpoint.
-fn has_peft_form(m: MethodKind) -> bool {
-    m.is_lora() || m == MethodKind::Ia3 || m == MethodKind::PromptTuning || m.is_prefix()
-}
-
-/// llama.cpp can load this method's checkpoint as a LoRA adapter (DoRA's magnitudes it
-/// cannot).
+/// llama.cpp can load this method's checkpoint as a LoRA adapter.
 fn has_gguf_adapter_form(m: MethodKind) -> bool {
-    m.is_lora() && m != MethodKind::Dora
-}
-
-fn can_merge(m: MethodKind) -> bool {
-    !matches!(
-        m,
-        MethodKind::Adapter
-            | MethodKind::PromptTuning
-            | MethodKind::PrefixTuning
-            | MethodKind::PTuningV2
-    )
+    m.spec().exports().gguf_adapter
 }
 
 /// Check that `format` can express a run of `method`, before anything is loaded.
 pub fn check_format(method: MethodKind, format: ExportFormat) -> Result<(), String> {
     let name = method.as_str();
-    match format {
-        ExportFormat::Peft if !has_peft_form(method) => Err(format!(
-            "a `{name}` run has no PEFT adapter form (PEFT describes LoRA, QLoRA, LoRA+, DoRA, (IA)3, prompt and prefix tuning); export it with --format merged"
-        )),
-        ExportFormat::Merged | ExportFormat::Gguf | ExportFormat::Ollama
-            if !can_merge(method) && !has_gguf_adapter_form(method) =>
+    let exports = method.spec().exports();
+    match (format, exports.merge) {
+        (ExportFormat::Peft, _) if !exports.peft => {
+            let peft: Vec<&str> = MethodKind::ALL
+                .iter()
+                .filter(|m| m.spec().exports().peft)
+                .map(|m| m.spec().describe().name)
+                .collect();
+            Err(format!(
+                "a `{name}` run has no PEFT adapter form (PEFT describes {}); export it with --format merged",
+                peft.join(", ")
+            ))
+        }
+        (ExportFormat::Merged | ExportFormat::Gguf | ExportFormat::Ollama, Err(why))
+            if !exports.gguf_adapter =>
         {
             Err(format!(
-                "a `{name}` run cannot be {}: {}; export it with --format peft{}",
-                if format == ExportFormat::Merged { "merged into the base" } else { "expressed in GGUF" },
-                match method {
-                    MethodKind::Adapter => "Houlsby adapters add layers the base architecture does not have",
-                    MethodKind::PromptTuning => "prompt tuning adds virtual tokens no base weight can hold",
-                    _ => "prefix tuning adds key/value positions no base weight can hold",
+                "a `{name}` run cannot be {}: {why}; export it with --format peft{}",
+                if format == ExportFormat::Merged {
+                    "merged into the base"
+                } else {
+                    "expressed in GGUF"
                 },
-                if method == MethodKind::Adapter { " — which does not describe them either; use the checkpoint folder with whetstone's --adapter" } else { "" }
+                if exports.peft {
+                    ""
+                } else {
+                    " — which does not describe them either; use the checkpoint folder with whetstone's --adapter"
+                }
             ))
         }
         _ => Ok(()),

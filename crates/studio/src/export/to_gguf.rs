@@ -16,7 +16,7 @@ pub(super) fn gguf_adapter(
     let wf = ck.join("adapter_model.safetensors");
     let tensors = candle_core::safetensors::load(&wf, &Device::Cpu)
         .map_err(|e| user(format!("{}: {e}", wf.display())))?;
-    let cfg = &job.cfg.lora;
+    let cfg = &job.cfg.methods.lora;
     let scale_alpha = if cfg.rslora {
         cfg.alpha * (cfg.r as f64).sqrt()
     } else {

@@ -10,6 +10,7 @@ import type {
   SettingSpec,
 } from "../../lib/ipc";
 import type { TrainConfig } from "../../lib/bindings/TrainConfig";
+import { methodFacts } from "../../../tests/mock/engine-facts";
 
 /** Llama's decoder linears, in `LORA_TARGETS` order. */
 export const ALL_LINEAR_NAMES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
@@ -153,43 +154,7 @@ export function methodRows(opts: { usable?: number; memory?: Partial<Record<Meth
 /** The run config `TrainConfig::for_method` gives (QLoRA: r 16 / alpha 32 on every linear),
  * with `over` on top; the Playwright mock backend uses it too. */
 export function trainConfig(method: MethodKind, over: Partial<TrainConfig> = {}): TrainConfig {
-  return {
-    method,
-    max_steps: null,
-    epochs: 1,
-    batch_size: 4,
-    grad_accum: 1,
-    lr: null,
-    schedule: "cosine",
-    warmup_ratio: 0.03,
-    weight_decay: null,
-    max_grad_norm: 1,
-    seq_len: 512,
-    packing: false,
-    truncate: false,
-    train_on_prompt: false,
-    eval_every: 50,
-    save_every: 50,
-    eval_fraction: 0.1,
-    early_stopping_patience: 0,
-    sample_tokens: 32,
-    seed: 42,
-    gradient_checkpointing: false,
-    device: "cpu",
-    dtype: "auto",
-    lora:
-      method === "qlora"
-        ? { r: 16, alpha: 32, dropout: 0.05, targets: [...ALL_LINEAR_NAMES], rslora: false, init: null }
-        : { r: 8, alpha: 16, dropout: 0.05, targets: ["q_proj", "k_proj", "v_proj", "o_proj"], rslora: false, init: null },
-    lora_plus: { lr_ratio: 16 },
-    ia3: { targets: ["k_proj", "v_proj", "down_proj"] },
-    prompt: { n_virtual_tokens: 20 },
-    prefix: { encoder_hidden: 0 },
-    adapter: { bottleneck: null },
-    freeze: { trainable_layers: 2, train_norm: true, train_head: false },
-    bitfit: { add_biases: method === "bitfit" },
-    ...over,
-  };
+  return { ...structuredClone(methodFacts(method).config), ...over };
 }
 
 export function estimateReport(method: MethodKind = "lora", over: Partial<EstimateReport> = {}): EstimateReport {

@@ -3,7 +3,7 @@ import type { Estimate } from "./Estimate";
 import type { MethodKind } from "./MethodKind";
 
 /**
- * One row of the table; field names are a stable contract (DESIGN.md §3).
+ * One row of the table; field names are a stable contract (docs/design.md#comparison-table).
  */
 export type MethodRow = { id: MethodKind, name: string, trainable_params: number, trainable_percent: number, est_memory_bytes: number, fits_device: boolean, changes_architecture: string, inference_latency: string, compute: string, use_case: string, difficulty: string, 
 /**

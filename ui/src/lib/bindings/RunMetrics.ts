@@ -2,6 +2,7 @@
 import type { CheckpointView } from "./CheckpointView";
 import type { EvalSeries } from "./EvalSeries";
 import type { LogLine } from "./LogLine";
+import type { NamedSeries } from "./NamedSeries";
 import type { RunView } from "./RunView";
 import type { SampleView } from "./SampleView";
 import type { TrainSeries } from "./TrainSeries";
@@ -9,4 +10,8 @@ import type { TrainSeries } from "./TrainSeries";
 /**
  * Everything a run screen draws: the run, its metric columns, samples, logs, checkpoints.
  */
-export type RunMetrics = { run: RunView, train: TrainSeries, eval: EvalSeries, samples: Array<SampleView>, logs: Array<LogLine>, checkpoints: Array<CheckpointView>, };
+export type RunMetrics = { run: RunView, train: TrainSeries, eval: EvalSeries, 
+/**
+ * The objective's metrics beyond the loss, by name (`token_accuracy`, ...).
+ */
+named: Array<NamedSeries>, samples: Array<SampleView>, logs: Array<LogLine>, checkpoints: Array<CheckpointView>, };

@@ -3,6 +3,6 @@ import type { RunState } from "./RunState";
 import type { TrainConfig } from "./TrainConfig";
 
 /**
- * `runs show --json`: the fields DESIGN.md §3 promises, then more.
+ * `runs show --json`: the fields docs/design.md#run-history promises, then more.
  */
 export type RunView = { id: string, status: RunState, method: string, model: string, dataset: string, config: TrainConfig, steps_done: number, best_eval_loss: number | null, final_train_loss: number | null, tokens_per_s: number | null, peak_mem_bytes: number | null, created_at: string, finished_at: string | null, total_steps: number | null, first_eval_loss: number | null, last_eval_loss: number | null, trainable_params: number | null, total_params: number | null, elapsed_s: number | null, adapter_bytes: number | null, run_dir: string, error: string | null, tags: Array<string>, notes: string | null, dataset_sha256: string | null, app_version: string | null, };

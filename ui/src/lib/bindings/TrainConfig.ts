@@ -6,11 +6,16 @@ import type { Ia3Config } from "./Ia3Config";
 import type { LoraConfig } from "./LoraConfig";
 import type { LoraPlusConfig } from "./LoraPlusConfig";
 import type { MethodKind } from "./MethodKind";
+import type { ObjectiveKind } from "./ObjectiveKind";
 import type { PrefixConfig } from "./PrefixConfig";
 import type { PromptConfig } from "./PromptConfig";
 import type { Schedule } from "./Schedule";
 
 export type TrainConfig = { method: MethodKind, 
+/**
+ * What the run optimises (`sft`).
+ */
+objective: ObjectiveKind, 
 /**
  * Stop after this many optimizer steps (overrides `epochs`).
  */

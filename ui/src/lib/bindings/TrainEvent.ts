@@ -10,4 +10,12 @@ step: number, total_steps: number, train_records: number, eval_records: number, 
 /**
  * Tokens trained on so far (padding excluded), for curves aligned by tokens.
  */
-tokens: number, } | { "event": "eval", step: number, eval_loss: number, perplexity: number, } | { "event": "sample", step: number, prompt: string, text: string, } | { "event": "checkpoint", step: number, path: string, best: boolean, } | { "event": "log", step: number, level: string, message: string, } | { "event": "finished", step: number, status: RunStatus, summary: Summary, };
+tokens: number, 
+/**
+ * The objective's metrics beyond the loss (SFT: `token_accuracy`), step means.
+ */
+metrics: { [key in string]: number }, } | { "event": "eval", step: number, eval_loss: number, perplexity: number, 
+/**
+ * The objective's metrics over the eval split.
+ */
+metrics: { [key in string]: number }, } | { "event": "sample", step: number, prompt: string, text: string, } | { "event": "checkpoint", step: number, path: string, best: boolean, } | { "event": "log", step: number, level: string, message: string, } | { "event": "finished", step: number, status: RunStatus, summary: Summary, };

@@ -1,5 +1,5 @@
 // Strings of the new-run wizard, model and dataset pickers, the method table. Keys start with `wizard.`.
-// `wizard.phrase.*` entries are the backend's English words (METHODS.md table, setting help
+// `wizard.phrase.*` entries are the backend's English words (docs/methods.md#comparison-table, setting help
 // lines): the English text must match the backend's exactly so lib/wizard-phrases.ts can
 // show the translation.
 export const en = {

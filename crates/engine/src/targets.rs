@@ -1,5 +1,8 @@
-//! Which linear modules a target list names: the families' module names, `all-linear`,
-//! and the mapping onto a model (Phi-3's fused modules included).
+//! The linear modules of a decoder layer: the families' module names, the shapes of a
+//! model's linears, which modules a target list names (`all-linear`, Phi-3's fused modules)
+//! and the parameter counts built from them.
+
+use whetstone_formats::ModelConfig;
 
 /// Every linear module name a target list may use: the Llama layout's seven and Phi-3's
 /// fused `qkv_proj` and `gate_up_proj`; `all-linear` is all of them.
@@ -82,4 +85,71 @@ pub fn resolve_targets(
         ));
     }
     Ok(out)
+}
+
+/// `(in, out)` of each decoder linear, by HF module name.
+pub fn linear_dims(c: &ModelConfig) -> Vec<(&'static str, usize, usize)> {
+    let (h, q, kv, i) = (
+        c.hidden_size,
+        c.num_heads * c.head_dim,
+        c.num_kv_heads * c.head_dim,
+        c.intermediate_size,
+    );
+    if c.fused_projections {
+        return vec![
+            ("qkv_proj", h, q + 2 * kv),
+            ("o_proj", q, h),
+            ("gate_up_proj", h, 2 * i),
+            ("down_proj", i, h),
+        ];
+    }
+    vec![
+        ("q_proj", h, q),
+        ("k_proj", h, kv),
+        ("v_proj", h, kv),
+        ("o_proj", q, h),
+        ("gate_proj", h, i),
+        ("up_proj", h, i),
+        ("down_proj", i, h),
+    ]
+}
+
+/// The modules a target list selects in `c` (none where the list does not fit the model:
+/// the run's validation reports that).
+pub fn selected(key: &str, targets: &[String], c: &ModelConfig) -> Vec<&'static str> {
+    resolve_targets(key, targets, c).unwrap_or_default()
+}
+
+pub fn is_mlp(module: &str) -> bool {
+    matches!(
+        module,
+        "gate_proj" | "up_proj" | "down_proj" | "gate_up_proj"
+    )
+}
+
+pub fn has_bias(c: &ModelConfig, module: &str) -> bool {
+    match module {
+        "q_proj" | "k_proj" | "v_proj" | "qkv_proj" => c.qkv_bias,
+        "o_proj" => c.o_bias,
+        _ => c.mlp_bias,
+    }
+}
+
+/// Parameters of one decoder layer.
+pub fn layer_params(c: &ModelConfig) -> u64 {
+    let lin: usize = linear_dims(c)
+        .iter()
+        .map(|&(m, i, o)| i * o + if has_bias(c, m) { o } else { 0 })
+        .sum();
+    // two norms per layer, four with Gemma's sandwich; Qwen3 / Gemma 3 per-head q/k norms
+    let norms = if c.sandwich_norms { 4 } else { 2 } * c.hidden_size;
+    let qk = if c.qk_norm { 2 * c.head_dim } else { 0 };
+    (lin + norms + qk) as u64
+}
+
+/// All parameters of the base model.
+pub fn base_params(c: &ModelConfig) -> u64 {
+    let embed = (c.vocab_size * c.hidden_size) as u64;
+    let head = if c.tie_word_embeddings { 0 } else { embed };
+    embed + head + c.hidden_size as u64 + c.num_layers as u64 * layer_params(c)
 }

@@ -1,0 +1,22 @@
+// The mocked backend counts trainable parameters with its own formula (it must answer for
+// any settings a Playwright test picks); here that formula meets the engine's counts, which
+// a Rust test wrote to `tests/mock/engine-facts.json` for a grid of settings per method.
+import { describe, expect, it } from "vitest";
+import { FACTS } from "../../tests/mock/engine-facts";
+import { configWith } from "../../tests/mock/backend";
+import { SMOL, trainableParams } from "../../tests/mock/fixtures";
+
+describe("the mock's engine facts", () => {
+  it("counts SmolLM2's parameters as the engine does", () => {
+    expect(SMOL.params).toBe(FACTS.smollm2_params);
+  });
+
+  for (const m of FACTS.methods) {
+    it(`counts ${m.id}'s trainable parameters as the engine does`, () => {
+      for (const { sets, params } of m.trainable_smollm2) {
+        const cfg = configWith(m.id, sets);
+        expect({ sets, params: trainableParams(cfg) }).toEqual({ sets, params });
+      }
+    });
+  }
+});

@@ -1,0 +1,40 @@
+// The engine's facts, as Rust states them: `engine-facts.json` is written by a Rust test
+// (crates/studio/src/methods.rs, `engine_facts_for_the_ui_mock`), so the mocked backend and
+// the component fixtures never re-state keys, help texts, defaults or table columns.
+import type { MethodKind } from "../../src/lib/bindings/MethodKind";
+import type { KeyKind } from "../../src/lib/bindings/KeyKind";
+import type { TrainConfig } from "../../src/lib/bindings/TrainConfig";
+import raw from "./engine-facts.json";
+
+export interface KeyFact {
+  key: string;
+  group: string;
+  kind: KeyKind;
+  help: string;
+  choices: string[];
+}
+
+export interface MethodFacts {
+  id: MethodKind;
+  /** name, changes architecture, inference latency, compute, use case, difficulty */
+  columns: [string, string, string, string, string, string];
+  default_lr: number;
+  /** `TrainConfig::for_method` */
+  config: TrainConfig;
+  /** the keys `TrainConfig::key_applies` accepts for this method */
+  applies: string[];
+  /** trainable parameters on SmolLM2-135M with these `--set` pairs on the defaults */
+  trainable_smollm2: { sets: string[]; params: number }[];
+}
+
+export const FACTS = raw as unknown as {
+  smollm2_params: number;
+  keys: KeyFact[];
+  methods: MethodFacts[];
+};
+
+export function methodFacts(id: MethodKind): MethodFacts {
+  const m = FACTS.methods.find((x) => x.id === id);
+  if (!m) throw new Error(`engine facts: no method ${id}`);
+  return m;
+}
