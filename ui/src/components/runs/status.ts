@@ -17,12 +17,37 @@ const GLYPH: Record<Status, string> = {
   diverged: "✗",
 };
 
-const TONE: Record<Status, "ok" | "warn" | "bad" | "accent" | "muted"> = {
+export type Tone = "ok" | "warn" | "bad" | "accent" | "muted";
+
+const TONE: Record<Status, Tone> = {
   queued: "muted",
   running: "accent",
   paused: "warn",
   completed: "ok",
   cancelled: "muted",
+  interrupted: "warn",
+  failed: "bad",
+  diverged: "bad",
+};
+
+/** The inline wording (Home's recent runs, Export's summary): lowercase words and its own marks. */
+const INLINE_GLYPH: Record<Status, string> = {
+  queued: "…",
+  running: "●",
+  paused: "‖",
+  completed: "✓",
+  cancelled: "‖",
+  interrupted: "‖",
+  failed: "✗",
+  diverged: "✗",
+};
+
+const INLINE_TONE: Record<Status, Tone> = {
+  queued: "accent",
+  running: "accent",
+  paused: "warn",
+  completed: "ok",
+  cancelled: "warn",
   interrupted: "warn",
   failed: "bad",
   diverged: "bad",
@@ -42,8 +67,21 @@ export function statusGlyph(s: string): string {
   return isStatus(s) ? GLYPH[s] : "?";
 }
 
-export function statusTone(s: string): string {
+export function statusTone(s: string): Tone {
   return isStatus(s) ? TONE[s] : "muted";
+}
+
+/** The label key of the inline wording; null: show the status as it came. */
+export function inlineStatusKey(s: string): MessageKey | null {
+  return isStatus(s) ? (`tools.status.${s}` as MessageKey) : null;
+}
+
+export function inlineStatusGlyph(s: string): string {
+  return isStatus(s) ? INLINE_GLYPH[s] : "‖";
+}
+
+export function inlineStatusTone(s: string): Tone {
+  return isStatus(s) ? INLINE_TONE[s] : "warn";
 }
 
 /** Stop and Pause apply while the run trains or waits. */
