@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tauri::{Emitter, Manager};
 use tokio::sync::broadcast::error::RecvError;
 use whetstone_studio::datasets::{self, DatasetRecord, Inspection};
+use whetstone_studio::error::AppError;
 use whetstone_studio::export::{self, ExportFormat, ExportReport, ExportRequest, ExportUpdate};
 use whetstone_studio::formats::ModelSource;
 use whetstone_studio::history::{self, Comparison, Control, RunMetrics, RunView};
@@ -30,11 +31,12 @@ use whetstone_studio::{
     TrainConfig,
 };
 
-/// Errors cross the bridge as the studio's own messages (they name the file, line or key).
-type CommandResult<T> = Result<T, String>;
+/// Errors cross the bridge as `{kind, message}` ([`AppError`]): the studio's own messages
+/// (they name the file, line or key), with the kind decided in `whetstone_studio::error`.
+type CommandResult<T> = Result<T, AppError>;
 
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
+fn err(e: impl Into<AppError>) -> AppError {
+    e.into()
 }
 
 /// What every command shares. Cheap to reach: Tauri hands commands a reference.
@@ -77,7 +79,7 @@ async fn models_add(s: State<'_>, path: String, copy: bool) -> CommandResult<Mod
 
 #[tauri::command]
 async fn hub_info(repo: String) -> CommandResult<HubModelInfo> {
-    hub::model_info(&repo, None).await
+    hub::model_info(&repo, None).await.map_err(err)
 }
 
 #[tauri::command]
@@ -118,7 +120,7 @@ async fn datasets_list(s: State<'_>) -> CommandResult<Vec<DatasetRecord>> {
 
 #[tauri::command]
 async fn datasets_samples(s: State<'_>) -> CommandResult<Vec<SampleDataset>> {
-    samples::install(&s.dir)
+    samples::install(&s.dir).map_err(err)
 }
 
 #[tauri::command]
@@ -183,12 +185,12 @@ async fn methods_table(
 ) -> CommandResult<Vec<MethodRow>> {
     let source = model_source(&s, &model).await?;
     let dev = methods::pick_device(device.as_deref())?;
-    methods::table(&source.config, &dev, &[])
+    methods::table(&source.config, &dev, &[]).map_err(err)
 }
 
 #[tauri::command]
 async fn settings_schema(method: String, sets: Vec<String>) -> CommandResult<Vec<SettingSpec>> {
-    methods::settings_schema(&method, &sets)
+    methods::settings_schema(&method, &sets).map_err(err)
 }
 
 #[tauri::command]
@@ -201,12 +203,12 @@ async fn estimate(
 ) -> CommandResult<EstimateReport> {
     let source = model_source(&s, &model).await?;
     let dev = methods::pick_device(device.as_deref())?;
-    methods::estimate_run(&source.config, &method, &sets, &dev)
+    methods::estimate_run(&source.config, &method, &sets, &dev).map_err(err)
 }
 
 /// A run's config from the method and `key=value` pairs, built as the CLI builds it.
 fn run_config(method: &str, sets: &[String]) -> CommandResult<TrainConfig> {
-    whetstone_studio::runs::build_config(Some(method), None, sets)
+    whetstone_studio::runs::build_config(Some(method), None, sets).map_err(err)
 }
 
 #[tauri::command]
@@ -232,7 +234,7 @@ async fn run_start(
 async fn run_resume(s: State<'_>, id: String) -> CommandResult<RunView> {
     let view = history::show(&s.store, &id).await.map_err(err)?;
     if view.status == whetstone_studio::RunState::Completed {
-        return Err(format!("run {id} already completed"));
+        return Err(AppError::user(format!("run {id} already completed")));
     }
     s.queue.submit(&id, true).await.map_err(err)?;
     history::show(&s.store, &id).await.map_err(err)
@@ -243,7 +245,7 @@ async fn run_control(s: State<'_>, id: String, action: String) -> CommandResult<
     let what = match action.as_str() {
         "pause" => Control::Pause,
         "stop" => Control::Stop,
-        other => return Err(format!("`{other}` is not pause or stop")),
+        other => return Err(AppError::user(format!("`{other}` is not pause or stop"))),
     };
     s.queue.control(&id, what).await.map_err(err)?;
     history::show(&s.store, &id).await.map_err(err)
@@ -268,7 +270,9 @@ async fn run_metrics(s: State<'_>, id: String) -> CommandResult<RunMetrics> {
 async fn run_delete(s: State<'_>, id: String) -> CommandResult<RunView> {
     let queued = s.queue.positions().iter().any(|(_, ids)| ids.contains(&id));
     if queued {
-        return Err(format!("run {id} is training or queued: stop it first"));
+        return Err(AppError::user(format!(
+            "run {id} is training or queued: stop it first"
+        )));
     }
     history::delete(&s.store, &id).await.map_err(err)
 }
@@ -296,6 +300,7 @@ async fn runs_report(s: State<'_>, ids: Vec<String>, by: String) -> CommandResul
     tokio::task::spawn_blocking(move || whetstone_studio::report::write(&c, &out, axis))
         .await
         .map_err(err)?
+        .map_err(err)
 }
 
 #[tauri::command]
@@ -313,7 +318,7 @@ async fn chat(
     temperature: f64,
 ) -> CommandResult<Vec<ChatAnswer>> {
     if prompt.trim().is_empty() {
-        return Err("the prompt is empty".into());
+        return Err(AppError::user("the prompt is empty"));
     }
     let path = models::resolve(&s.store, &model).await.map_err(err)?;
     let mut dirs = vec![];
@@ -407,7 +412,7 @@ fn token_remove() -> CommandResult<TokenStatus> {
 
 /// Open the studio: data directory, database (runs a crash left `running` become
 /// `interrupted`), and the queue whose updates go to the window as `queue` events.
-async fn open_studio(app: tauri::AppHandle) -> Result<Studio, String> {
+async fn open_studio(app: tauri::AppHandle) -> Result<Studio, AppError> {
     let dir = DataDir::locate().map_err(err)?;
     dir.ensure().map_err(err)?;
     let store = Store::open(&dir.database()).await.map_err(err)?;
@@ -463,38 +468,8 @@ pub fn run() {
             app.manage(studio);
             Ok(())
         })
-        .invoke_handler(tauri::generate_handler![
-            doctor,
-            models_list,
-            models_curated,
-            models_add,
-            hub_info,
-            hub_download,
-            datasets_list,
-            datasets_samples,
-            datasets_add,
-            datasets_inspect,
-            methods_table,
-            settings_schema,
-            estimate,
-            run_start,
-            run_resume,
-            run_control,
-            runs_list,
-            run_show,
-            run_metrics,
-            run_delete,
-            run_tag,
-            run_note,
-            runs_compare,
-            runs_report,
-            queue_positions,
-            chat,
-            export_run,
-            token_status,
-            token_set,
-            token_remove,
-        ])
+        // generated by build.rs from commands.list, the one list of the window's commands
+        .invoke_handler(include!(concat!(env!("OUT_DIR"), "/handler.rs")))
         .build(tauri::generate_context!());
     let app = match app {
         Ok(app) => app,

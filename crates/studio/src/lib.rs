@@ -8,6 +8,7 @@ pub mod curated;
 pub mod datasets;
 pub mod demo_model;
 pub mod doctor;
+pub mod error;
 pub mod export;
 pub mod history;
 pub mod hub;

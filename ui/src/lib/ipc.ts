@@ -3,12 +3,14 @@
 // (`cargo test` rewrites them; CI fails when the committed copies are stale).
 import { invoke } from "@tauri-apps/api/core";
 import { listen, type UnlistenFn } from "@tauri-apps/api/event";
+import type { AppError } from "./bindings/AppError";
 import type { ChatAnswer } from "./bindings/ChatAnswer";
 import type { Comparison } from "./bindings/Comparison";
 import type { CuratedModel } from "./bindings/CuratedModel";
 import type { DatasetRecord } from "./bindings/DatasetRecord";
 import type { DoctorReport } from "./bindings/DoctorReport";
 import type { DownloadUpdate } from "./bindings/DownloadUpdate";
+import type { ErrorKind } from "./bindings/ErrorKind";
 import type { EstimateReport } from "./bindings/EstimateReport";
 import type { ExportFormat } from "./bindings/ExportFormat";
 import type { ExportReport } from "./bindings/ExportReport";
@@ -56,85 +58,118 @@ export type { Curves } from "./bindings/Curves";
 export type { PreviewExample } from "./bindings/PreviewExample";
 export type { LengthStats } from "./bindings/LengthStats";
 
+/** A rejected command: the backend's `{kind, message}` (`whetstone_studio::error::AppError`,
+ * where user errors and bugs are told apart). It prints as its message, so `String(e)` and
+ * `e.message` both show the text the backend wrote. */
+export class BackendError extends Error {
+  readonly kind: ErrorKind;
+  constructor(kind: ErrorKind, message: string) {
+    super(message);
+    this.name = "BackendError";
+    this.kind = kind;
+  }
+  override toString(): string {
+    return this.message;
+  }
+}
+
+/** Any rejection as a [`BackendError`]; a bare string (the mocked backend) is the user's. */
+export function backendError(e: unknown): BackendError {
+  if (e instanceof BackendError) return e;
+  if (typeof e === "string") return new BackendError("user", e);
+  const shape = e as Partial<AppError> | null;
+  if (shape && typeof shape.message === "string" && typeof shape.kind === "string") {
+    return new BackendError(shape.kind, shape.message);
+  }
+  return new BackendError("bug", e instanceof Error ? e.message : String(e));
+}
+
+/** `invoke`, with rejections turned into [`BackendError`]s. */
+function call<T>(cmd: string, args?: Record<string, unknown>): Promise<T> {
+  return invoke<T>(cmd, args).catch((e: unknown) => {
+    throw backendError(e);
+  });
+}
+
 /** Settings as `key=value` pairs, the same keys `whetstone train --set` takes. */
 export type SettingPairs = string[];
 
 export const api = {
   /** Versions, devices, data directory, database and demo-model status. */
-  doctor: () => invoke<DoctorReport>("doctor"),
+  doctor: () => call<DoctorReport>("doctor"),
 
   // --- models ---------------------------------------------------------------------------
   /** Registered models (the demo model is registered on first call when it is present). */
-  modelsList: () => invoke<ModelRecord[]>("models_list"),
+  modelsList: () => call<ModelRecord[]>("models_list"),
   /** Small models worth starting with, with LoRA/QLoRA memory for `device` (default: best). */
-  modelsCurated: (device?: string) => invoke<CuratedModel[]>("models_curated", { device }),
+  modelsCurated: (device?: string) => call<CuratedModel[]>("models_curated", { device }),
   /** Register an HF folder or `.gguf` file; `copy` copies it into the data directory. */
-  modelsAdd: (path: string, copy: boolean) => invoke<ModelRecord>("models_add", { path, copy }),
+  modelsAdd: (path: string, copy: boolean) => call<ModelRecord>("models_add", { path, copy }),
   /** What a hub download would fetch (size, licence, gating), before fetching it. */
-  hubInfo: (repo: string) => invoke<HubModelInfo>("hub_info", { repo }),
+  hubInfo: (repo: string) => call<HubModelInfo>("hub_info", { repo }),
   /** Download (resuming) and register a hub model; progress arrives by `onDownload`. */
-  hubDownload: (repo: string) => invoke<ModelRecord>("hub_download", { repo }),
+  hubDownload: (repo: string) => call<ModelRecord>("hub_download", { repo }),
 
   // --- datasets -------------------------------------------------------------------------
-  datasetsList: () => invoke<DatasetRecord[]>("datasets_list"),
+  datasetsList: () => call<DatasetRecord[]>("datasets_list"),
   /** The sample datasets that ship with the app. */
-  datasetsSamples: () => invoke<SampleDataset[]>("datasets_samples"),
+  datasetsSamples: () => call<SampleDataset[]>("datasets_samples"),
   /** Register a dataset file; `format` forces one (alpaca, chat, sharegpt, text, csv). */
   datasetsAdd: (path: string, format?: string, columns?: string) =>
-    invoke<DatasetRecord>("datasets_add", { path, format, columns }),
+    call<DatasetRecord>("datasets_add", { path, format, columns }),
   /** Problems (with line numbers), a preview through the model's chat template (trained spans
    *  wrapped in ⟦ ⟧) and token-length statistics for `model` at `seqLen`. */
   datasetsInspect: (dataset: string, model: string | null, seqLen: number, n: number) =>
-    invoke<Inspection>("datasets_inspect", { dataset, model, seqLen, n }),
+    call<Inspection>("datasets_inspect", { dataset, model, seqLen, n }),
 
   // --- methods and settings -------------------------------------------------------------
   /** The comparison table with live numbers for `model` on `device`. */
   methodsTable: (model: string, device?: string) =>
-    invoke<MethodRow[]>("methods_table", { model, device }),
+    call<MethodRow[]>("methods_table", { model, device }),
   /** Every run-config key with its value for `method` after `sets`, its help and group. */
   settingsSchema: (method: string, sets: SettingPairs) =>
-    invoke<SettingSpec[]>("settings_schema", { method, sets }),
+    call<SettingSpec[]>("settings_schema", { method, sets }),
   /** Memory estimate and fit; rejects with the offending key when a setting is invalid. */
   estimate: (model: string, method: string, sets: SettingPairs, device?: string) =>
-    invoke<EstimateReport>("estimate", { model, method, sets, device }),
+    call<EstimateReport>("estimate", { model, method, sets, device }),
 
   // --- runs -----------------------------------------------------------------------------
   /** Validate and register a run, then queue it. */
   runStart: (model: string, dataset: string, method: string, sets: SettingPairs) =>
-    invoke<RunView>("run_start", { model, dataset, method, sets }),
+    call<RunView>("run_start", { model, dataset, method, sets }),
   /** Queue a paused or stopped run again from its last checkpoint. */
-  runResume: (id: string) => invoke<RunView>("run_resume", { id }),
+  runResume: (id: string) => call<RunView>("run_resume", { id }),
   runControl: (id: string, action: "pause" | "stop") =>
-    invoke<RunView>("run_control", { id, action }),
-  runsList: () => invoke<RunView[]>("runs_list"),
-  runShow: (id: string) => invoke<RunView>("run_show", { id }),
+    call<RunView>("run_control", { id, action }),
+  runsList: () => call<RunView[]>("runs_list"),
+  runShow: (id: string) => call<RunView>("run_show", { id }),
   /** Every recorded metric of a run as columns (uPlot's layout), samples and logs. */
-  runMetrics: (id: string) => invoke<RunMetrics>("run_metrics", { id }),
-  runDelete: (id: string) => invoke<RunView>("run_delete", { id }),
+  runMetrics: (id: string) => call<RunMetrics>("run_metrics", { id }),
+  runDelete: (id: string) => call<RunView>("run_delete", { id }),
   runTag: (id: string, tags: string[], add: boolean) =>
-    invoke<RunView>("run_tag", { id, tags, add }),
-  runNote: (id: string, text: string) => invoke<RunView>("run_note", { id, text }),
+    call<RunView>("run_tag", { id, tags, add }),
+  runNote: (id: string, text: string) => call<RunView>("run_note", { id, text }),
   /** Two or more runs with their curves. */
-  runsCompare: (ids: string[]) => invoke<Comparison>("runs_compare", { ids }),
+  runsCompare: (ids: string[]) => call<Comparison>("runs_compare", { ids }),
   /** Markdown report with charts (PNG, SVG) of the runs, written under the data directory. */
   runsReport: (ids: string[], by: "step" | "tokens") =>
-    invoke<ReportFiles>("runs_report", { ids, by }),
+    call<ReportFiles>("runs_report", { ids, by }),
   /** Ids of the runs training or waiting, per device. */
-  queuePositions: () => invoke<[string, string[]][]>("queue_positions"),
+  queuePositions: () => call<[string, string[]][]>("queue_positions"),
 
   // --- playground and export ------------------------------------------------------------
   /** The same prompt answered by the base (`null`) and by each run's adapter, in order. */
   chat: (model: string, adapters: (string | null)[], prompt: string, maxTokens: number, temperature: number) =>
-    invoke<ChatAnswer[]>("chat", { model, adapters, prompt, maxTokens, temperature }),
+    call<ChatAnswer[]>("chat", { model, adapters, prompt, maxTokens, temperature }),
   /** Export a run; stages arrive by `onExport`. */
   exportRun: (run: string, format: ExportFormat, dtype?: string) =>
-    invoke<ExportReport>("export_run", { run, format, dtype }),
+    call<ExportReport>("export_run", { run, format, dtype }),
 
   // --- settings -------------------------------------------------------------------------
-  tokenStatus: () => invoke<TokenStatus>("token_status"),
+  tokenStatus: () => call<TokenStatus>("token_status"),
   /** Store the Hugging Face token in the OS keychain (never on disk in plain text). */
-  tokenSet: (token: string) => invoke<TokenStatus>("token_set", { token }),
-  tokenRemove: () => invoke<TokenStatus>("token_remove"),
+  tokenSet: (token: string) => call<TokenStatus>("token_set", { token }),
+  tokenRemove: () => call<TokenStatus>("token_remove"),
 };
 
 /** Queue updates for every run: placed, batched training events (≤ 20/s per run), ended. */
