@@ -27,12 +27,26 @@ pub struct MethodRow {
     pub compute: &'static str,
     pub use_case: &'static str,
     pub difficulty: &'static str,
+    /// The stable keys of the descriptive columns, which the window translates by
+    /// (`wizard.phrase.<key>`); the English above is the fallback.
+    pub phrases: RowPhrases,
     /// False where the method does not apply to this model as it is (BitFit without biases:
     /// the numbers are then those of `bitfit.add_biases=true`).
     pub applicable: bool,
     pub recommended: bool,
     pub notes: String,
     pub estimate: Estimate,
+}
+
+/// Translation keys of a row's descriptive columns.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
+pub struct RowPhrases {
+    pub changes_architecture: &'static str,
+    pub inference_latency: &'static str,
+    pub compute: &'static str,
+    pub use_case: &'static str,
+    pub difficulty: &'static str,
 }
 
 /// Memory the device can give a run: 90 % of it (the OS, the window and the driver keep the rest).
@@ -116,11 +130,18 @@ pub fn table(
             trainable_percent: est.trainable_percent,
             est_memory_bytes: est.total_bytes,
             fits_device: usable.is_none_or(|u| est.total_bytes <= u),
-            changes_architecture: d.changes_architecture,
-            inference_latency: d.inference_latency,
-            compute: d.compute,
-            use_case: d.use_case,
-            difficulty: d.difficulty,
+            changes_architecture: d.changes_architecture.en,
+            inference_latency: d.inference_latency.en,
+            compute: d.compute.en,
+            use_case: d.use_case.en,
+            difficulty: d.difficulty.en,
+            phrases: RowPhrases {
+                changes_architecture: d.changes_architecture.key,
+                inference_latency: d.inference_latency.key,
+                compute: d.compute.key,
+                use_case: d.use_case.key,
+                difficulty: d.difficulty.key,
+            },
             applicable,
             recommended: false,
             notes: notes.join("; "),
@@ -301,7 +322,14 @@ mod tests {
                     .collect();
                 serde_json::json!({
                     "id": m,
-                    "columns": [d.name, d.changes_architecture, d.inference_latency, d.compute, d.use_case, d.difficulty],
+                    "columns": [d.name, d.changes_architecture.en, d.inference_latency.en, d.compute.en, d.use_case.en, d.difficulty.en],
+                    "phrases": {
+                        "changes_architecture": d.changes_architecture.key,
+                        "inference_latency": d.inference_latency.key,
+                        "compute": d.compute.key,
+                        "use_case": d.use_case.key,
+                        "difficulty": d.difficulty.key,
+                    },
                     "default_lr": m.default_lr(),
                     "config": config,
                     "applies": applies,

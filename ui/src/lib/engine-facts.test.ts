@@ -4,6 +4,7 @@
 import { describe, expect, it } from "vitest";
 import { FACTS } from "../../tests/mock/engine-facts";
 import { configWith } from "../../tests/mock/backend";
+import { isMessageKey } from "./i18n";
 import { SMOL, trainableParams } from "../../tests/mock/fixtures";
 
 describe("the mock's engine facts", () => {
@@ -19,4 +20,12 @@ describe("the mock's engine facts", () => {
       }
     });
   }
+
+  it("has a catalog entry for every phrase key and setting the engine sends", () => {
+    const keys = [
+      ...FACTS.methods.flatMap((m) => Object.values(m.phrases).map((k) => `wizard.phrase.${k}`)),
+      ...FACTS.keys.map((k) => `wizard.phrase.help.${k.key}`),
+    ];
+    expect(keys.filter((k) => !isMessageKey(k))).toEqual([]);
+  });
 });

@@ -14,6 +14,11 @@ const zh: Record<MessageKey, string> = { ...core.zh, ...wizard.zh, ...runs.zh, .
 export type Locale = "en" | "zh";
 const catalogs: Record<Locale, Record<MessageKey, string>> = { en, zh };
 
+/** Whether `key` is in the catalog (keys built from what the backend sends). */
+export function isMessageKey(key: string): key is MessageKey {
+  return Object.hasOwn(en, key);
+}
+
 export function translate(locale: Locale, key: MessageKey): string {
   return catalogs[locale][key];
 }

@@ -1,14 +1,11 @@
-// The method table's descriptive words come from the backend in English (docs/methods.md#comparison-table);
-// where the English matches a catalog entry, show that entry in the current language.
-import { en } from "./messages/wizard";
-import type { MessageKey } from "./i18n";
+// The method table's descriptive columns and the settings' help texts come from the backend
+// in English with a stable key each (`MethodRow.phrases`, a setting's `key`); the window
+// shows the catalog's `wizard.phrase.<key>` in the current language, and the English as it
+// came when the catalog has no entry (a key newer than this window's catalog).
+import { isMessageKey } from "./i18n";
+import { t } from "./locale.svelte";
 
-const BY_TEXT = new Map<string, MessageKey>();
-for (const [key, text] of Object.entries(en)) {
-  if (key.startsWith("wizard.phrase.")) BY_TEXT.set(text.toLowerCase(), key as MessageKey);
-}
-
-/** The catalog key for a backend phrase (`none after merge`), if there is one. */
-export function phraseKey(text: string): MessageKey | undefined {
-  return BY_TEXT.get(text.trim().toLowerCase());
+/** The catalog entry `key` in the current language, else `english`. */
+export function phraseText(key: string, english: string): string {
+  return isMessageKey(key) ? t(key) : english;
 }

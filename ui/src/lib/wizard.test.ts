@@ -53,9 +53,9 @@ describe("setting pairs", () => {
 
 describe("method table helpers", () => {
   it("ranks compute from cheapest to dearest and sorts stably", () => {
-    expect(computeRank("very low")).toBeLessThan(computeRank("low"));
-    expect(computeRank("very low memory, slower step")).toBeGreaterThan(computeRank("low"));
-    expect(computeRank("very high")).toBeGreaterThan(computeRank("high"));
+    expect(computeRank("veryLow")).toBeLessThan(computeRank("low"));
+    expect(computeRank("qloraCompute")).toBeGreaterThan(computeRank("low"));
+    expect(computeRank("veryHigh")).toBeGreaterThan(computeRank("high"));
     const rows = methodRows();
     const byCompute = sortRows(rows, "compute", "ascending").map((r) => r.id);
     expect(byCompute.slice(0, 3)).toEqual(["ia3", "bitfit", "prompt_tuning"]);

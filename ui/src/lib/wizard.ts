@@ -96,19 +96,19 @@ export function numberSetting(sets: readonly string[], key: string, fallback: nu
 
 // --- method table -------------------------------------------------------------------------
 
-/** Compute cost, cheapest first (the table's descriptive column, as docs/methods.md#comparison-table words it). */
+/** Compute cost, cheapest first, by the column's phrase key (`MethodRow.phrases.compute`). */
 const COMPUTE_RANK: Record<string, number> = {
-  "very low": 0,
+  veryLow: 0,
   low: 1,
-  "low-medium": 2,
-  "very low memory, slower step": 2,
+  lowMedium: 2,
+  qloraCompute: 2,
   medium: 3,
   high: 4,
-  "very high": 5,
+  veryHigh: 5,
 };
 
-export function computeRank(compute: string): number {
-  return COMPUTE_RANK[compute.trim().toLowerCase()] ?? 3;
+export function computeRank(computeKey: string): number {
+  return COMPUTE_RANK[computeKey] ?? 3;
 }
 
 export type SortKey = "trainable" | "memory" | "compute";
@@ -118,7 +118,7 @@ export function sortRows(rows: readonly MethodRow[], key: SortKey | null, dir: S
   const out = [...rows];
   if (!key) return out;
   const value = (r: MethodRow) =>
-    key === "trainable" ? r.trainable_percent : key === "memory" ? r.est_memory_bytes : computeRank(r.compute);
+    key === "trainable" ? r.trainable_percent : key === "memory" ? r.est_memory_bytes : computeRank(r.phrases.compute);
   const sign = dir === "ascending" ? 1 : -1;
   // stable: equal values keep the backend's order
   return out

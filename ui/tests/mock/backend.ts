@@ -3,6 +3,7 @@
 // camelCase as ipc.ts sends them. Errors are plain strings, like the Rust side's. Events go
 // out through `emit` (with `mockIPC(…, { shouldMockEvents: true })` they reach `listen`).
 import { emit } from "@tauri-apps/api/event";
+import { methodFacts } from "./engine-facts";
 import type {
   ChatAnswer,
   Comparison,
@@ -658,6 +659,7 @@ export class MockBackend {
         compute,
         use_case: useCase,
         difficulty,
+        phrases: methodFacts(id).phrases,
         applicable: id !== "bitfit",
         recommended: id === "lora",
         notes: notes.join("; "),

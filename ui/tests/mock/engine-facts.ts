@@ -2,6 +2,7 @@
 // (crates/studio/src/methods.rs, `engine_facts_for_the_ui_mock`), so the mocked backend and
 // the component fixtures never re-state keys, help texts, defaults or table columns.
 import type { MethodKind } from "../../src/lib/bindings/MethodKind";
+import type { RowPhrases } from "../../src/lib/bindings/RowPhrases";
 import type { KeyKind } from "../../src/lib/bindings/KeyKind";
 import type { TrainConfig } from "../../src/lib/bindings/TrainConfig";
 import raw from "./engine-facts.json";
@@ -18,6 +19,8 @@ export interface MethodFacts {
   id: MethodKind;
   /** name, changes architecture, inference latency, compute, use case, difficulty */
   columns: [string, string, string, string, string, string];
+  /** the columns' translation keys (`MethodRow.phrases`) */
+  phrases: RowPhrases;
   default_lr: number;
   /** `TrainConfig::for_method` */
   config: TrainConfig;

@@ -45,11 +45,11 @@ impl Method for Adapter {
     fn describe(&self) -> Description {
         Description {
             name: "Adapter (Houlsby)",
-            changes_architecture: "yes (serial layers)",
-            inference_latency: "small added",
-            compute: "low",
-            use_case: "modular multi-task",
-            difficulty: "medium",
+            changes_architecture: phrase::YES_SERIAL,
+            inference_latency: phrase::SMALL_ADDED,
+            compute: phrase::LOW,
+            use_case: phrase::p("use.adapter", "modular multi-task"),
+            difficulty: phrase::MEDIUM,
         }
     }
     fn sections(&self) -> &'static [&'static str] {

@@ -10,11 +10,11 @@ impl Method for Dora {
     fn describe(&self) -> Description {
         Description {
             name: "DoRA",
-            changes_architecture: "no (mergeable)",
-            inference_latency: "none after merge",
-            compute: "low-medium",
-            use_case: "better than LoRA at small r",
-            difficulty: "medium",
+            changes_architecture: phrase::NO_MERGEABLE,
+            inference_latency: phrase::NONE_AFTER_MERGE,
+            compute: phrase::LOW_MEDIUM,
+            use_case: phrase::p("use.dora", "better than LoRA at small r"),
+            difficulty: phrase::MEDIUM,
         }
     }
     fn sections(&self) -> &'static [&'static str] {

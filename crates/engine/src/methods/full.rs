@@ -107,11 +107,11 @@ impl Method for Full {
     fn describe(&self) -> Description {
         Description {
             name: "Full fine-tuning",
-            changes_architecture: "no",
-            inference_latency: "none",
-            compute: "very high",
-            use_case: "plenty of hardware, maximum quality",
-            difficulty: "medium",
+            changes_architecture: phrase::NO,
+            inference_latency: phrase::NONE,
+            compute: phrase::VERY_HIGH,
+            use_case: phrase::p("use.full", "plenty of hardware, maximum quality"),
+            difficulty: phrase::MEDIUM,
         }
     }
     fn default_lr(&self) -> f64 {
@@ -143,11 +143,11 @@ impl Method for Freeze {
     fn describe(&self) -> Description {
         Description {
             name: "Freeze (last layers)",
-            changes_architecture: "no",
-            inference_latency: "none",
-            compute: "high",
-            use_case: "cheap partial update, small data",
-            difficulty: "low",
+            changes_architecture: phrase::NO,
+            inference_latency: phrase::NONE,
+            compute: phrase::HIGH,
+            use_case: phrase::p("use.freeze", "cheap partial update, small data"),
+            difficulty: phrase::LOW,
         }
     }
     fn sections(&self) -> &'static [&'static str] {
@@ -205,11 +205,11 @@ impl Method for Bitfit {
     fn describe(&self) -> Description {
         Description {
             name: "BitFit",
-            changes_architecture: "no",
-            inference_latency: "none",
-            compute: "very low",
-            use_case: "quick baseline",
-            difficulty: "very low",
+            changes_architecture: phrase::NO,
+            inference_latency: phrase::NONE,
+            compute: phrase::VERY_LOW,
+            use_case: phrase::p("use.bitfit", "quick baseline"),
+            difficulty: phrase::VERY_LOW,
         }
     }
     fn sections(&self) -> &'static [&'static str] {

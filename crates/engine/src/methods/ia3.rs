@@ -52,11 +52,11 @@ impl Method for Ia3 {
     fn describe(&self) -> Description {
         Description {
             name: "(IA)3",
-            changes_architecture: "no (mergeable)",
-            inference_latency: "none after merge",
-            compute: "very low",
-            use_case: "fewest parameters",
-            difficulty: "low",
+            changes_architecture: phrase::NO_MERGEABLE,
+            inference_latency: phrase::NONE_AFTER_MERGE,
+            compute: phrase::VERY_LOW,
+            use_case: phrase::p("use.ia3", "fewest parameters"),
+            difficulty: phrase::LOW,
         }
     }
     fn sections(&self) -> &'static [&'static str] {

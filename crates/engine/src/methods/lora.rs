@@ -310,11 +310,11 @@ lora_member!(
     Variant::Plain,
     Description {
         name: "LoRA",
-        changes_architecture: "no (mergeable)",
-        inference_latency: "none after merge",
-        compute: "low",
-        use_case: "the general default",
-        difficulty: "low",
+        changes_architecture: phrase::NO_MERGEABLE,
+        inference_latency: phrase::NONE_AFTER_MERGE,
+        compute: phrase::LOW,
+        use_case: phrase::p("use.lora", "the general default"),
+        difficulty: phrase::LOW,
     }
 );
 
@@ -323,11 +323,11 @@ lora_member!(
     Variant::Nf4,
     Description {
         name: "QLoRA",
-        changes_architecture: "no (mergeable)",
-        inference_latency: "none after merge",
-        compute: "very low memory, slower step",
-        use_case: "one consumer GPU, big model",
-        difficulty: "medium",
+        changes_architecture: phrase::NO_MERGEABLE,
+        inference_latency: phrase::NONE_AFTER_MERGE,
+        compute: phrase::QLORA_COMPUTE,
+        use_case: phrase::p("use.qlora", "one consumer GPU, big model"),
+        difficulty: phrase::MEDIUM,
     }
 );
 
@@ -336,11 +336,11 @@ lora_member!(
     Variant::Plus,
     Description {
         name: "LoRA+",
-        changes_architecture: "no",
-        inference_latency: "none",
-        compute: "low",
-        use_case: "faster LoRA convergence",
-        difficulty: "low",
+        changes_architecture: phrase::NO,
+        inference_latency: phrase::NONE,
+        compute: phrase::LOW,
+        use_case: phrase::p("use.loraPlus", "faster LoRA convergence"),
+        difficulty: phrase::LOW,
     }
 );
 

@@ -184,15 +184,50 @@ sections! {
     bitfit: BitfitConfig,
 }
 
+/// A phrase of the comparison table: the stable key the window translates it by
+/// (`wizard.phrase.<key>`), and its English.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Phrase {
+    pub key: &'static str,
+    pub en: &'static str,
+}
+
+/// The table's phrases that several methods share.
+pub mod phrase {
+    use super::Phrase;
+
+    pub const fn p(key: &'static str, en: &'static str) -> Phrase {
+        Phrase { key, en }
+    }
+
+    pub const NO: Phrase = p("no", "no");
+    pub const NO_MERGEABLE: Phrase = p("noMergeable", "no (mergeable)");
+    pub const INPUT_ONLY: Phrase = p("inputOnly", "input only");
+    pub const ATTENTION_ONLY: Phrase = p("attentionOnly", "attention only");
+    pub const YES_SERIAL: Phrase = p("yesSerial", "yes (serial layers)");
+    pub const NONE: Phrase = p("none", "none");
+    pub const NONE_AFTER_MERGE: Phrase = p("noneAfterMerge", "none after merge");
+    pub const EXTRA_TOKENS: Phrase = p("extraTokens", "a few extra tokens");
+    pub const EXTRA_KV: Phrase = p("extraKv", "a few extra KV");
+    pub const SMALL_ADDED: Phrase = p("smallAdded", "small added");
+    pub const VERY_LOW: Phrase = p("veryLow", "very low");
+    pub const LOW: Phrase = p("low", "low");
+    pub const LOW_MEDIUM: Phrase = p("lowMedium", "low-medium");
+    pub const MEDIUM: Phrase = p("medium", "medium");
+    pub const HIGH: Phrase = p("high", "high");
+    pub const VERY_HIGH: Phrase = p("veryHigh", "very high");
+    pub const QLORA_COMPUTE: Phrase = p("qloraCompute", "very low memory, slower step");
+}
+
 /// The comparison table's descriptive columns.
 #[derive(Debug, Clone, Copy)]
 pub struct Description {
     pub name: &'static str,
-    pub changes_architecture: &'static str,
-    pub inference_latency: &'static str,
-    pub compute: &'static str,
-    pub use_case: &'static str,
-    pub difficulty: &'static str,
+    pub changes_architecture: Phrase,
+    pub inference_latency: Phrase,
+    pub compute: Phrase,
+    pub use_case: Phrase,
+    pub difficulty: Phrase,
 }
 
 /// Which export formats can express a run of a method.

@@ -71,11 +71,11 @@ const EXPORTS: Exports = Exports {
 
 const DESCRIPTION: Description = Description {
     name: "Prefix tuning",
-    changes_architecture: "attention only",
-    inference_latency: "a few extra KV",
-    compute: "low",
-    use_case: "generation tasks, many tasks",
-    difficulty: "medium",
+    changes_architecture: phrase::ATTENTION_ONLY,
+    inference_latency: phrase::EXTRA_KV,
+    compute: phrase::LOW,
+    use_case: phrase::p("use.prefix", "generation tasks, many tasks"),
+    difficulty: phrase::MEDIUM,
 };
 
 fn memory(s: &MethodSections) -> MemoryShape {

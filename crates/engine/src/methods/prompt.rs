@@ -58,11 +58,11 @@ impl Method for PromptTuning {
     fn describe(&self) -> Description {
         Description {
             name: "Prompt tuning",
-            changes_architecture: "input only",
-            inference_latency: "a few extra tokens",
-            compute: "very low",
-            use_case: "large models, many tasks",
-            difficulty: "medium",
+            changes_architecture: phrase::INPUT_ONLY,
+            inference_latency: phrase::EXTRA_TOKENS,
+            compute: phrase::VERY_LOW,
+            use_case: phrase::p("use.prompt", "large models, many tasks"),
+            difficulty: phrase::MEDIUM,
         }
     }
     fn sections(&self) -> &'static [&'static str] {

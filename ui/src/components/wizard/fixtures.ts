@@ -10,7 +10,7 @@ import type {
   SettingSpec,
 } from "../../lib/ipc";
 import type { TrainConfig } from "../../lib/bindings/TrainConfig";
-import { methodFacts } from "../../../tests/mock/engine-facts";
+import { FACTS, methodFacts } from "../../../tests/mock/engine-facts";
 
 /** Llama's decoder linears, in `LORA_TARGETS` order. */
 export const ALL_LINEAR_NAMES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
@@ -60,20 +60,7 @@ export const SAMPLE: DatasetRecord = {
 };
 
 type Cols = [name: string, arch: string, latency: string, compute: string, use: string, difficulty: string];
-const COLS: Record<MethodKind, Cols> = {
-  full: ["Full fine-tuning", "no", "none", "very high", "plenty of hardware, maximum quality", "medium"],
-  freeze: ["Freeze (last layers)", "no", "none", "high", "cheap partial update, small data", "low"],
-  lora: ["LoRA", "no (mergeable)", "none after merge", "low", "the general default", "low"],
-  qlora: ["QLoRA", "no (mergeable)", "none after merge", "very low memory, slower step", "one consumer GPU, big model", "medium"],
-  dora: ["DoRA", "no (mergeable)", "none after merge", "low-medium", "better than LoRA at small r", "medium"],
-  lora_plus: ["LoRA+", "no", "none", "low", "faster LoRA convergence", "low"],
-  ia3: ["(IA)3", "no (mergeable)", "none after merge", "very low", "fewest parameters", "low"],
-  bitfit: ["BitFit", "no", "none", "very low", "quick baseline", "very low"],
-  prompt_tuning: ["Prompt tuning", "input only", "a few extra tokens", "very low", "large models, many tasks", "medium"],
-  prefix_tuning: ["Prefix tuning", "attention only", "a few extra KV", "low", "generation tasks, many tasks", "medium"],
-  p_tuning_v2: ["P-Tuning v2", "attention only", "a few extra KV", "low", "generation tasks, many tasks", "medium"],
-  adapter: ["Adapter (Houlsby)", "yes (serial layers)", "small added", "low", "modular multi-task", "medium"],
-};
+const COLS = Object.fromEntries(FACTS.methods.map((m) => [m.id, m.columns])) as Record<MethodKind, Cols>;
 
 /** Trainable parameters on SmolLM2-135M at each method's defaults. */
 export const TRAINABLE: Record<MethodKind, number> = {
@@ -129,6 +116,7 @@ export function methodRows(opts: { usable?: number; memory?: Partial<Record<Meth
       compute,
       use_case: use,
       difficulty,
+      phrases: methodFacts(id).phrases,
       applicable: id !== "bitfit",
       recommended: id === rec,
       notes:

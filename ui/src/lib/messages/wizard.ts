@@ -1,7 +1,7 @@
 // Strings of the new-run wizard, model and dataset pickers, the method table. Keys start with `wizard.`.
-// `wizard.phrase.*` entries are the backend's English words (docs/methods.md#comparison-table, setting help
-// lines): the English text must match the backend's exactly so lib/wizard-phrases.ts can
-// show the translation.
+// `wizard.phrase.*` entries are looked up by the stable keys the backend sends with its
+// English (`MethodRow.phrases`, `wizard.phrase.help.<setting key>`; lib/wizard-phrases.ts);
+// a Vitest test checks every key the engine sends has an entry.
 export const en = {
   "wizard.title": "New run",
   "wizard.loading": "Loading…",
@@ -237,6 +237,7 @@ export const en = {
   "wizard.phrase.use.prefix": "generation tasks, many tasks",
   "wizard.phrase.use.adapter": "modular multi-task",
   // setting help lines
+  "wizard.phrase.help.objective": "What the run optimises: sft = next-token loss on the trained tokens.",
   "wizard.phrase.help.max_steps": "Stop after this many optimizer steps (none: train for `epochs`).",
   "wizard.phrase.help.epochs": "Passes over the training split.",
   "wizard.phrase.help.batch_size": "Examples per micro-batch.",
@@ -504,6 +505,7 @@ export const zh: Record<keyof typeof en, string> = {
   "wizard.phrase.use.prompt": "大模型、多任务",
   "wizard.phrase.use.prefix": "生成任务、多任务",
   "wizard.phrase.use.adapter": "模块化多任务",
+  "wizard.phrase.help.objective": "训练优化的目标：sft = 对参与训练的词元计算下一词元损失。",
   "wizard.phrase.help.max_steps": "训练到这么多优化步后停止（none：按 `epochs` 训练）。",
   "wizard.phrase.help.epochs": "遍历训练集的轮数。",
   "wizard.phrase.help.batch_size": "每个微批次的样本数。",
