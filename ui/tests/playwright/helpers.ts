@@ -6,7 +6,9 @@ export const SCREENS = ["home", "new", "runs", "compare", "playground", "models"
 /** Open the app on the mocked backend at `hash` (without `#`); `query` like "?state=empty". */
 export async function openApp(page: Page, hash = "home", query = ""): Promise<void> {
   await page.goto(`/tests/mock/index.html${query}#${hash}`);
-  await expect(page.getByTestId("status-bar")).toBeVisible();
+  // the first page a worker opens waits for Vite to compile the app on demand: seconds on a
+  // busy 2-core machine, so this one wait is longer than the default
+  await expect(page.getByTestId("status-bar")).toBeVisible({ timeout: 30_000 });
 }
 
 /** Console errors and uncaught exceptions from now on. */
