@@ -1,5 +1,6 @@
 //! A linear layer and what can sit on it: the frozen base weight (dense or NF4), its bias,
-//! and the adapters that act on the layer's input or output (LoRA and DoRA, (IA)3).
+//! and a method's adapter ([`LinearAdapter`]: LoRA and DoRA, (IA)3, implemented with their
+//! methods) that wraps the base.
 //!
 //! The frozen weight's matmul is a custom op whose backward computes only the input
 //! gradient, so a weight that does not train costs no weight-gradient matmul and keeps
@@ -168,34 +169,26 @@ pub fn frozen_weight_linear(x: &Tensor, w: &BaseWeight) -> Result<Tensor> {
         .apply_op1_arc(std::sync::Arc::new(Box::new(op)))
 }
 
-/// A low-rank update beside a frozen linear: `y += scale · (dropout(x) Aᵀ) Bᵀ`.
-#[derive(Debug, Clone)]
-pub struct LoraWeights {
-    /// `[r, in]`
-    pub a: Tensor,
-    /// `[out, r]`
-    pub b: Tensor,
-    pub scale: f64,
-    pub dropout: f32,
-    /// DoRA: the learned magnitude `m` `[out]` (`None` for plain LoRA).
-    pub magnitude: Option<Tensor>,
-}
-
-/// (IA)3 scaling of a linear: the output features (`feedforward == false`, k and v) or the
-/// input features (`feedforward == true`, the FFN's down projection), as PEFT does.
-#[derive(Debug, Clone)]
-pub struct Ia3Scale {
-    /// `[out]` or `[in]`
-    pub scale: Tensor,
-    pub feedforward: bool,
+/// What a fine-tuning method puts on a linear layer (LoRA, DoRA, (IA)3): it wraps the
+/// frozen base and decides how the base takes part in the output, the way mlx-lm's
+/// `LoRALinear.from_base` wraps an `nn.Linear`. Each method's file implements it; the
+/// linear layer knows no adapter kind.
+pub trait LinearAdapter: std::fmt::Debug + Send + Sync {
+    /// The layer's output for `x` (`base` is the frozen weight and bias).
+    fn forward(&self, base: &Linear, x: &Tensor, mode: &TrainMode) -> Result<Tensor>;
+    /// The dense weight `[out, in]` and bias with this adapter folded in, in `w`'s dtype
+    /// (for merged exports).
+    fn fold(&self, w: Tensor, bias: Option<Tensor>) -> Result<(Tensor, Option<Tensor>)>;
+    /// How many parameters the adapter adds.
+    fn param_count(&self) -> usize;
 }
 
 #[derive(Debug, Clone)]
 pub struct Linear {
     pub weight: BaseWeight,
     pub bias: Option<Tensor>,
-    pub lora: Option<LoraWeights>,
-    pub ia3: Option<Ia3Scale>,
+    /// The method's adapter on this layer, if any.
+    pub adapter: Option<Arc<dyn LinearAdapter>>,
 }
 
 /// Training mode and the dropout random stream, shared by every layer of one model.
@@ -249,64 +242,24 @@ impl Linear {
         Self {
             weight: BaseWeight::Dense(weight),
             bias,
-            lora: None,
-            ia3: None,
+            adapter: None,
         }
     }
 
-    pub fn forward_mode(&self, x: &Tensor, mode: &TrainMode) -> Result<Tensor> {
-        let scaled;
-        let x = match &self.ia3 {
-            Some(s) if s.feedforward => {
-                scaled = x.broadcast_mul(&s.scale)?;
-                &scaled
-            }
-            _ => x,
-        };
+    /// `x Wᵀ + b` of the frozen base alone.
+    pub fn base_forward(&self, x: &Tensor, mode: &TrainMode) -> Result<Tensor> {
         let y = self.weight.matmul_t(x, mode.training())?;
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        };
-        let y = match &self.ia3 {
-            Some(s) if !s.feedforward => y.broadcast_mul(&s.scale)?,
-            _ => y,
-        };
-        match &self.lora {
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
             None => Ok(y),
-            Some(l) => {
-                let xd = if mode.training() && l.dropout > 0.0 {
-                    (x * mode.dropout_mask(x, l.dropout)?)?
-                } else {
-                    x.clone()
-                };
-                let low = ops::matmul_2d(&xd.contiguous()?, &l.a.t()?)?;
-                let up = (ops::matmul_2d(&low, &l.b.t()?)? * l.scale)?;
-                match &l.magnitude {
-                    None => y + up,
-                    Some(m) => {
-                        // DoRA, as PEFT computes it: y + (m/‖W + sBA‖ − 1)·(x̃Wᵀ) + m/‖…‖·s·x̃AᵀBᵀ,
-                        // with the row norm ‖·‖ detached (DoRA paper §4.3) and x̃ the dropped-out
-                        // input (equal to x, and x̃Wᵀ to y − b, without dropout).
-                        let wide = crate::dtype::wide_dtype(m.dtype());
-                        let ba = l.b.detach().matmul(&l.a.detach())?.to_dtype(wide)?;
-                        let w = (self.weight.dense()?.to_dtype(wide)? + (ba * l.scale)?)?;
-                        let norm = ops::row_norms(&w)?.to_dtype(m.dtype())?.detach();
-                        let mns = m.broadcast_div(&norm)?;
-                        let base = if mode.training() && l.dropout > 0.0 {
-                            self.weight.matmul_t(&xd, true)?
-                        } else {
-                            match &self.bias {
-                                Some(b) => y.broadcast_sub(b)?,
-                                None => y.clone(),
-                            }
-                        };
-                        let extra = (base.broadcast_mul(&(mns.clone() - 1.0)?)?
-                            + up.broadcast_mul(&mns)?)?;
-                        y + extra
-                    }
-                }
-            }
+        }
+    }
+
+    /// The layer's output: the adapter's where there is one.
+    pub fn forward_mode(&self, x: &Tensor, mode: &TrainMode) -> Result<Tensor> {
+        match &self.adapter {
+            Some(a) => a.forward(self, x, mode),
+            None => self.base_forward(x, mode),
         }
     }
 }

@@ -36,33 +36,12 @@ pub fn unmergeable(model: &DecoderModel) -> Option<&'static str> {
 /// The dense weight a linear computes with, adapter folded in; its bias likewise.
 /// `dtype` is the model's (an NF4 weight dequantizes to f32).
 pub fn merged_linear(lin: &Linear, dtype: DType) -> Result<(Tensor, Option<Tensor>)> {
-    let mut w = lin.weight.dense()?.to_dtype(dtype)?;
-    let mut bias = lin.bias.as_ref().map(Tensor::detach);
-    if let Some(l) = &lin.lora {
-        // in f32 at least, so a bf16 base does not lose the small delta before it is added
-        let wf = w.to_dtype(DType::F32)?;
-        let ba =
-            l.b.detach()
-                .to_dtype(DType::F32)?
-                .matmul(&l.a.detach().to_dtype(DType::F32)?)?;
-        let mut merged = (wf + (ba * l.scale)?)?;
-        if let Some(m) = &l.magnitude {
-            let norm = merged.sqr()?.sum_keepdim(1)?.sqrt()?;
-            let m = m.detach().to_dtype(DType::F32)?.unsqueeze(1)?;
-            merged = merged.broadcast_mul(&m.broadcast_div(&norm)?)?;
-        }
-        w = merged.to_dtype(dtype)?;
+    let w = lin.weight.dense()?.to_dtype(dtype)?;
+    let bias = lin.bias.as_ref().map(Tensor::detach);
+    match &lin.adapter {
+        Some(a) => a.fold(w, bias),
+        None => Ok((w, bias)),
     }
-    if let Some(s) = &lin.ia3 {
-        let l = s.scale.detach();
-        if s.feedforward {
-            w = w.broadcast_mul(&l.unsqueeze(0)?)?;
-        } else {
-            w = w.broadcast_mul(&l.unsqueeze(1)?)?;
-            bias = bias.map(|b| b.mul(&l)).transpose()?;
-        }
-    }
-    Ok((w, bias))
 }
 
 /// Fold every adapter into the base in place: afterwards the model has dense weights and
@@ -173,7 +152,7 @@ mod tests {
             merge_in_place(&mut model).unwrap();
             for layer in &mut model.layers {
                 for (_, lin) in linears_mut(layer) {
-                    assert!(lin.lora.is_none() && lin.ia3.is_none());
+                    assert!(lin.adapter.is_none());
                     assert!(matches!(lin.weight, crate::linear::BaseWeight::Dense(_)));
                 }
             }

@@ -187,8 +187,7 @@ fn linear(
     Ok(Linear {
         weight,
         bias,
-        lora: None,
-        ia3: None,
+        adapter: None,
     })
 }
 

@@ -37,6 +37,41 @@ impl Section for Ia3Config {
     }
 }
 
+/// (IA)3 scaling of a linear: the output features (`feedforward == false`, k and v) or the
+/// input features (`feedforward == true`, the FFN's down projection), as PEFT does.
+#[derive(Debug, Clone)]
+struct Ia3Scale {
+    /// `[out]` or `[in]`
+    scale: Tensor,
+    feedforward: bool,
+}
+
+impl LinearAdapter for Ia3Scale {
+    fn forward(&self, base: &Linear, x: &Tensor, mode: &TrainMode) -> Result<Tensor> {
+        if self.feedforward {
+            base.base_forward(&x.broadcast_mul(&self.scale)?, mode)
+        } else {
+            base.base_forward(x, mode)?.broadcast_mul(&self.scale)
+        }
+    }
+
+    /// Attention outputs: `y = l ⊙ (W·x + b)`, so `W' = diag(l)·W`, `b' = l ⊙ b`;
+    /// feed-forward inputs: `y = W·(l ⊙ x) + b`, so `W' = W·diag(l)`.
+    fn fold(&self, w: Tensor, bias: Option<Tensor>) -> Result<(Tensor, Option<Tensor>)> {
+        let l = self.scale.detach().to_dtype(w.dtype())?;
+        if self.feedforward {
+            Ok((w.broadcast_mul(&l.unsqueeze(0)?)?, bias))
+        } else {
+            let bias = bias.map(|b| b.mul(&l.to_dtype(b.dtype())?)).transpose()?;
+            Ok((w.broadcast_mul(&l.unsqueeze(1)?)?, bias))
+        }
+    }
+
+    fn param_count(&self) -> usize {
+        self.scale.elem_count()
+    }
+}
+
 /// The selected modules with their scaled widths (out for attention, in for the MLP).
 fn scaled(s: &MethodSections, c: &ModelConfig) -> usize {
     linear_dims(c)
@@ -147,10 +182,10 @@ fn apply(model: &mut DecoderModel, cfg: &Ia3Config, wd: f64) -> Result<Vec<Param
             let (out, inp) = lin.weight.dims2()?;
             let n = if feedforward { inp } else { out };
             let var = Var::ones(n, model_dtype, &model_device)?;
-            lin.ia3 = Some(Ia3Scale {
+            lin.adapter = Some(std::sync::Arc::new(Ia3Scale {
                 scale: var.as_tensor().clone(),
                 feedforward,
-            });
+            }));
             params.push(Param {
                 name: format!("base_model.model.model.layers.{l}.{name}.ia3_l"),
                 var,

@@ -140,6 +140,79 @@ impl Section for LoraPlusConfig {
     }
 }
 
+/// A low-rank update beside a frozen linear: `y = base(x) + scale · (dropout(x) Aᵀ) Bᵀ`,
+/// or DoRA's rescaled form when it has a magnitude.
+#[derive(Debug, Clone)]
+pub(super) struct LoraWeights {
+    /// `[r, in]`
+    pub a: Tensor,
+    /// `[out, r]`
+    pub b: Tensor,
+    pub scale: f64,
+    pub dropout: f32,
+    /// DoRA: the learned magnitude `m` `[out]` (`None` for plain LoRA).
+    pub magnitude: Option<Tensor>,
+}
+
+impl LinearAdapter for LoraWeights {
+    fn forward(&self, base: &Linear, x: &Tensor, mode: &TrainMode) -> Result<Tensor> {
+        let y = base.base_forward(x, mode)?;
+        let xd = if mode.training() && self.dropout > 0.0 {
+            (x * mode.dropout_mask(x, self.dropout)?)?
+        } else {
+            x.clone()
+        };
+        let low = crate::ops::matmul_2d(&xd.contiguous()?, &self.a.t()?)?;
+        let up = (crate::ops::matmul_2d(&low, &self.b.t()?)? * self.scale)?;
+        let Some(m) = &self.magnitude else {
+            return y + up;
+        };
+        // DoRA, as PEFT computes it: y + (m/‖W + sBA‖ − 1)·(x̃Wᵀ) + m/‖…‖·s·x̃AᵀBᵀ, with the
+        // row norm ‖·‖ detached (DoRA paper §4.3) and x̃ the dropped-out input (equal to x,
+        // and x̃Wᵀ to y − b, without dropout).
+        let wide = crate::dtype::wide_dtype(m.dtype());
+        let ba = self.b.detach().matmul(&self.a.detach())?.to_dtype(wide)?;
+        let w = (base.weight.dense()?.to_dtype(wide)? + (ba * self.scale)?)?;
+        let norm = crate::ops::row_norms(&w)?.to_dtype(m.dtype())?.detach();
+        let mns = m.broadcast_div(&norm)?;
+        let plain = if mode.training() && self.dropout > 0.0 {
+            base.weight.matmul_t(&xd, true)?
+        } else {
+            match &base.bias {
+                Some(b) => y.broadcast_sub(b)?,
+                None => y.clone(),
+            }
+        };
+        let extra = (plain.broadcast_mul(&(mns.clone() - 1.0)?)? + up.broadcast_mul(&mns)?)?;
+        y + extra
+    }
+
+    /// `W' = W + s·B·A`; DoRA: `W' = m ⊙ (W + s·B·A) / ‖W + s·B·A‖` per output row. In f32
+    /// at least, so a bf16 base does not lose the small delta before it is added.
+    fn fold(&self, w: Tensor, bias: Option<Tensor>) -> Result<(Tensor, Option<Tensor>)> {
+        use candle_core::DType;
+        let dtype = w.dtype();
+        let ba = self
+            .b
+            .detach()
+            .to_dtype(DType::F32)?
+            .matmul(&self.a.detach().to_dtype(DType::F32)?)?;
+        let mut merged = (w.to_dtype(DType::F32)? + (ba * self.scale)?)?;
+        if let Some(m) = &self.magnitude {
+            let norm = merged.sqr()?.sum_keepdim(1)?.sqrt()?;
+            let m = m.detach().to_dtype(DType::F32)?.unsqueeze(1)?;
+            merged = merged.broadcast_mul(&m.broadcast_div(&norm)?)?;
+        }
+        Ok((merged.to_dtype(dtype)?, bias))
+    }
+
+    fn param_count(&self) -> usize {
+        self.a.elem_count()
+            + self.b.elem_count()
+            + self.magnitude.as_ref().map_or(0, |m| m.elem_count())
+    }
+}
+
 /// The LoRA family on one code path; what differs per member.
 #[derive(Clone, Copy, PartialEq)]
 pub(super) enum Variant {
@@ -389,13 +462,13 @@ pub(super) fn apply(
                 )?)?),
                 _ => None,
             };
-            lin.lora = Some(LoraWeights {
+            lin.adapter = Some(std::sync::Arc::new(LoraWeights {
                 a: a.as_tensor().clone(),
                 b: b.as_tensor().clone(),
                 scale: lc.scale(),
                 dropout: lc.dropout,
                 magnitude: magnitude.as_ref().map(|m| m.as_tensor().clone()),
-            });
+            }));
             let module = format!("base_model.model.model.layers.{l}.{name}");
             if let Some(m) = magnitude {
                 params.push(Param {
@@ -530,13 +603,13 @@ fn load_lora(
                 None
             };
             let conv = |t: Tensor| t.to_dtype(dtype).map_err(|e| err(&wf, &e));
-            lin.lora = Some(LoraWeights {
+            lin.adapter = Some(std::sync::Arc::new(LoraWeights {
                 a: conv(a)?,
                 b: conv(b)?,
                 scale,
                 dropout: 0.0,
                 magnitude,
-            });
+            }));
             loaded += 1;
         }
     }

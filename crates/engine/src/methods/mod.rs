@@ -12,7 +12,7 @@
 //! for Full/Freeze, PEFT's `base_model.model.<module>.lora_A.weight` for LoRA — because they
 //! are the keys of checkpoints and exports.
 
-use crate::linear::{BaseWeight, Ia3Scale, Linear, LoraWeights};
+use crate::linear::{BaseWeight, Linear, LinearAdapter, TrainMode};
 use crate::model::{Bottleneck, DecoderModel, Prefix};
 use crate::params::{load_params, Param};
 use crate::setting::KeyInfo;
@@ -533,13 +533,7 @@ pub fn count_params(model: &DecoderModel) -> usize {
         let mut layer = layer.clone();
         for (_, lin) in linears_mut(&mut layer) {
             n += lin.weight.elem_count() + lin.bias.as_ref().map_or(0, |b| b.elem_count());
-            if let Some(l) = &lin.lora {
-                n += l.a.elem_count() + l.b.elem_count();
-                n += l.magnitude.as_ref().map_or(0, |m| m.elem_count());
-            }
-            if let Some(s) = &lin.ia3 {
-                n += s.scale.elem_count();
-            }
+            n += lin.adapter.as_ref().map_or(0, |a| a.param_count());
         }
         if let Some((a, f)) = &layer.adapters {
             for b in [a, f] {
