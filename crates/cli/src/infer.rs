@@ -44,16 +44,42 @@ async fn load(model: &str, adapter: Option<&str>, how: LoadHow<'_>) -> anyhow::R
     .map_err(inference_error)
 }
 
-pub async fn score(
-    model: &str,
-    adapter: Option<&str>,
-    text_file: &Path,
-    how: LoadHow<'_>,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
+/// `whetstone score`'s arguments, as clap reads them.
+#[derive(clap::Args)]
+pub struct ScoreArgs {
+    /// A registered model id, an HF model folder or a .gguf file.
+    #[arg(long)]
+    pub model: String,
+    /// A trained adapter: a run id or an adapter / checkpoint folder.
+    #[arg(long)]
+    pub adapter: Option<String>,
+    /// UTF-8 text to score, tokenized as the model's tokenizer does (no chat template).
+    #[arg(long)]
+    pub text_file: PathBuf,
+    /// cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Store the decoder linears as NF4 while loading (the base QLoRA trains on).
+    #[arg(long)]
+    pub nf4: bool,
+    /// Compute in f32, bf16, or auto (bf16 on GPUs with native bf16).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn score(a: ScoreArgs) -> anyhow::Result<ExitCode> {
+    let text_file: &Path = &a.text_file;
     let text = std::fs::read_to_string(text_file)
         .map_err(|e| UserError(format!("{}: cannot read: {e}", text_file.display())))?;
-    let loaded = load(model, adapter, how).await?;
+    let how = LoadHow {
+        device: &a.device,
+        nf4: a.nf4,
+        dtype: &a.dtype,
+    };
+    let loaded = load(&a.model, a.adapter.as_deref(), how).await?;
+    let json = a.json;
     let file = text_file.to_path_buf();
     let report = tokio::task::spawn_blocking(move || inference::score(&loaded, &text, &file))
         .await?
@@ -69,17 +95,65 @@ pub async fn score(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `whetstone chat`'s arguments, as clap reads them.
+#[derive(clap::Args)]
 pub struct ChatArgs {
+    /// A registered model id, an HF model folder or a .gguf file.
+    #[arg(long)]
     pub model: String,
-    /// Run ids or folders; `base` for none. Empty: the base alone.
+    /// A trained adapter: a run id or an adapter / checkpoint folder. Repeat it to answer
+    /// once per adapter on one loaded base (`base` = no adapter), side by side.
+    #[arg(long = "adapter", value_name = "ADAPTER")]
     pub adapters: Vec<String>,
     pub prompt: String,
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// 0 = greedy decoding.
+    #[arg(long, default_value_t = 0.3)]
+    pub temperature: f64,
+    /// Keep the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 50)]
+    pub top_k: usize,
+    /// Keep the most likely tokens up to this probability mass (1 = off).
+    #[arg(long, default_value_t = 0.9)]
+    pub top_p: f64,
+    #[arg(long, default_value_t = 1.1)]
+    pub repetition_penalty: f32,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Stop when the answer contains this text (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// A system message for the chat template.
+    #[arg(long)]
     pub system: Option<String>,
+    /// Send the prompt as raw text, without the chat template.
+    #[arg(long)]
     pub raw: bool,
+    /// cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Compute in f32, bf16, or auto (bf16 on GPUs with native bf16).
+    #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Print one JSON object (prompt and answer token ids, text, speed) instead of streaming.
+    #[arg(long)]
     pub json: bool,
-    pub params: SamplingParams,
+}
+
+impl ChatArgs {
+    /// The sampling settings the flags describe (0 turns top-k off, 1 top-p).
+    fn params(&self) -> SamplingParams {
+        SamplingParams {
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+            top_k: (self.top_k > 0).then_some(self.top_k),
+            top_p: (self.top_p < 1.0).then_some(self.top_p),
+            repetition_penalty: self.repetition_penalty,
+            seed: self.seed,
+            stop_strings: self.stop.clone(),
+        }
+    }
 }
 
 fn print_stats(g: &Generation) {
@@ -98,6 +172,7 @@ fn print_stats(g: &Generation) {
 /// streams and `--json` prints one object, as before; with several, each answer is labelled
 /// and `--json` prints `{"answers": [...]}` with the time each adapter switch took.
 pub async fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
+    let params = a.params();
     let how = LoadHow {
         device: &a.device,
         nf4: false,
@@ -135,7 +210,7 @@ pub async fn chat(a: ChatArgs) -> anyhow::Result<ExitCode> {
                     println!("── {name} (adapter applied in {:.1} ms)", switch_s * 1e3);
                 }
                 let mut out = std::io::stdout().lock();
-                let g = inference::chat(&loaded, &model, &ids, &a.params, |piece| {
+                let g = inference::chat(&loaded, &model, &ids, &params, |piece| {
                     if !json {
                         let _ = out.write_all(piece.as_bytes());
                         let _ = out.flush();

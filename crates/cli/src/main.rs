@@ -21,7 +21,6 @@ use common::UserError;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use whetstone_studio::SamplingParams;
 
 #[derive(Parser)]
 #[command(
@@ -58,31 +57,7 @@ enum Command {
         command: DatasetsCommand,
     },
     /// Fine-tune a model on a dataset: a progress bar, or NDJSON events with --json.
-    Train {
-        /// A registered model id, an HF model folder or a .gguf file.
-        #[arg(long)]
-        model: String,
-        /// A registered dataset id or a file (registered on the way).
-        #[arg(long)]
-        data: String,
-        /// full, freeze, lora, qlora, dora, lora_plus, ia3, bitfit, prompt_tuning, prefix_tuning,
-        /// p_tuning_v2 or adapter (default: lora, or what --config says);
-        /// a comma list queues one run per method on the same data and seed, then compares them.
-        #[arg(long)]
-        method: Option<String>,
-        /// A TOML file of run settings (the same keys as --set).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// key=value, e.g. lr=1e-4, lora.r=16, lora.targets=q_proj,v_proj (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        sets: Vec<String>,
-        #[arg(long)]
-        json: bool,
-        /// Write the first step's gradients and batch to this safetensors file, then stop
-        /// (oracle tests).
-        #[arg(long, hide = true)]
-        dump_first_grads: Option<PathBuf>,
-    },
+    Train(train::TrainArgs),
     /// The method comparison table with live numbers for a model on this machine.
     Methods {
         /// A registered model id, an HF model folder or a .gguf file (default: the demo model).
@@ -159,72 +134,9 @@ enum Command {
         json: bool,
     },
     /// Mean next-token negative log-likelihood of a text under a model.
-    Score {
-        /// A registered model id, an HF model folder or a .gguf file.
-        #[arg(long)]
-        model: String,
-        /// A trained adapter: a run id or an adapter / checkpoint folder.
-        #[arg(long)]
-        adapter: Option<String>,
-        /// UTF-8 text to score, tokenized as the model's tokenizer does (no chat template).
-        #[arg(long)]
-        text_file: PathBuf,
-        /// cpu, cuda, cuda:N or metal.
-        #[arg(long, default_value = "cpu")]
-        device: String,
-        /// Store the decoder linears as NF4 while loading (the base QLoRA trains on).
-        #[arg(long)]
-        nf4: bool,
-        /// Compute in f32, bf16, or auto (bf16 on GPUs with native bf16).
-        #[arg(long, default_value = "f32")]
-        dtype: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Score(infer::ScoreArgs),
     /// Talk to a model: the prompt goes through its chat template; the answer streams.
-    Chat {
-        /// A registered model id, an HF model folder or a .gguf file.
-        #[arg(long)]
-        model: String,
-        /// A trained adapter: a run id or an adapter / checkpoint folder. Repeat it to answer
-        /// once per adapter on one loaded base (`base` = no adapter), side by side.
-        #[arg(long)]
-        adapter: Vec<String>,
-        prompt: String,
-        #[arg(long, default_value_t = 256)]
-        max_tokens: usize,
-        /// 0 = greedy decoding.
-        #[arg(long, default_value_t = 0.3)]
-        temperature: f64,
-        /// Keep the k most likely tokens (0 = off).
-        #[arg(long, default_value_t = 50)]
-        top_k: usize,
-        /// Keep the most likely tokens up to this probability mass (1 = off).
-        #[arg(long, default_value_t = 0.9)]
-        top_p: f64,
-        #[arg(long, default_value_t = 1.1)]
-        repetition_penalty: f32,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Stop when the answer contains this text (repeatable).
-        #[arg(long)]
-        stop: Vec<String>,
-        /// A system message for the chat template.
-        #[arg(long)]
-        system: Option<String>,
-        /// Send the prompt as raw text, without the chat template.
-        #[arg(long)]
-        raw: bool,
-        /// cpu, cuda, cuda:N or metal.
-        #[arg(long, default_value = "cpu")]
-        device: String,
-        /// Compute in f32, bf16, or auto (bf16 on GPUs with native bf16).
-        #[arg(long, default_value = "f32")]
-        dtype: String,
-        /// Print one JSON object (prompt and answer token ids, text, speed) instead of streaming.
-        #[arg(long)]
-        json: bool,
-    },
+    Chat(infer::ChatArgs),
 }
 
 #[derive(Subcommand)]
@@ -440,26 +352,7 @@ fn main() -> ExitCode {
                     json,
                 } => datasets::show(&id, model.as_deref(), seq_len, json).await,
             },
-            Command::Train {
-                model,
-                data,
-                method,
-                config,
-                sets,
-                json,
-                dump_first_grads,
-            } => {
-                train::train(train::TrainArgs {
-                    model,
-                    data,
-                    method,
-                    config,
-                    sets,
-                    json,
-                    dump_first_grads,
-                })
-                .await
-            }
+            Command::Train(a) => train::train(a).await,
             Command::Methods {
                 model,
                 device,
@@ -511,60 +404,8 @@ fn main() -> ExitCode {
                 dtype,
                 json,
             } => export::run(run, &format, out, checkpoint, dtype, json).await,
-            Command::Score {
-                model,
-                adapter,
-                text_file,
-                device,
-                nf4,
-                dtype,
-                json,
-            } => {
-                let how = infer::LoadHow {
-                    device: &device,
-                    nf4,
-                    dtype: &dtype,
-                };
-                infer::score(&model, adapter.as_deref(), &text_file, how, json).await
-            }
-            Command::Chat {
-                model,
-                adapter,
-                prompt,
-                max_tokens,
-                temperature,
-                top_k,
-                top_p,
-                repetition_penalty,
-                seed,
-                stop,
-                system,
-                raw,
-                device,
-                dtype,
-                json,
-            } => {
-                infer::chat(infer::ChatArgs {
-                    model,
-                    adapters: adapter,
-                    prompt,
-                    system,
-                    raw,
-                    device,
-                    dtype,
-                    json,
-                    params: SamplingParams {
-                        max_tokens,
-                        temperature,
-                        top_k: (top_k > 0).then_some(top_k),
-                        top_p: (top_p < 1.0).then_some(top_p),
-                        repetition_penalty,
-                        seed,
-                        stop_strings: stop,
-                    },
-                })
-                .await
-            }
+            Command::Score(a) => infer::score(a).await,
+            Command::Chat(a) => infer::chat(a).await,
         }
     });
     match result {

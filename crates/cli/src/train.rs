@@ -35,13 +35,31 @@ pub fn build_config(
     })
 }
 
+/// `whetstone train`'s arguments, as clap reads them.
+#[derive(clap::Args)]
 pub struct TrainArgs {
+    /// A registered model id, an HF model folder or a .gguf file.
+    #[arg(long)]
     pub model: String,
+    /// A registered dataset id or a file (registered on the way).
+    #[arg(long)]
     pub data: String,
+    /// full, freeze, lora, qlora, dora, lora_plus, ia3, bitfit, prompt_tuning, prefix_tuning,
+    /// p_tuning_v2 or adapter (default: lora, or what --config says);
+    /// a comma list queues one run per method on the same data and seed, then compares them.
+    #[arg(long)]
     pub method: Option<String>,
+    /// A TOML file of run settings (the same keys as --set).
+    #[arg(long)]
     pub config: Option<PathBuf>,
+    /// key=value, e.g. lr=1e-4, lora.r=16, lora.targets=q_proj,v_proj (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+    #[arg(long)]
     pub json: bool,
+    /// Write the first step's gradients and batch to this safetensors file, then stop
+    /// (oracle tests).
+    #[arg(long, hide = true)]
     pub dump_first_grads: Option<PathBuf>,
 }
 
