@@ -421,15 +421,7 @@ const DEMO_PROMPT: &str = "Extract the person's name, age and city as JSON.\n\nL
 fn generate_demo(loaded: &whetstone_studio::inference::Loaded) -> anyhow::Result<String> {
     let ids = whetstone_studio::inference::chat_prompt(&loaded.source, DEMO_PROMPT, None, false)
         .map_err(|e| anyhow::anyhow!(e.to_string()))?;
-    let params = whetstone_studio::SamplingParams {
-        max_tokens: 48,
-        temperature: 0.0,
-        top_k: None,
-        top_p: None,
-        repetition_penalty: 1.0,
-        seed: 0,
-        stop_strings: vec![],
-    };
+    let params = whetstone_studio::SamplingParams::greedy(48);
     let g = whetstone_studio::inference::chat(loaded, &loaded.model, &ids, &params, |_| {})
         .map_err(|e| anyhow::anyhow!(e.to_string()))?;
     Ok(g.text.trim().to_string())

@@ -22,6 +22,22 @@ pub struct SamplingParams {
     pub stop_strings: Vec<String>,
 }
 
+impl SamplingParams {
+    /// Greedy decoding of up to `max_tokens`, no penalty, no stop strings: the same text
+    /// every time (training samples, the demo's before/after answers).
+    pub fn greedy(max_tokens: usize) -> Self {
+        Self {
+            max_tokens,
+            temperature: 0.0,
+            top_k: None,
+            top_p: None,
+            repetition_penalty: 1.0,
+            seed: 0,
+            stop_strings: vec![],
+        }
+    }
+}
+
 impl Default for SamplingParams {
     fn default() -> Self {
         Self {

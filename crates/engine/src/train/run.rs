@@ -103,15 +103,7 @@ impl Loop<'_> {
         };
         let prompt = &first.ids[..cut];
         self.model.mode.set_training(false);
-        let params = SamplingParams {
-            max_tokens: self.cfg.sample_tokens,
-            temperature: 0.0,
-            top_k: None,
-            top_p: None,
-            repetition_penalty: 1.0,
-            seed: 0,
-            stop_strings: vec![],
-        };
+        let params = SamplingParams::greedy(self.cfg.sample_tokens);
         let g = generate(self.model, tokenizer, prompt, &params, |_| {})?;
         self.model.mode.set_training(true);
         let prompt_text = tokenizer.decode(prompt, false).unwrap_or_default();
