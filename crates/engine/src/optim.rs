@@ -12,7 +12,6 @@
 //! bf16's resolution (2⁻⁸ relative) still accumulate. [`AdamW::values`] gives the masters,
 //! which is what checkpoints save.
 
-use crate::config::Schedule;
 use crate::dtype::is_half;
 use crate::params::Param;
 use candle_core::{DType, Result, Tensor};
@@ -161,6 +160,16 @@ impl AdamW {
         self.step = step;
         Ok(())
     }
+}
+
+/// How the learning rate decays after warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, ts_rs::TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum Schedule {
+    Cosine,
+    Linear,
+    Constant,
 }
 
 /// The learning rate at optimizer step `step` (0-based) of `total`.

@@ -26,15 +26,6 @@ impl ObjectiveKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
-#[serde(rename_all = "snake_case")]
-#[ts(export)]
-pub enum Schedule {
-    Cosine,
-    Linear,
-    Constant,
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
 #[serde(default)]
 #[ts(export)]
@@ -179,6 +170,7 @@ pub use crate::methods::{
     AdapterConfig, BitfitConfig, FreezeConfig, Ia3Config, LoraConfig, LoraPlusConfig, MethodKind,
     MethodSections, PrefixConfig, PromptConfig,
 };
+pub use crate::optim::Schedule;
 pub use crate::setting::{KeyInfo, KeyKind};
 pub use crate::targets::{model_linears, resolve_targets, LORA_TARGETS};
 pub use keys::{key_info, keys, GENERAL_KEYS};
