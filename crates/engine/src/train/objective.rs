@@ -5,11 +5,12 @@
 //! [`for_config`]. Its metrics travel as a map on the step and eval events and are stored
 //! by name, so a new metric needs no schema change.
 
-use super::batch::Batch;
+use super::batch::{make_batch, Batch};
 use crate::config::{ObjectiveKind, TrainConfig};
 use crate::model::DecoderModel;
 use crate::ops;
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{DType, Device, Result, Tensor, D};
+use whetstone_data::Tokenized;
 
 /// Metrics beyond the loss, by name (`token_accuracy`, ...).
 pub type Metrics = std::collections::BTreeMap<String, f64>;
@@ -23,6 +24,11 @@ pub struct LossSum {
 pub trait Objective: Send + Sync {
     /// The name runs and events use (`sft`).
     fn name(&self) -> &'static str;
+    /// One micro-batch from tokenized rows, for the step and the evaluation alike (SFT:
+    /// rows padded right, the trained positions and their next tokens).
+    fn batch(&self, rows: &[&Tokenized], device: &Device) -> Result<Batch> {
+        make_batch(rows, device)
+    }
     /// The batch's loss (and metrics) summed over its terms, from the final hidden states
     /// `[b, t, h]`.
     fn loss_sum(&self, model: &DecoderModel, hidden: &Tensor, batch: &Batch) -> Result<LossSum>;

@@ -1,7 +1,7 @@
 //! The loop itself: set a run up (method applied, optimizer, data order, resume), then
 //! step, evaluate, sample and save until the last step, a cancel, divergence or early stop.
 
-use super::batch::{make_batch, pack};
+use super::batch::pack;
 use super::checkpoint::{self, io, CheckpointState};
 use super::events::{RunStatus, Summary, TrainError, TrainEvent, TrainSpec};
 use super::objective::{self, add_metrics, mean_metrics, Metrics, Objective};
@@ -67,7 +67,7 @@ impl Loop<'_> {
         let mut metrics = Metrics::new();
         for chunk in self.eval.chunks(self.cfg.batch_size) {
             let rows: Vec<&Tokenized> = chunk.iter().collect();
-            let batch = make_batch(&rows, &self.model.device)?;
+            let batch = self.objective.batch(&rows, &self.model.device)?;
             let terms = self.objective.terms(&batch);
             if terms == 0 {
                 continue;
@@ -131,7 +131,7 @@ impl Loop<'_> {
             .iter()
             .map(|idx| {
                 let rows: Vec<&Tokenized> = idx.iter().map(|&i| &self.train[i]).collect();
-                make_batch(&rows, &self.model.device)
+                self.objective.batch(&rows, &self.model.device)
             })
             .collect()
     }
