@@ -160,3 +160,45 @@ describe("minOf/maxOf", () => {
     expect(minOf([null])).toBeNull();
   });
 });
+
+describe("RunSeries named metrics", () => {
+  const step = (s: number, acc: number) => ({
+    event: "step" as const,
+    step: s,
+    loss: 2,
+    lr: 1e-4,
+    grad_norm: 1,
+    tokens_per_s: 100,
+    mem_bytes: 1,
+    epoch: 0,
+    tokens: 10 * s,
+    metrics: { token_accuracy: acc },
+  });
+
+  it("reads them from history and from live events, train and eval side by side", () => {
+    const r = RunSeries.fromMetrics({
+      train: emptyTrain(),
+      eval: emptyEval(),
+      named: [{ name: "token_accuracy", train_step: [1, 2], train: [0.1, 0.2], eval_step: [0, 2], eval: [0.05, 0.25] }],
+    });
+    r.addStepEvent(step(3, 0.3), 3);
+    r.addEvalEvent({ event: "eval", step: 3, eval_loss: 1, perplexity: Math.E, metrics: { token_accuracy: 0.35 } }, 3);
+    const t = r.named.get("token_accuracy")!;
+    expect(t.data).toEqual([
+      [0, 1, 2, 3],
+      [null, 0.1, 0.2, 0.3],
+      [0.05, null, 0.25, 0.35],
+    ]);
+  });
+
+  it("forgets what came after a resumed run's checkpoint, and takes newer rows from another copy", () => {
+    const a = new RunSeries();
+    for (let s = 1; s <= 4; s++) a.addStepEvent(step(s, s / 10), s);
+    expect(a.truncateAfter(2)).toBe(true);
+    expect(a.named.get("token_accuracy")!.x).toEqual([1, 2]);
+    const b = new RunSeries();
+    for (let s = 1; s <= 5; s++) b.addStepEvent(step(s, 1), s);
+    a.appendNewer(b);
+    expect(a.named.get("token_accuracy")!.data[1]).toEqual([0.1, 0.2, 1, 1, 1]);
+  });
+});

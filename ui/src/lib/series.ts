@@ -3,6 +3,7 @@
 // by its optimizer step, so a step seen twice replaces the first (history overlapping live
 // events, or a run resumed from an earlier checkpoint re-training the same steps). Appending a
 // newer step is a push: O(1) amortised, no array is copied.
+import type { NamedSeries } from "./bindings/NamedSeries";
 import type { RunMetrics, TrainEvent } from "./ipc";
 
 export type Num = number | null;
@@ -241,10 +242,16 @@ export class RunSeries {
   readonly loss: AlignedTable;
   /** Memory of each train row in GiB (parallel to `train.step`). */
   readonly memGiB: Num[];
+  /** The objective's metrics beyond the loss, by name: `[step, train value, eval value]`. */
+  readonly named: Map<string, AlignedTable> = new Map();
 
-  constructor(train: TrainColumns = emptyTrain(), evalCols: EvalColumns = emptyEval()) {
+  constructor(train: TrainColumns = emptyTrain(), evalCols: EvalColumns = emptyEval(), named: NamedSeries[] = []) {
     this.train = train;
     this.eval = evalCols;
+    for (const n of named) {
+      n.train_step.forEach((step, i) => this.setNamed(n.name, step, 0, n.train[i]));
+      n.eval_step.forEach((step, i) => this.setNamed(n.name, step, 1, n.eval[i]));
+    }
     const [x, trainLoss, evalLoss] = alignSeries([
       { x: train.step, y: train.loss },
       { x: evalCols.step, y: evalCols.loss },
@@ -253,8 +260,18 @@ export class RunSeries {
     this.memGiB = train.mem_bytes.map((b: number | null) => (b == null ? null : b / GIB));
   }
 
-  static fromMetrics(m: Pick<RunMetrics, "train" | "eval">): RunSeries {
-    return new RunSeries(m.train, m.eval);
+  static fromMetrics(m: Pick<RunMetrics, "train" | "eval"> & Partial<Pick<RunMetrics, "named">>): RunSeries {
+    return new RunSeries(m.train, m.eval, m.named ?? []);
+  }
+
+  /** Set metric `name`'s train (`col` 0) or eval (1) value at `step`. */
+  private setNamed(name: string, step: number, col: number, v: Num): void {
+    let table = this.named.get(name);
+    if (!table) {
+      table = new AlignedTable(2);
+      this.named.set(name, table);
+    }
+    table.set(step, col, v);
   }
 
   get lastTrainStep(): number | null {
@@ -303,6 +320,7 @@ export class RunSeries {
   }
 
   addStepEvent(e: StepEvent, timeS: Num): Upsert {
+    for (const [name, v] of Object.entries(e.metrics ?? {})) this.setNamed(name, e.step, 0, v ?? null);
     return this.addTrain(e.step, {
       loss: e.loss,
       lr: e.lr,
@@ -315,6 +333,7 @@ export class RunSeries {
   }
 
   addEvalEvent(e: EvalEvent, timeS: Num): Upsert {
+    for (const [name, v] of Object.entries(e.metrics ?? {})) this.setNamed(name, e.step, 1, v ?? null);
     return this.addEval(e.step, { loss: e.eval_loss, perplexity: e.perplexity, tokens: this.tokensAt(e.step), time_s: timeS });
   }
 
@@ -326,7 +345,9 @@ export class RunSeries {
   truncateAfter(step: number): boolean {
     const nt = upperBound(this.train.step, step);
     const ne = upperBound(this.eval.step, step);
-    const dropped = nt !== this.train.step.length || ne !== this.eval.step.length;
+    let namedDropped = false;
+    for (const table of this.named.values()) namedDropped = table.truncateAfter(step) || namedDropped;
+    const dropped = nt !== this.train.step.length || ne !== this.eval.step.length || namedDropped;
     if (!dropped) return false;
     this.train.step.length = nt;
     for (const k of TRAIN_KEYS) this.train[k].length = nt;
@@ -350,6 +371,16 @@ export class RunSeries {
         mem_bytes: t.mem_bytes[i],
         tokens: t.tokens[i],
         time_s: t.time_s[i],
+      });
+    }
+    for (const [name, table] of other.named) {
+      const mine = this.named.get(name);
+      const last = mine && mine.x.length ? mine.x[mine.x.length - 1] : null;
+      table.x.forEach((step, i) => {
+        if (last != null && step <= last) return;
+        table.ys.forEach((col, c) => {
+          if (col[i] != null) this.setNamed(name, step, c, col[i]);
+        });
       });
     }
     const lastE = this.lastEvalStep;

@@ -28,6 +28,7 @@ export const en = {
   "runs.chart.gradNorm": "Gradient norm",
   "runs.chart.tokensPerS": "Throughput (tokens/s)",
   "runs.chart.memory": "Memory (GiB)",
+  "runs.metric.named.token_accuracy": "Token accuracy",
 
   "runs.run.none": "No run selected",
   "runs.run.openHistory": "Open the run history",
@@ -144,6 +145,7 @@ export const zh: Record<keyof typeof en, string> = {
   "runs.chart.gradNorm": "梯度范数",
   "runs.chart.tokensPerS": "吞吐量（tokens/s）",
   "runs.chart.memory": "内存（GiB）",
+  "runs.metric.named.token_accuracy": "词元准确率",
 
   "runs.run.none": "未选择训练",
   "runs.run.openHistory": "打开训练记录",

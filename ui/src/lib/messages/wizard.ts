@@ -1,6 +1,6 @@
 // Strings of the new-run wizard, model and dataset pickers, the method table. Keys start with `wizard.`.
 // `wizard.phrase.*` entries are looked up by the stable keys the backend sends with its
-// English (`MethodRow.phrases`, `wizard.phrase.help.<setting key>`; lib/wizard-phrases.ts);
+// English (`MethodRow.phrases`, `wizard.phrase.help.<setting key>`; lib/phrases.ts);
 // a Vitest test checks every key the engine sends has an entry.
 export const en = {
   "wizard.title": "New run",
