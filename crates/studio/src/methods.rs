@@ -320,8 +320,16 @@ mod tests {
                     .map(|k| k.key)
                     .filter(|k| config.key_applies(k))
                     .collect();
+                // as the table counts it: BitFit on this bias-free model with added biases
+                let mut table_cfg = config.clone();
+                if m == MethodKind::Bitfit {
+                    table_cfg.methods.bitfit.add_biases = true;
+                }
+                let est = estimate(&smol, &table_cfg, false);
                 serde_json::json!({
                     "id": m,
+                    "table_trainable": est.trainable_params,
+                    "table_memory_cpu": est.total_bytes,
                     "columns": [d.name, d.changes_architecture.en, d.inference_latency.en, d.compute.en, d.use_case.en, d.difficulty.en],
                     "phrases": {
                         "changes_architecture": d.changes_architecture.key,

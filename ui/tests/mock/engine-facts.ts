@@ -22,6 +22,9 @@ export interface MethodFacts {
   /** the columns' translation keys (`MethodRow.phrases`) */
   phrases: RowPhrases;
   default_lr: number;
+  /** the method table's trainable count and memory estimate on SmolLM2-135M, CPU, f32 */
+  table_trainable: number;
+  table_memory_cpu: number;
   /** `TrainConfig::for_method` */
   config: TrainConfig;
   /** the keys `TrainConfig::key_applies` accepts for this method */

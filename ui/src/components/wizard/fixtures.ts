@@ -62,24 +62,13 @@ export const SAMPLE: DatasetRecord = {
 type Cols = [name: string, arch: string, latency: string, compute: string, use: string, difficulty: string];
 const COLS = Object.fromEntries(FACTS.methods.map((m) => [m.id, m.columns])) as Record<MethodKind, Cols>;
 
-/** Trainable parameters on SmolLM2-135M at each method's defaults. */
-export const TRAINABLE: Record<MethodKind, number> = {
-  full: SMOL_PARAMS,
-  freeze: 7_080_768,
-  lora: 921_600,
-  qlora: 4_884_480,
-  dora: 967_680,
-  lora_plus: 921_600,
-  ia3: 57_600,
-  bitfit: 155_520,
-  prompt_tuning: 11_520,
-  prefix_tuning: 2_345_664,
-  p_tuning_v2: 230_400,
-  adapter: 4_462_080,
-};
+/** Trainable parameters on SmolLM2-135M at each method's defaults, as the engine counts them
+ * for the table. */
+export const TRAINABLE = Object.fromEntries(FACTS.methods.map((m) => [m.id, m.table_trainable])) as Record<MethodKind, number>;
 
-/** Estimated memory on the CPU (f32). */
-export const MEMORY: Record<MethodKind, number> = {
+/** Memory per method the component tests are written around (small, so every row fits and
+ * QLoRA sorts first); a method not listed takes the engine's own estimate (CPU, f32). */
+export const MEMORY: Partial<Record<MethodKind, number>> = {
   full: 2.9 * GiB,
   freeze: 1.3 * GiB,
   lora: 1.2 * GiB,
@@ -101,7 +90,7 @@ export function methodRows(opts: { usable?: number; memory?: Partial<Record<Meth
   const rec = opts.recommended ?? "lora";
   return METHOD_IDS.map((id) => {
     const [name, arch, latency, compute, use, difficulty] = COLS[id];
-    const bytes = Math.round(opts.memory?.[id] ?? MEMORY[id]);
+    const bytes = Math.round(opts.memory?.[id] ?? MEMORY[id] ?? methodFacts(id).table_memory_cpu);
     const trainable = TRAINABLE[id];
     const pct = (100 * trainable) / SMOL_PARAMS;
     return {
