@@ -122,7 +122,7 @@ pub fn table(
             );
         }
         let est = estimate(model, &cfg, device.bf16);
-        let d = m.spec().describe();
+        let d = m.spec().facts().description;
         rows.push(MethodRow {
             id: m,
             name: d.name,
@@ -303,7 +303,7 @@ mod tests {
         let methods: Vec<serde_json::Value> = MethodKind::ALL
             .into_iter()
             .map(|m| {
-                let d = m.spec().describe();
+                let d = m.spec().facts().description;
                 let config = TrainConfig::for_method(m);
                 let trainable: Vec<serde_json::Value> = grid
                     .iter()

@@ -561,7 +561,7 @@ pub async fn execute(
                 &model_path,
                 &device,
                 dtype,
-                cfg.method.spec().quantizes_base(),
+                cfg.method.spec().facts().quantizes_base,
             )
             .map_err(|e| RunError::User(e.to_string()))?;
             let data = dataset.load().map_err(RunError::from)?;

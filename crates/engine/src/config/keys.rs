@@ -177,7 +177,7 @@ impl TrainConfig {
     /// Whether `key` changes anything for this config's method.
     pub fn key_applies(&self, key: &str) -> bool {
         match key.split_once('.') {
-            Some((section, _)) => self.method.spec().sections().contains(&section),
+            Some((section, _)) => self.method.spec().facts().sections.contains(&section),
             None => true,
         }
     }
@@ -210,9 +210,11 @@ impl TrainConfig {
     /// Check combinations that no single key can, against the model: called before a run
     /// starts.
     pub fn validate(&self, model: &whetstone_formats::ModelConfig) -> Result<(), String> {
-        self.method
-            .spec()
-            .validate(&self.methods, self.seq_len, model)?;
+        self.method.spec().validate(&crate::methods::Check {
+            sections: &self.methods,
+            seq_len: self.seq_len,
+            model,
+        })?;
         if let Some((key, p)) = model.dropouts.first() {
             return Err(format!(
                 "the model's config.json sets `{key}` = {p}: training with the model's own dropout is not supported, and ignoring it would train a different function from transformers; set it to 0.0 in config.json to train without it"

@@ -29,7 +29,7 @@ impl Section for AdapterConfig {
         "Houlsby adapters: width of the bottleneck (none: 64, or half the hidden size where that is smaller).",
     )];
 
-    fn set(&mut self, k: &str, v: &str) -> Option<std::result::Result<(), String>> {
+    fn set(&mut self, k: &str, v: &str) -> Option<Checked<()>> {
         (k == "adapter.bottleneck")
             .then(|| optional(v, |v| positive(k, v)).map(|b| self.bottleneck = b))
     }
@@ -42,33 +42,35 @@ impl Section for AdapterConfig {
 pub(super) struct Adapter;
 
 impl Method for Adapter {
-    fn describe(&self) -> Description {
-        Description {
-            name: "Adapter (Houlsby)",
-            changes_architecture: phrase::YES_SERIAL,
-            inference_latency: phrase::SMALL_ADDED,
-            compute: phrase::LOW,
-            use_case: phrase::p("use.adapter", "modular multi-task"),
-            difficulty: phrase::MEDIUM,
+    fn facts(&self) -> Facts {
+        Facts {
+            description: Description {
+                name: "Adapter (Houlsby)",
+                changes_architecture: phrase::YES_SERIAL,
+                inference_latency: phrase::SMALL_ADDED,
+                compute: phrase::LOW,
+                use_case: phrase::p("use.adapter", "modular multi-task"),
+                difficulty: phrase::MEDIUM,
+            },
+            sections: &["adapter"],
+            default_lr: 1e-3,
+            default_weight_decay: 0.0,
+            checkpoint_file: TRAINABLE_FILE,
+            exports: Exports {
+                peft: false,
+                gguf_adapter: false,
+                merge: Err("Houlsby adapters add layers the base architecture does not have"),
+            },
+            peft_type: None,
+            quantizes_base: false,
         }
     }
-    fn sections(&self) -> &'static [&'static str] {
-        &["adapter"]
-    }
-    fn default_lr(&self) -> f64 {
-        1e-3
-    }
-    fn validate(
-        &self,
-        s: &MethodSections,
-        _seq_len: usize,
-        model: &ModelConfig,
-    ) -> std::result::Result<(), String> {
-        let width = s.adapter.width(model.hidden_size);
-        if width >= model.hidden_size {
+    fn validate(&self, c: &Check) -> Checked<()> {
+        let width = c.sections.adapter.width(c.model.hidden_size);
+        if width >= c.model.hidden_size {
             return Err(format!(
                 "`adapter.bottleneck` is {width} but must be below the hidden size ({})",
-                model.hidden_size
+                c.model.hidden_size
             ));
         }
         Ok(())
@@ -85,13 +87,6 @@ impl Method for Adapter {
         MemoryShape {
             extra_floats: 2 * (2 * s.adapter.width(h) + 2 * h),
             ..MemoryShape::default()
-        }
-    }
-    fn exports(&self) -> Exports {
-        Exports {
-            peft: false,
-            gguf_adapter: false,
-            merge: Err("Houlsby adapters add layers the base architecture does not have"),
         }
     }
 }

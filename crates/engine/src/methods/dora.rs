@@ -7,29 +7,33 @@ use super::*;
 pub(super) struct Dora;
 
 impl Method for Dora {
-    fn describe(&self) -> Description {
-        Description {
-            name: "DoRA",
-            changes_architecture: phrase::NO_MERGEABLE,
-            inference_latency: phrase::NONE_AFTER_MERGE,
-            compute: phrase::LOW_MEDIUM,
-            use_case: phrase::p("use.dora", "better than LoRA at small r"),
-            difficulty: phrase::MEDIUM,
+    fn facts(&self) -> Facts {
+        Facts {
+            description: Description {
+                name: "DoRA",
+                changes_architecture: phrase::NO_MERGEABLE,
+                inference_latency: phrase::NONE_AFTER_MERGE,
+                compute: phrase::LOW_MEDIUM,
+                use_case: phrase::p("use.dora", "better than LoRA at small r"),
+                difficulty: phrase::MEDIUM,
+            },
+            sections: lora::SECTIONS,
+            default_lr: lora::LORA_LR,
+            default_weight_decay: 0.0,
+            checkpoint_file: PEFT_FILE,
+            exports: {
+                // llama.cpp's LoRA adapters have no place for the magnitudes
+                Exports {
+                    gguf_adapter: false,
+                    ..lora::EXPORTS
+                }
+            },
+            peft_type: None,
+            quantizes_base: false,
         }
     }
-    fn sections(&self) -> &'static [&'static str] {
-        lora::SECTIONS
-    }
-    fn default_lr(&self) -> f64 {
-        lora::LORA_LR
-    }
-    fn validate(
-        &self,
-        s: &MethodSections,
-        _seq_len: usize,
-        model: &ModelConfig,
-    ) -> std::result::Result<(), String> {
-        lora::validate(s, model)
+    fn validate(&self, c: &Check) -> Checked<()> {
+        lora::validate(c.sections, c.model)
     }
     fn apply(&self, model: &mut DecoderModel, a: &MethodArgs) -> Result<Vec<Param>> {
         lora::apply(model, a, Variant::Dora)
@@ -43,22 +47,7 @@ impl Method for Dora {
     fn init_dir<'a>(&self, s: &'a MethodSections) -> Option<&'a str> {
         s.lora.init.as_deref()
     }
-    fn checkpoint_file(&self) -> &'static str {
-        "adapter_model.safetensors"
-    }
-    fn peft_config(
-        &self,
-        s: &MethodSections,
-        base_model: &str,
-        model: &ModelConfig,
-    ) -> Option<serde_json::Value> {
-        Some(lora::peft_config(s, base_model, model, true))
-    }
-    fn exports(&self) -> Exports {
-        // llama.cpp's LoRA adapters have no place for the magnitudes
-        Exports {
-            gguf_adapter: false,
-            ..lora::EXPORTS
-        }
+    fn peft_config(&self, s: &MethodSections, base: &str, model: &ModelConfig) -> Option<Value> {
+        Some(lora::peft_config(s, base, model, true))
     }
 }

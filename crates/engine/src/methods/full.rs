@@ -49,7 +49,7 @@ impl Section for FreezeConfig {
         ),
     ];
 
-    fn set(&mut self, k: &str, v: &str) -> Option<std::result::Result<(), String>> {
+    fn set(&mut self, k: &str, v: &str) -> Option<Checked<()>> {
         Some(match k {
             "freeze.trainable_layers" => positive(k, v).map(|n| self.trainable_layers = n),
             "freeze.train_norm" => boolean(k, v).map(|b| self.train_norm = b),
@@ -85,7 +85,7 @@ impl Section for BitfitConfig {
         "BitFit: add zero-initialised biases to a model that has none.",
     )];
 
-    fn set(&mut self, k: &str, v: &str) -> Option<std::result::Result<(), String>> {
+    fn set(&mut self, k: &str, v: &str) -> Option<Checked<()>> {
         (k == "bitfit.add_biases").then(|| boolean(k, v).map(|b| self.add_biases = b))
     }
 
@@ -104,21 +104,24 @@ const BASE_TENSORS: Exports = Exports {
 pub(super) struct Full;
 
 impl Method for Full {
-    fn describe(&self) -> Description {
-        Description {
-            name: "Full fine-tuning",
-            changes_architecture: phrase::NO,
-            inference_latency: phrase::NONE,
-            compute: phrase::VERY_HIGH,
-            use_case: phrase::p("use.full", "plenty of hardware, maximum quality"),
-            difficulty: phrase::MEDIUM,
+    fn facts(&self) -> Facts {
+        Facts {
+            description: Description {
+                name: "Full fine-tuning",
+                changes_architecture: phrase::NO,
+                inference_latency: phrase::NONE,
+                compute: phrase::VERY_HIGH,
+                use_case: phrase::p("use.full", "plenty of hardware, maximum quality"),
+                difficulty: phrase::MEDIUM,
+            },
+            sections: &[],
+            default_lr: 2e-5,
+            default_weight_decay: 0.01,
+            checkpoint_file: TRAINABLE_FILE,
+            exports: BASE_TENSORS,
+            peft_type: None,
+            quantizes_base: false,
         }
-    }
-    fn default_lr(&self) -> f64 {
-        2e-5
-    }
-    fn default_weight_decay(&self) -> f64 {
-        0.01
     }
     fn apply(&self, model: &mut DecoderModel, a: &MethodArgs) -> Result<Vec<Param>> {
         apply_full(model, None, a.weight_decay)
@@ -132,43 +135,35 @@ impl Method for Full {
             ..MemoryShape::default()
         }
     }
-    fn exports(&self) -> Exports {
-        BASE_TENSORS
-    }
 }
 
 pub(super) struct Freeze;
 
 impl Method for Freeze {
-    fn describe(&self) -> Description {
-        Description {
-            name: "Freeze (last layers)",
-            changes_architecture: phrase::NO,
-            inference_latency: phrase::NONE,
-            compute: phrase::HIGH,
-            use_case: phrase::p("use.freeze", "cheap partial update, small data"),
-            difficulty: phrase::LOW,
+    fn facts(&self) -> Facts {
+        Facts {
+            description: Description {
+                name: "Freeze (last layers)",
+                changes_architecture: phrase::NO,
+                inference_latency: phrase::NONE,
+                compute: phrase::HIGH,
+                use_case: phrase::p("use.freeze", "cheap partial update, small data"),
+                difficulty: phrase::LOW,
+            },
+            sections: &["freeze"],
+            default_lr: 2e-5,
+            default_weight_decay: 0.01,
+            checkpoint_file: TRAINABLE_FILE,
+            exports: BASE_TENSORS,
+            peft_type: None,
+            quantizes_base: false,
         }
     }
-    fn sections(&self) -> &'static [&'static str] {
-        &["freeze"]
-    }
-    fn default_lr(&self) -> f64 {
-        2e-5
-    }
-    fn default_weight_decay(&self) -> f64 {
-        0.01
-    }
-    fn validate(
-        &self,
-        s: &MethodSections,
-        _seq_len: usize,
-        model: &ModelConfig,
-    ) -> std::result::Result<(), String> {
-        if s.freeze.trainable_layers > model.num_layers {
+    fn validate(&self, c: &Check) -> Checked<()> {
+        if c.sections.freeze.trainable_layers > c.model.num_layers {
             return Err(format!(
-                "`freeze.trainable_layers` is {} but the model has only {} layers",
-                s.freeze.trainable_layers, model.num_layers
+                "`freeze.trainable_layers` is {} but the c.model has only {} layers",
+                c.sections.freeze.trainable_layers, c.model.num_layers
             ));
         }
         Ok(())
@@ -194,40 +189,39 @@ impl Method for Freeze {
             ..MemoryShape::default()
         }
     }
-    fn exports(&self) -> Exports {
-        BASE_TENSORS
-    }
 }
 
 pub(super) struct Bitfit;
 
 impl Method for Bitfit {
-    fn describe(&self) -> Description {
-        Description {
-            name: "BitFit",
-            changes_architecture: phrase::NO,
-            inference_latency: phrase::NONE,
-            compute: phrase::VERY_LOW,
-            use_case: phrase::p("use.bitfit", "quick baseline"),
-            difficulty: phrase::VERY_LOW,
+    fn facts(&self) -> Facts {
+        Facts {
+            description: Description {
+                name: "BitFit",
+                changes_architecture: phrase::NO,
+                inference_latency: phrase::NONE,
+                compute: phrase::VERY_LOW,
+                use_case: phrase::p("use.bitfit", "quick baseline"),
+                difficulty: phrase::VERY_LOW,
+            },
+            sections: &["bitfit"],
+            default_lr: 1e-3,
+            default_weight_decay: 0.0,
+            checkpoint_file: TRAINABLE_FILE,
+            exports: {
+                // biases fold into the base (added ones become new bias tensors)
+                BASE_TENSORS
+            },
+            peft_type: None,
+            quantizes_base: false,
         }
     }
-    fn sections(&self) -> &'static [&'static str] {
-        &["bitfit"]
-    }
-    fn default_lr(&self) -> f64 {
-        1e-3
-    }
-    fn validate(
-        &self,
-        s: &MethodSections,
-        _seq_len: usize,
-        model: &ModelConfig,
-    ) -> std::result::Result<(), String> {
-        if !(model.qkv_bias || model.o_bias || model.mlp_bias || s.bitfit.add_biases) {
+    fn validate(&self, c: &Check) -> Checked<()> {
+        if !(c.model.qkv_bias || c.model.o_bias || c.model.mlp_bias || c.sections.bitfit.add_biases)
+        {
             return Err(format!(
-                "method `bitfit` trains bias terms and this {} model has none; set `bitfit.add_biases=true` to add zero-initialised ones, or pick lora or ia3",
-                model.family.as_str()
+                "method `bitfit` trains bias terms and this {} c.model has none; set `bitfit.add_biases=true` to add zero-initialised ones, or pick lora or ia3",
+                c.model.family.as_str()
             ));
         }
         Ok(())
@@ -248,10 +242,6 @@ impl Method for Bitfit {
             extra_floats: 7 * c.hidden_size.max(c.intermediate_size),
             ..MemoryShape::default()
         }
-    }
-    fn exports(&self) -> Exports {
-        // biases fold into the base (added ones become new bias tensors)
-        BASE_TENSORS
     }
 }
 

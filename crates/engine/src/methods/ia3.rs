@@ -28,7 +28,7 @@ impl Section for Ia3Config {
         "(IA)3: modules whose activations are rescaled (attention outputs, MLP inputs).",
     )];
 
-    fn set(&mut self, k: &str, v: &str) -> Option<std::result::Result<(), String>> {
+    fn set(&mut self, k: &str, v: &str) -> Option<Checked<()>> {
         (k == "ia3.targets").then(|| parse_targets(k, v).map(|t| self.targets = t))
     }
 
@@ -84,29 +84,34 @@ fn scaled(s: &MethodSections, c: &ModelConfig) -> usize {
 pub(super) struct Ia3;
 
 impl Method for Ia3 {
-    fn describe(&self) -> Description {
-        Description {
-            name: "(IA)3",
-            changes_architecture: phrase::NO_MERGEABLE,
-            inference_latency: phrase::NONE_AFTER_MERGE,
-            compute: phrase::VERY_LOW,
-            use_case: phrase::p("use.ia3", "fewest parameters"),
-            difficulty: phrase::LOW,
+    fn facts(&self) -> Facts {
+        Facts {
+            description: Description {
+                name: "(IA)3",
+                changes_architecture: phrase::NO_MERGEABLE,
+                inference_latency: phrase::NONE_AFTER_MERGE,
+                compute: phrase::VERY_LOW,
+                use_case: phrase::p("use.ia3", "fewest parameters"),
+                difficulty: phrase::LOW,
+            },
+            sections: &["ia3"],
+            default_lr: 3e-3,
+            default_weight_decay: 0.0,
+            checkpoint_file: PEFT_FILE,
+            exports: {
+                // llama.cpp has no (IA)3 adapters; merged, the scales fold into the weights
+                Exports {
+                    peft: true,
+                    gguf_adapter: false,
+                    merge: Ok(()),
+                }
+            },
+            peft_type: Some("IA3"),
+            quantizes_base: false,
         }
     }
-    fn sections(&self) -> &'static [&'static str] {
-        &["ia3"]
-    }
-    fn default_lr(&self) -> f64 {
-        3e-3
-    }
-    fn validate(
-        &self,
-        s: &MethodSections,
-        _seq_len: usize,
-        model: &ModelConfig,
-    ) -> std::result::Result<(), String> {
-        crate::targets::resolve_targets("ia3.targets", &s.ia3.targets, model).map(|_| ())
+    fn validate(&self, c: &Check) -> Checked<()> {
+        crate::targets::resolve_targets("ia3.targets", &c.sections.ia3.targets, c.model).map(|_| ())
     }
     fn apply(&self, model: &mut DecoderModel, a: &MethodArgs) -> Result<Vec<Param>> {
         apply(model, &a.sections.ia3, a.weight_decay)
@@ -120,22 +125,14 @@ impl Method for Ia3 {
             ..MemoryShape::default()
         }
     }
-    fn checkpoint_file(&self) -> &'static str {
-        "adapter_model.safetensors"
-    }
-    fn peft_config(
-        &self,
-        s: &MethodSections,
-        base_model: &str,
-        model: &ModelConfig,
-    ) -> Option<serde_json::Value> {
+    fn peft_config(&self, s: &MethodSections, base: &str, model: &ModelConfig) -> Option<Value> {
         let targets = crate::targets::resolve_targets("ia3.targets", &s.ia3.targets, model)
             .unwrap_or_default();
         let ff: Vec<&str> = targets.iter().copied().filter(|t| is_mlp(t)).collect();
         Some(serde_json::json!({
             "peft_type": "IA3",
             "task_type": "CAUSAL_LM",
-            "base_model_name_or_path": base_model,
+            "base_model_name_or_path": base,
             "target_modules": targets,
             "feedforward_modules": ff,
             "fan_in_fan_out": false,
@@ -144,25 +141,9 @@ impl Method for Ia3 {
             "modules_to_save": null,
         }))
     }
-    fn peft_type(&self) -> Option<&'static str> {
-        Some("IA3")
-    }
-    fn load_peft(
-        &self,
-        model: &mut DecoderModel,
-        dir: &std::path::Path,
-        cfg_path: &std::path::Path,
-        v: &serde_json::Value,
-    ) -> std::result::Result<MethodKind, String> {
+    fn load_peft(&self, model: &mut DecoderModel, f: &PeftFolder) -> Checked<MethodKind> {
+        let (dir, cfg_path, v) = (f.dir, f.config_path, f.config);
         load_ia3(model, dir, cfg_path, v)
-    }
-    fn exports(&self) -> Exports {
-        // llama.cpp has no (IA)3 adapters; merged, the scales fold into the weights
-        Exports {
-            peft: true,
-            gguf_adapter: false,
-            merge: Ok(()),
-        }
     }
 }
 
@@ -202,8 +183,8 @@ fn load_ia3(
     model: &mut DecoderModel,
     dir: &std::path::Path,
     cfg_path: &std::path::Path,
-    v: &serde_json::Value,
-) -> std::result::Result<MethodKind, String> {
+    v: &Value,
+) -> Checked<MethodKind> {
     let mut c = defaults_for(MethodKind::Ia3);
     c.ia3.targets = peft_targets(v.get("target_modules"), cfg_path)?;
     let ff = match v.get("feedforward_modules").filter(|x| !x.is_null()) {

@@ -69,7 +69,7 @@ impl Section for LoraConfig {
         key("lora.init", "Method", Text, "Start from this PEFT adapter folder instead of a fresh init (none: fresh)."),
     ];
 
-    fn set(&mut self, k: &str, v: &str) -> Option<std::result::Result<(), String>> {
+    fn set(&mut self, k: &str, v: &str) -> Option<Checked<()>> {
         Some(match k {
             "lora.r" => positive(k, v).map(|n| self.r = n),
             "lora.alpha" => float_in(k, v, 1e-6, 1e6).map(|x| self.alpha = x),
@@ -131,7 +131,7 @@ impl Section for LoraPlusConfig {
         "LoRA+: B's learning rate over A's.",
     )];
 
-    fn set(&mut self, k: &str, v: &str) -> Option<std::result::Result<(), String>> {
+    fn set(&mut self, k: &str, v: &str) -> Option<Checked<()>> {
         (k == "lora_plus.lr_ratio").then(|| float_in(k, v, 1e-3, 1e4).map(|x| self.lr_ratio = x))
     }
 
@@ -228,7 +228,7 @@ pub(super) enum Variant {
 /// The LoRA family's shared answers to the registry.
 pub(super) const SECTIONS: &[&str] = &["lora"];
 
-pub(super) fn validate(s: &MethodSections, model: &ModelConfig) -> std::result::Result<(), String> {
+pub(super) fn validate(s: &MethodSections, model: &ModelConfig) -> Checked<()> {
     crate::targets::resolve_targets("lora.targets", &s.lora.targets, model).map(|_| ())
 }
 
@@ -265,17 +265,17 @@ pub(super) fn memory(s: &MethodSections, c: &ModelConfig, variant: Variant) -> M
 /// PEFT's LoRA `adapter_config.json` (DoRA is LoRA with `use_dora`).
 pub(super) fn peft_config(
     s: &MethodSections,
-    base_model: &str,
+    base: &str,
     model: &ModelConfig,
     dora: bool,
-) -> serde_json::Value {
+) -> Value {
     let lc = &s.lora;
     let targets =
         crate::targets::resolve_targets("lora.targets", &lc.targets, model).unwrap_or_default();
     serde_json::json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
-        "base_model_name_or_path": base_model,
+        "base_model_name_or_path": base,
         "r": lc.r,
         "lora_alpha": lc.alpha,
         "lora_dropout": lc.dropout,
@@ -306,31 +306,30 @@ macro_rules! lora_member {
         pub(super) struct $ty;
 
         impl Method for $ty {
-            fn describe(&self) -> Description {
-                $describe
-            }
-            fn sections(&self) -> &'static [&'static str] {
-                if $variant == Variant::Plus {
-                    &["lora", "lora_plus"]
-                } else {
-                    SECTIONS
+            fn facts(&self) -> Facts {
+                Facts {
+                    description: $describe,
+                    sections: if $variant == Variant::Plus {
+                        &["lora", "lora_plus"]
+                    } else {
+                        SECTIONS
+                    },
+                    default_lr: LORA_LR,
+                    default_weight_decay: 0.0,
+                    checkpoint_file: PEFT_FILE,
+                    exports: EXPORTS,
+                    // one member loads PEFT LoRA folders (DoRA ones included)
+                    peft_type: ($variant == Variant::Plain).then_some("LORA"),
+                    quantizes_base: $variant == Variant::Nf4,
                 }
-            }
-            fn default_lr(&self) -> f64 {
-                LORA_LR
             }
             fn adjust_defaults(&self, s: &mut MethodSections) {
                 if $variant == Variant::Nf4 && s.lora == LoraConfig::default() {
                     s.lora = LoraConfig::qlora();
                 }
             }
-            fn validate(
-                &self,
-                s: &MethodSections,
-                _seq_len: usize,
-                model: &ModelConfig,
-            ) -> std::result::Result<(), String> {
-                validate(s, model)
+            fn validate(&self, c: &Check) -> Checked<()> {
+                validate(c.sections, c.model)
             }
             fn apply(&self, model: &mut DecoderModel, a: &MethodArgs) -> Result<Vec<Param>> {
                 apply(model, a, $variant)
@@ -338,41 +337,22 @@ macro_rules! lora_member {
             fn trainable_params(&self, s: &MethodSections, c: &ModelConfig) -> u64 {
                 trainable(s, c, false)
             }
-            fn quantizes_base(&self) -> bool {
-                $variant == Variant::Nf4
-            }
             fn memory(&self, s: &MethodSections, c: &ModelConfig) -> MemoryShape {
                 memory(s, c, $variant)
             }
             fn init_dir<'a>(&self, s: &'a MethodSections) -> Option<&'a str> {
                 s.lora.init.as_deref()
             }
-            fn checkpoint_file(&self) -> &'static str {
-                "adapter_model.safetensors"
-            }
             fn peft_config(
                 &self,
                 s: &MethodSections,
-                base_model: &str,
+                base: &str,
                 model: &ModelConfig,
-            ) -> Option<serde_json::Value> {
-                Some(peft_config(s, base_model, model, false))
+            ) -> Option<Value> {
+                Some(peft_config(s, base, model, false))
             }
-            fn peft_type(&self) -> Option<&'static str> {
-                // one member loads PEFT LoRA folders (DoRA ones included)
-                ($variant == Variant::Plain).then_some("LORA")
-            }
-            fn load_peft(
-                &self,
-                model: &mut DecoderModel,
-                dir: &std::path::Path,
-                cfg_path: &std::path::Path,
-                v: &serde_json::Value,
-            ) -> std::result::Result<MethodKind, String> {
-                load_lora(model, dir, cfg_path, v)
-            }
-            fn exports(&self) -> Exports {
-                EXPORTS
+            fn load_peft(&self, model: &mut DecoderModel, f: &PeftFolder) -> Checked<MethodKind> {
+                load_lora(model, f.dir, f.config_path, f.config)
             }
         }
     };
@@ -502,8 +482,8 @@ fn load_lora(
     model: &mut DecoderModel,
     dir: &std::path::Path,
     cfg_path: &std::path::Path,
-    v: &serde_json::Value,
-) -> std::result::Result<MethodKind, String> {
+    v: &Value,
+) -> Checked<MethodKind> {
     let field = |k: &str| v.get(k).filter(|x| !x.is_null());
     // PEFT's default when the field is absent
     let alpha = match field("lora_alpha") {

@@ -19,6 +19,8 @@ use crate::setting::KeyInfo;
 use crate::targets::{is_mlp, linear_dims, selected};
 use candle_core::{Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::HashMap;
 use whetstone_formats::ModelConfig;
 
 mod adapter;
@@ -117,11 +119,11 @@ impl MethodKind {
 
     /// The learning rate the method starts from.
     pub fn default_lr(self) -> f64 {
-        self.spec().default_lr()
+        self.spec().facts().default_lr
     }
 
     pub fn default_weight_decay(self) -> f64 {
-        self.spec().default_weight_decay()
+        self.spec().facts().default_weight_decay
     }
 }
 
@@ -131,7 +133,7 @@ pub trait Section {
     /// The section's keys, each with its group, kind and help text.
     const KEYS: &'static [KeyInfo];
     /// Apply `key` (the dotted name); `None` when the key is not this section's.
-    fn set(&mut self, key: &str, v: &str) -> Option<std::result::Result<(), String>>;
+    fn set(&mut self, key: &str, v: &str) -> Option<Checked<()>>;
     /// The value of `key` as `set` takes it back; `None` when the key is not this section's.
     fn get(&self, key: &str) -> Option<String>;
 }
@@ -155,7 +157,7 @@ macro_rules! sections {
             }
 
             /// Apply a dotted key; `None` when no section has it.
-            pub fn set(&mut self, key: &str, v: &str) -> Option<std::result::Result<(), String>> {
+            pub fn set(&mut self, key: &str, v: &str) -> Option<Checked<()>> {
                 match key.split_once('.')?.0 {
                     $(stringify!($field) => self.$field.set(key, v),)*
                     _ => None,
@@ -271,37 +273,62 @@ pub struct MethodArgs<'a> {
     pub weight_decay: f64,
 }
 
-/// Everything about one fine-tuning method. Defaults cover the methods that add nothing.
-pub trait Method: Sync {
+/// A setting check's result: `Err` is a one-line message naming the key.
+pub type Checked<T> = std::result::Result<T, String>;
+
+/// The checkpoint weights file of methods PEFT does not describe (HF tensor names).
+pub const TRAINABLE_FILE: &str = "trainable.safetensors";
+/// PEFT's adapter weights file (for the methods PEFT describes).
+pub const PEFT_FILE: &str = "adapter_model.safetensors";
+
+/// What the rest of the code reads about a method without running it: one descriptor per
+/// method, as PEFT registers each tuner.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts {
     /// The comparison table's descriptive columns.
-    fn describe(&self) -> Description;
+    pub description: Description,
     /// The settings sections this method reads (`lora`, `prompt`, ...).
-    fn sections(&self) -> &'static [&'static str] {
-        &[]
-    }
-    fn default_lr(&self) -> f64;
-    fn default_weight_decay(&self) -> f64 {
-        0.0
-    }
+    pub sections: &'static [&'static str],
+    pub default_lr: f64,
+    pub default_weight_decay: f64,
+    /// The checkpoint's weights file: [`PEFT_FILE`] where PEFT loads the folder.
+    pub checkpoint_file: &'static str,
+    /// Which export formats can express a run.
+    pub exports: Exports,
+    /// The `peft_type` this method loads from a PEFT folder (one method of a family).
+    pub peft_type: Option<&'static str>,
+    /// The decoder linears are stored as NF4 from the moment they are read (QLoRA).
+    pub quantizes_base: bool,
+}
+
+/// What a setting check sees: the method settings, the sequence length and the model.
+pub struct Check<'a> {
+    pub sections: &'a MethodSections,
+    pub seq_len: usize,
+    pub model: &'a ModelConfig,
+}
+
+/// A PEFT adapter folder being loaded: its path, its `adapter_config.json` path and content.
+pub struct PeftFolder<'a> {
+    pub dir: &'a std::path::Path,
+    pub config_path: &'a std::path::Path,
+    pub config: &'a Value,
+}
+
+/// Everything about one fine-tuning method: its [`Facts`], and what it does. Defaults cover
+/// the methods that add nothing.
+pub trait Method: Sync {
+    fn facts(&self) -> Facts;
     /// Defaults this method brings to other settings when chosen (QLoRA's LoRA settings).
     fn adjust_defaults(&self, _s: &mut MethodSections) {}
     /// Check the settings against the model, before a run starts.
-    fn validate(
-        &self,
-        _s: &MethodSections,
-        _seq_len: usize,
-        _model: &ModelConfig,
-    ) -> std::result::Result<(), String> {
+    fn validate(&self, _c: &Check) -> Checked<()> {
         Ok(())
     }
     /// Make the method's tensors trainable (adding what it adds) and return them.
     fn apply(&self, model: &mut DecoderModel, a: &MethodArgs) -> Result<Vec<Param>>;
     /// Exactly the number of parameters `apply` makes trainable on a model of `c`.
     fn trainable_params(&self, s: &MethodSections, c: &ModelConfig) -> u64;
-    /// The decoder linears are stored as NF4 from the moment they are read (QLoRA).
-    fn quantizes_base(&self) -> bool {
-        false
-    }
     /// What it adds to a step's memory.
     fn memory(&self, _s: &MethodSections, _c: &ModelConfig) -> MemoryShape {
         MemoryShape::default()
@@ -310,43 +337,22 @@ pub trait Method: Sync {
     fn init_dir<'a>(&self, _s: &'a MethodSections) -> Option<&'a str> {
         None
     }
-    /// The checkpoint's weights file: PEFT's name where PEFT loads the folder.
-    fn checkpoint_file(&self) -> &'static str {
-        "trainable.safetensors"
-    }
     /// PEFT's `adapter_config.json` for a run (`None`: PEFT does not describe the method).
-    fn peft_config(
-        &self,
-        _s: &MethodSections,
-        _base_model: &str,
-        _model: &ModelConfig,
-    ) -> Option<serde_json::Value> {
+    fn peft_config(&self, _s: &MethodSections, _base: &str, _model: &ModelConfig) -> Option<Value> {
         None
     }
     /// Tensors saved beside the trained ones in the form PEFT loads for inference
     /// (prefix tuning: the MLP folded into the prefixes).
-    fn inference_tensors(
-        &self,
-        _model: &DecoderModel,
-    ) -> Result<Option<std::collections::HashMap<String, Tensor>>> {
+    fn inference_tensors(&self, _model: &DecoderModel) -> Result<Option<HashMap<String, Tensor>>> {
         Ok(None)
     }
-    /// The `peft_type` this method loads from a PEFT folder, for one method of a family.
-    fn peft_type(&self) -> Option<&'static str> {
-        None
+    /// Load a PEFT folder of [`Facts::peft_type`] into `model`; returns the method it holds.
+    fn load_peft(&self, _model: &mut DecoderModel, f: &PeftFolder) -> Checked<MethodKind> {
+        Err(err(
+            f.config_path,
+            &"this method does not load PEFT folders",
+        ))
     }
-    /// Load a PEFT folder of [`Method::peft_type`] into `model`; returns the method it
-    /// holds.
-    fn load_peft(
-        &self,
-        _model: &mut DecoderModel,
-        _dir: &std::path::Path,
-        cfg_path: &std::path::Path,
-        _v: &serde_json::Value,
-    ) -> std::result::Result<MethodKind, String> {
-        Err(err(cfg_path, &"this method does not load PEFT folders"))
-    }
-    fn exports(&self) -> Exports;
 }
 
 /// The arguments `apply` gets for a config of `kind` with default settings.
@@ -570,10 +576,7 @@ pub(super) fn adapter_tensors(
 /// Apply a trained adapter or checkpoint folder to `model` for inference: a PEFT LoRA dir
 /// (`adapter_config.json` + `adapter_model.safetensors`, ours or made by PEFT) or a
 /// Full/Freeze checkpoint (`trainable.safetensors` with HF tensor names).
-pub fn load_adapter_dir(
-    model: &mut DecoderModel,
-    dir: &std::path::Path,
-) -> std::result::Result<MethodKind, String> {
+pub fn load_adapter_dir(model: &mut DecoderModel, dir: &std::path::Path) -> Checked<MethodKind> {
     let cfg_path = dir.join("adapter_config.json");
     if cfg_path.exists() {
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| err(&cfg_path, &e))?;
@@ -582,12 +585,23 @@ pub fn load_adapter_dir(
             .get("peft_type")
             .filter(|x| !x.is_null())
             .and_then(|t| t.as_str());
-        let loaders = || MethodKind::ALL.iter().filter_map(|m| m.spec().peft_type());
+        let loaders = || {
+            MethodKind::ALL
+                .iter()
+                .filter_map(|m| m.spec().facts().peft_type)
+        };
         return match MethodKind::ALL
             .iter()
-            .find(|m| peft_type.is_some() && m.spec().peft_type() == peft_type)
+            .find(|m| peft_type.is_some() && m.spec().facts().peft_type == peft_type)
         {
-            Some(m) => m.spec().load_peft(model, dir, &cfg_path, &v),
+            Some(m) => m.spec().load_peft(
+                model,
+                &PeftFolder {
+                    dir,
+                    config_path: &cfg_path,
+                    config: &v,
+                },
+            ),
             None => Err(err(
                 &cfg_path,
                 &format!(

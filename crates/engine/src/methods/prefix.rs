@@ -23,7 +23,7 @@ impl Section for PrefixConfig {
         "Prefix tuning: hidden width of the reparameterisation MLP (0 = the key/value width).",
     )];
 
-    fn set(&mut self, k: &str, v: &str) -> Option<std::result::Result<(), String>> {
+    fn set(&mut self, k: &str, v: &str) -> Option<Checked<()>> {
         (k == "prefix.encoder_hidden")
             .then(|| num(k, v, "a whole number").map(|n| self.encoder_hidden = n))
     }
@@ -41,17 +41,12 @@ fn kv_width(c: &ModelConfig) -> usize {
 /// PEFT's PREFIX_TUNING config (GQA: `token_dim` and `num_attention_heads` describe the
 /// key/value heads). The saved prefixes are the MLP's output, so `inference_mode` loads them
 /// as they are.
-fn peft_config(
-    s: &MethodSections,
-    base_model: &str,
-    model: &ModelConfig,
-    projection: bool,
-) -> serde_json::Value {
+fn peft_config(s: &MethodSections, base: &str, model: &ModelConfig, projection: bool) -> Value {
     let kv = kv_width(model);
     serde_json::json!({
         "peft_type": "PREFIX_TUNING",
         "task_type": "CAUSAL_LM",
-        "base_model_name_or_path": base_model,
+        "base_model_name_or_path": base,
         "num_virtual_tokens": s.prompt.n_virtual_tokens,
         "token_dim": kv,
         "num_transformer_submodules": 1,
@@ -88,22 +83,20 @@ fn memory(s: &MethodSections) -> MemoryShape {
 pub(super) struct PrefixTuning;
 
 impl Method for PrefixTuning {
-    fn describe(&self) -> Description {
-        DESCRIPTION
+    fn facts(&self) -> Facts {
+        Facts {
+            description: DESCRIPTION,
+            sections: &["prompt", "prefix"],
+            default_lr: 5e-3,
+            default_weight_decay: 0.0,
+            checkpoint_file: TRAINABLE_FILE,
+            exports: EXPORTS,
+            peft_type: Some("PREFIX_TUNING"),
+            quantizes_base: false,
+        }
     }
-    fn sections(&self) -> &'static [&'static str] {
-        &["prompt", "prefix"]
-    }
-    fn default_lr(&self) -> f64 {
-        5e-3
-    }
-    fn validate(
-        &self,
-        s: &MethodSections,
-        seq_len: usize,
-        _model: &ModelConfig,
-    ) -> std::result::Result<(), String> {
-        validate_virtual(s, seq_len, MethodKind::PrefixTuning)
+    fn validate(&self, c: &Check) -> Checked<()> {
+        validate_virtual(c.sections, c.seq_len, MethodKind::PrefixTuning)
     }
     fn apply(&self, model: &mut DecoderModel, a: &MethodArgs) -> Result<Vec<Param>> {
         apply(model, a, true)
@@ -120,13 +113,8 @@ impl Method for PrefixTuning {
     fn memory(&self, s: &MethodSections, _c: &ModelConfig) -> MemoryShape {
         memory(s)
     }
-    fn peft_config(
-        &self,
-        s: &MethodSections,
-        base_model: &str,
-        model: &ModelConfig,
-    ) -> Option<serde_json::Value> {
-        Some(peft_config(s, base_model, model, true))
+    fn peft_config(&self, s: &MethodSections, base: &str, model: &ModelConfig) -> Option<Value> {
+        Some(peft_config(s, base, model, true))
     }
     fn inference_tensors(
         &self,
@@ -143,45 +131,32 @@ impl Method for PrefixTuning {
             past,
         )])))
     }
-    fn peft_type(&self) -> Option<&'static str> {
-        Some("PREFIX_TUNING")
-    }
-    fn load_peft(
-        &self,
-        model: &mut DecoderModel,
-        dir: &std::path::Path,
-        cfg_path: &std::path::Path,
-        v: &serde_json::Value,
-    ) -> std::result::Result<MethodKind, String> {
+    fn load_peft(&self, model: &mut DecoderModel, f: &PeftFolder) -> Checked<MethodKind> {
+        let (dir, cfg_path, v) = (f.dir, f.config_path, f.config);
         load_prefix(model, dir, cfg_path, v)
-    }
-    fn exports(&self) -> Exports {
-        EXPORTS
     }
 }
 
 pub(super) struct PTuningV2;
 
 impl Method for PTuningV2 {
-    fn describe(&self) -> Description {
-        Description {
-            name: "P-Tuning v2",
-            ..DESCRIPTION
+    fn facts(&self) -> Facts {
+        Facts {
+            description: Description {
+                name: "P-Tuning v2",
+                ..DESCRIPTION
+            },
+            sections: &["prompt"],
+            default_lr: 1e-2,
+            default_weight_decay: 0.0,
+            checkpoint_file: PEFT_FILE,
+            exports: EXPORTS,
+            peft_type: None,
+            quantizes_base: false,
         }
     }
-    fn sections(&self) -> &'static [&'static str] {
-        &["prompt"]
-    }
-    fn default_lr(&self) -> f64 {
-        1e-2
-    }
-    fn validate(
-        &self,
-        s: &MethodSections,
-        seq_len: usize,
-        _model: &ModelConfig,
-    ) -> std::result::Result<(), String> {
-        validate_virtual(s, seq_len, MethodKind::PTuningV2)
+    fn validate(&self, c: &Check) -> Checked<()> {
+        validate_virtual(c.sections, c.seq_len, MethodKind::PTuningV2)
     }
     fn apply(&self, model: &mut DecoderModel, a: &MethodArgs) -> Result<Vec<Param>> {
         apply(model, a, false)
@@ -192,19 +167,8 @@ impl Method for PTuningV2 {
     fn memory(&self, s: &MethodSections, _c: &ModelConfig) -> MemoryShape {
         memory(s)
     }
-    fn checkpoint_file(&self) -> &'static str {
-        "adapter_model.safetensors"
-    }
-    fn peft_config(
-        &self,
-        s: &MethodSections,
-        base_model: &str,
-        model: &ModelConfig,
-    ) -> Option<serde_json::Value> {
-        Some(peft_config(s, base_model, model, false))
-    }
-    fn exports(&self) -> Exports {
-        EXPORTS
+    fn peft_config(&self, s: &MethodSections, base: &str, model: &ModelConfig) -> Option<Value> {
+        Some(peft_config(s, base, model, false))
     }
 }
 
@@ -273,8 +237,8 @@ fn load_prefix(
     model: &mut DecoderModel,
     dir: &std::path::Path,
     cfg_path: &std::path::Path,
-    v: &serde_json::Value,
-) -> std::result::Result<MethodKind, String> {
+    v: &Value,
+) -> Checked<MethodKind> {
     let c = &model.config;
     let kv = c.num_kv_heads * c.head_dim;
     let field = |k: &str| v.get(k).and_then(|x| x.as_u64()).map(|x| x as usize);

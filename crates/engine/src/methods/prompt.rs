@@ -27,7 +27,7 @@ impl Section for PromptConfig {
         "Prompt / prefix tuning, P-Tuning v2: how many virtual tokens are learned.",
     )];
 
-    fn set(&mut self, k: &str, v: &str) -> Option<std::result::Result<(), String>> {
+    fn set(&mut self, k: &str, v: &str) -> Option<Checked<()>> {
         (k == "prompt.n_virtual_tokens").then(|| positive(k, v).map(|n| self.n_virtual_tokens = n))
     }
 
@@ -55,29 +55,31 @@ pub(super) fn validate_virtual(
 pub(super) struct PromptTuning;
 
 impl Method for PromptTuning {
-    fn describe(&self) -> Description {
-        Description {
-            name: "Prompt tuning",
-            changes_architecture: phrase::INPUT_ONLY,
-            inference_latency: phrase::EXTRA_TOKENS,
-            compute: phrase::VERY_LOW,
-            use_case: phrase::p("use.prompt", "large models, many tasks"),
-            difficulty: phrase::MEDIUM,
+    fn facts(&self) -> Facts {
+        Facts {
+            description: Description {
+                name: "Prompt tuning",
+                changes_architecture: phrase::INPUT_ONLY,
+                inference_latency: phrase::EXTRA_TOKENS,
+                compute: phrase::VERY_LOW,
+                use_case: phrase::p("use.prompt", "large models, many tasks"),
+                difficulty: phrase::MEDIUM,
+            },
+            sections: &["prompt"],
+            default_lr: 3e-2,
+            default_weight_decay: 0.0,
+            checkpoint_file: PEFT_FILE,
+            exports: Exports {
+                peft: true,
+                gguf_adapter: false,
+                merge: Err("prompt tuning adds virtual tokens no base weight can hold"),
+            },
+            peft_type: Some("PROMPT_TUNING"),
+            quantizes_base: false,
         }
     }
-    fn sections(&self) -> &'static [&'static str] {
-        &["prompt"]
-    }
-    fn default_lr(&self) -> f64 {
-        3e-2
-    }
-    fn validate(
-        &self,
-        s: &MethodSections,
-        seq_len: usize,
-        _model: &ModelConfig,
-    ) -> std::result::Result<(), String> {
-        validate_virtual(s, seq_len, MethodKind::PromptTuning)
+    fn validate(&self, c: &Check) -> Checked<()> {
+        validate_virtual(c.sections, c.seq_len, MethodKind::PromptTuning)
     }
     fn apply(&self, model: &mut DecoderModel, a: &MethodArgs) -> Result<Vec<Param>> {
         apply(model, a)
@@ -93,19 +95,11 @@ impl Method for PromptTuning {
             ..MemoryShape::default()
         }
     }
-    fn checkpoint_file(&self) -> &'static str {
-        "adapter_model.safetensors"
-    }
-    fn peft_config(
-        &self,
-        s: &MethodSections,
-        base_model: &str,
-        model: &ModelConfig,
-    ) -> Option<serde_json::Value> {
+    fn peft_config(&self, s: &MethodSections, base: &str, model: &ModelConfig) -> Option<Value> {
         Some(serde_json::json!({
             "peft_type": "PROMPT_TUNING",
             "task_type": "CAUSAL_LM",
-            "base_model_name_or_path": base_model,
+            "base_model_name_or_path": base,
             "num_virtual_tokens": s.prompt.n_virtual_tokens,
             "token_dim": model.hidden_size,
             "num_transformer_submodules": 1,
@@ -115,16 +109,8 @@ impl Method for PromptTuning {
             "inference_mode": true,
         }))
     }
-    fn peft_type(&self) -> Option<&'static str> {
-        Some("PROMPT_TUNING")
-    }
-    fn load_peft(
-        &self,
-        model: &mut DecoderModel,
-        dir: &std::path::Path,
-        cfg_path: &std::path::Path,
-        v: &serde_json::Value,
-    ) -> std::result::Result<MethodKind, String> {
+    fn load_peft(&self, model: &mut DecoderModel, f: &PeftFolder) -> Checked<MethodKind> {
+        let (dir, cfg_path, v) = (f.dir, f.config_path, f.config);
         let n = v
             .get("num_virtual_tokens")
             .and_then(|x| x.as_u64())
@@ -141,13 +127,6 @@ impl Method for PromptTuning {
         let (wf, tensors) = adapter_tensors(dir, &model.device)?;
         load_params(&params, &tensors).map_err(|e| err(&wf, &e))?;
         Ok(MethodKind::PromptTuning)
-    }
-    fn exports(&self) -> Exports {
-        Exports {
-            peft: true,
-            gguf_adapter: false,
-            merge: Err("prompt tuning adds virtual tokens no base weight can hold"),
-        }
     }
 }
 

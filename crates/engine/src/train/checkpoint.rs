@@ -78,7 +78,7 @@ pub fn find_checkpoint(run_dir: &Path) -> Option<PathBuf> {
 }
 
 fn weights_file(method: MethodKind) -> &'static str {
-    method.spec().checkpoint_file()
+    method.spec().facts().checkpoint_file
 }
 
 /// PEFT's `adapter_config.json` for a run; `None` for methods PEFT does not describe

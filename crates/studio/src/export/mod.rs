@@ -123,19 +123,19 @@ fn internal(e: impl std::fmt::Display) -> RunError {
 
 /// llama.cpp can load this method's checkpoint as a LoRA adapter.
 fn has_gguf_adapter_form(m: MethodKind) -> bool {
-    m.spec().exports().gguf_adapter
+    m.spec().facts().exports.gguf_adapter
 }
 
 /// Check that `format` can express a run of `method`, before anything is loaded.
 pub fn check_format(method: MethodKind, format: ExportFormat) -> Result<(), String> {
     let name = method.as_str();
-    let exports = method.spec().exports();
+    let exports = method.spec().facts().exports;
     match (format, exports.merge) {
         (ExportFormat::Peft, _) if !exports.peft => {
             let peft: Vec<&str> = MethodKind::ALL
                 .iter()
-                .filter(|m| m.spec().exports().peft)
-                .map(|m| m.spec().describe().name)
+                .filter(|m| m.spec().facts().exports.peft)
+                .map(|m| m.spec().facts().description.name)
                 .collect();
             Err(format!(
                 "a `{name}` run has no PEFT adapter form (PEFT describes {}); export it with --format merged",
