@@ -1,6 +1,7 @@
 //! The one error shape that crosses into the window: `{kind, message}`. Whether an error is
 //! the user's to fix, the database's, or a bug is decided here, once, from the studio's own
-//! error types; the window shows the message as it is and, for a bug, asks for a report.
+//! error types; the window receives both (`BackendError` in `ui/src/lib/ipc.ts`) and shows
+//! the message as it is.
 
 use serde::Serialize;
 

@@ -1,6 +1,6 @@
 //! The method comparison table with live numbers for one model on one device.
 //!
-//! The descriptive columns come from each method's `describe()`; trainable parameters, memory and whether it fits are
+//! The descriptive columns come from each method's `facts().description`; trainable parameters, memory and whether it fits are
 //! computed by `whetstone_engine::estimate` for the chosen model, run settings and device.
 
 use candle_core::DType;
@@ -326,8 +326,21 @@ mod tests {
                     table_cfg.methods.bitfit.add_biases = true;
                 }
                 let est = estimate(&smol, &table_cfg, false);
+                // what `export --format F` says for a run of this method (null: it can)
+                use crate::export::{check_format, ExportFormat as F};
+                let refusals: serde_json::Map<String, serde_json::Value> =
+                    [F::Peft, F::Merged, F::Gguf, F::Ollama]
+                        .into_iter()
+                        .map(|f| {
+                            let name = serde_json::to_value(f).unwrap();
+                            let why = check_format(m, f).err();
+                            (name.as_str().unwrap().to_string(), why.into())
+                        })
+                        .collect();
                 serde_json::json!({
                     "id": m,
+                    "export_refusals": refusals,
+                    "gguf_adapter": m.spec().facts().exports.gguf_adapter,
                     "table_trainable": est.trainable_params,
                     "table_memory_cpu": est.total_bytes,
                     "columns": [d.name, d.changes_architecture.en, d.inference_latency.en, d.compute.en, d.use_case.en, d.difficulty.en],

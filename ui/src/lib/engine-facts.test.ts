@@ -4,7 +4,7 @@
 import { describe, expect, it } from "vitest";
 import { FACTS } from "../../tests/mock/engine-facts";
 import { configWith } from "../../tests/mock/backend";
-import { isMessageKey } from "./i18n";
+import { isMessageKey, translate } from "./i18n";
 import { SMOL, trainableParams } from "../../tests/mock/fixtures";
 
 describe("the mock's engine facts", () => {
@@ -27,5 +27,16 @@ describe("the mock's engine facts", () => {
       ...FACTS.keys.map((k) => `wizard.phrase.help.${k.key}`),
     ];
     expect(keys.filter((k) => !isMessageKey(k))).toEqual([]);
+  });
+
+  it("words each entry's English as the engine does, so the English window never goes stale", () => {
+    const fields = ["changes_architecture", "inference_latency", "compute", "use_case", "difficulty"] as const;
+    const column = { changes_architecture: 1, inference_latency: 2, compute: 3, use_case: 4, difficulty: 5 };
+    const pairs: [string, string][] = [
+      ...FACTS.methods.flatMap((m) => fields.map((f): [string, string] => [`wizard.phrase.${m.phrases[f]}`, m.columns[column[f]]])),
+      ...FACTS.keys.map((k): [string, string] => [`wizard.phrase.help.${k.key}`, k.help]),
+    ];
+    const differ = pairs.filter(([key, english]) => isMessageKey(key) && translate("en", key) !== english);
+    expect(differ).toEqual([]);
   });
 });

@@ -3,6 +3,7 @@ import { beforeEach, describe, expect, it, vi } from "vitest";
 import Export from "./Export.svelte";
 import { api, onExport, reveal, type ExportReport, type ExportUpdate } from "../lib/ipc";
 import { deferred, doctor, run } from "../components/tools/test-fixtures";
+import { methodFacts } from "../../tests/mock/engine-facts";
 
 vi.mock("../lib/ipc", () => ({
   api: { runShow: vi.fn(), doctor: vi.fn(), exportRun: vi.fn() },
@@ -99,7 +100,8 @@ describe("Export", () => {
   });
 
   it("shows the backend's reason in an alert when the method cannot be exported so", async () => {
-    const why = "a `adapter` run has no PEFT adapter form (PEFT describes LoRA, QLoRA, LoRA+, DoRA, (IA)3, prompt and prefix tuning); export it with --format merged";
+    const why = methodFacts("adapter").export_refusals.peft!;
+    expect(why).toContain("a `adapter` run has no PEFT adapter form");
     vi.mocked(api.exportRun).mockRejectedValue(why);
     render(Export, { arg: "run-1" });
     await fireEvent.click(await screen.findByTestId("export-peft"));

@@ -1057,14 +1057,10 @@ export class MockBackend {
     if (!["peft", "merged", "gguf", "ollama"].includes(formatRaw)) fail(`--format: \`${formatRaw}\` is not one of peft, merged, gguf, ollama`);
     const format = formatRaw as ExportFormat;
     const method = r.view.method as MethodKind;
-    const lora = ["lora", "qlora", "lora_plus", "dora"].includes(method);
-    const peftForm = lora || ["ia3", "prompt_tuning", "prefix_tuning", "p_tuning_v2"].includes(method);
-    const ggufAdapter = lora && method !== "dora";
-    const canMerge = !["adapter", "prompt_tuning", "prefix_tuning", "p_tuning_v2"].includes(method);
-    if (format === "peft" && !peftForm)
-      fail(`a \`${method}\` run has no PEFT adapter form (PEFT describes LoRA, QLoRA, LoRA+, DoRA, (IA)3, prompt and prefix tuning); export it with --format merged`);
-    if (format !== "peft" && !canMerge && !ggufAdapter)
-      fail(`a \`${method}\` run cannot be ${format === "merged" ? "merged into the base" : "expressed in GGUF"}: ${method === "adapter" ? "Houlsby adapters add layers the base architecture does not have" : method === "prompt_tuning" ? "prompt tuning adds virtual tokens no base weight can hold" : "prefix tuning adds key/value positions no base weight can hold"}; export it with --format peft`);
+    // the engine's own answer for this method and format (engine-facts.json)
+    const refusal = methodFacts(method).export_refusals[format];
+    if (refusal) fail(refusal);
+    const ggufAdapter = methodFacts(method).gguf_adapter;
     if (dtype) {
       if (format === "peft") fail("--dtype: a PEFT export keeps the checkpoint's tensors as they are; leave --dtype out");
       if (format === "merged" && !["f32", "f16", "bf16"].includes(dtype)) fail(`--dtype: \`${dtype}\` is not one of f32, f16, bf16 for a merged model`);

@@ -3,6 +3,7 @@
 // the component fixtures never re-state keys, help texts, defaults or table columns.
 import type { MethodKind } from "../../src/lib/bindings/MethodKind";
 import type { RowPhrases } from "../../src/lib/bindings/RowPhrases";
+import type { ExportFormat } from "../../src/lib/bindings/ExportFormat";
 import type { KeyKind } from "../../src/lib/bindings/KeyKind";
 import type { TrainConfig } from "../../src/lib/bindings/TrainConfig";
 import raw from "./engine-facts.json";
@@ -22,6 +23,10 @@ export interface MethodFacts {
   /** the columns' translation keys (`MethodRow.phrases`) */
   phrases: RowPhrases;
   default_lr: number;
+  /** what `export --format F` answers for a run of this method (null: it exports) */
+  export_refusals: Record<ExportFormat, string | null>;
+  /** llama.cpp loads its checkpoint as a GGUF LoRA adapter (else GGUF exports merge) */
+  gguf_adapter: boolean;
   /** the method table's trainable count and memory estimate on SmolLM2-135M, CPU, f32 */
   table_trainable: number;
   table_memory_cpu: number;

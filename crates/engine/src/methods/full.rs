@@ -162,7 +162,7 @@ impl Method for Freeze {
     fn validate(&self, c: &Check) -> Checked<()> {
         if c.sections.freeze.trainable_layers > c.model.num_layers {
             return Err(format!(
-                "`freeze.trainable_layers` is {} but the c.model has only {} layers",
+                "`freeze.trainable_layers` is {} but the model has only {} layers",
                 c.sections.freeze.trainable_layers, c.model.num_layers
             ));
         }
@@ -220,7 +220,7 @@ impl Method for Bitfit {
         if !(c.model.qkv_bias || c.model.o_bias || c.model.mlp_bias || c.sections.bitfit.add_biases)
         {
             return Err(format!(
-                "method `bitfit` trains bias terms and this {} c.model has none; set `bitfit.add_biases=true` to add zero-initialised ones, or pick lora or ia3",
+                "method `bitfit` trains bias terms and this {} model has none; set `bitfit.add_biases=true` to add zero-initialised ones, or pick lora or ia3",
                 c.model.family.as_str()
             ));
         }

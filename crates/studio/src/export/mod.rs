@@ -137,8 +137,12 @@ pub fn check_format(method: MethodKind, format: ExportFormat) -> Result<(), Stri
                 .filter(|m| m.spec().facts().exports.peft)
                 .map(|m| m.spec().facts().description.name)
                 .collect();
+            let instead = match exports.merge {
+                Ok(()) => "export it with --format merged",
+                Err(_) => "use the checkpoint folder with whetstone's --adapter",
+            };
             Err(format!(
-                "a `{name}` run has no PEFT adapter form (PEFT describes {}); export it with --format merged",
+                "a `{name}` run has no PEFT adapter form (the methods PEFT describes: {}); {instead}",
                 peft.join(", ")
             ))
         }
