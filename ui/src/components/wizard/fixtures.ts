@@ -67,7 +67,8 @@ const COLS = Object.fromEntries(FACTS.methods.map((m) => [m.id, m.columns])) as 
 export const TRAINABLE = Object.fromEntries(FACTS.methods.map((m) => [m.id, m.table_trainable])) as Record<MethodKind, number>;
 
 /** Memory per method the component tests are written around (small, so every row fits and
- * QLoRA sorts first); a method not listed takes the engine's own estimate (CPU, f32). */
+ * QLoRA sorts first); a method not listed takes the engine's own estimate (CPU, f32), scaled
+ * as LoRA's is here. */
 export const MEMORY: Partial<Record<MethodKind, number>> = {
   full: 2.9 * GiB,
   freeze: 1.3 * GiB,
@@ -90,7 +91,8 @@ export function methodRows(opts: { usable?: number; memory?: Partial<Record<Meth
   const rec = opts.recommended ?? "lora";
   return METHOD_IDS.map((id) => {
     const [name, arch, latency, compute, use, difficulty] = COLS[id];
-    const bytes = Math.round(opts.memory?.[id] ?? MEMORY[id] ?? methodFacts(id).table_memory_cpu);
+    const scale = MEMORY.lora! / methodFacts("lora").table_memory_cpu;
+    const bytes = Math.round(opts.memory?.[id] ?? MEMORY[id] ?? methodFacts(id).table_memory_cpu * scale);
     const trainable = TRAINABLE[id];
     const pct = (100 * trainable) / SMOL_PARAMS;
     return {
