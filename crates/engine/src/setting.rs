@@ -25,6 +25,22 @@ pub struct KeyInfo {
     pub help: &'static str,
 }
 
+/// A key that takes one of `choices`.
+pub const fn choice(
+    key: &'static str,
+    group: &'static str,
+    choices: &'static [&'static str],
+    help: &'static str,
+) -> KeyInfo {
+    KeyInfo {
+        key,
+        group,
+        kind: KeyKind::Choice,
+        choices,
+        help,
+    }
+}
+
 pub const fn key(
     key: &'static str,
     group: &'static str,

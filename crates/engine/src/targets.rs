@@ -23,15 +23,8 @@ pub fn model_linears(model: &whetstone_formats::ModelConfig) -> &'static [&'stat
     if model.fused_projections {
         &["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
     } else {
-        &[
-            "q_proj",
-            "k_proj",
-            "v_proj",
-            "o_proj",
-            "gate_proj",
-            "up_proj",
-            "down_proj",
-        ]
+        // the Llama layout's seven, in LORA_TARGETS' order
+        &LORA_TARGETS[..7]
     }
 }
 

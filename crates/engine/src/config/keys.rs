@@ -3,31 +3,19 @@
 //! the checks against a model.
 
 use super::*;
-use crate::setting::{boolean, float_in, key, num, positive, KeyInfo, KeyKind};
+use crate::setting::{boolean, choice, float_in, key, num, positive, KeyInfo, KeyKind};
 
 use KeyKind::{Bool, Integer, Number, Text};
 
 /// The keys of the run itself (not of a method), in the order forms show them.
 pub const GENERAL_KEYS: &[KeyInfo] = &[
-    KeyInfo {
-        key: "objective",
-        group: "Training",
-        kind: KeyKind::Choice,
-        choices: &["sft"],
-        help: "What the run optimises: sft = next-token loss on the trained tokens.",
-    },
+    choice("objective", "Training", &["sft"], "What the run optimises: sft = next-token loss on the trained tokens."),
     key("max_steps", "Training", Integer, "Stop after this many optimizer steps (none: train for `epochs`)."),
     key("epochs", "Training", Number, "Passes over the training split."),
     key("batch_size", "Training", Integer, "Examples per micro-batch."),
     key("grad_accum", "Training", Integer, "Micro-batches per optimizer step (effective batch = batch_size × grad_accum)."),
     key("lr", "Training", Number, "Peak learning rate (none: the method's default)."),
-    KeyInfo {
-        key: "schedule",
-        group: "Training",
-        kind: KeyKind::Choice,
-        choices: &["cosine", "linear", "constant"],
-        help: "How the learning rate decays after warm-up.",
-    },
+    choice("schedule", "Training", &["cosine", "linear", "constant"], "How the learning rate decays after warm-up."),
     key("warmup_ratio", "Training", Number, "Fraction of the steps spent warming the learning rate up from 0."),
     key("weight_decay", "Training", Number, "AdamW weight decay (none: the method's default)."),
     key("max_grad_norm", "Training", Number, "Clip the global gradient norm to this (0 = off)."),
@@ -43,13 +31,7 @@ pub const GENERAL_KEYS: &[KeyInfo] = &[
     key("sample_tokens", "Evaluation", Integer, "Tokens generated from an eval prompt at each evaluation (0 = no samples)."),
     key("gradient_checkpointing", "Device", Bool, "Recompute activations in the backward pass: less memory, about a third slower."),
     key("device", "Device", Text, "cpu, cuda, cuda:N or metal."),
-    KeyInfo {
-        key: "dtype",
-        group: "Device",
-        kind: KeyKind::Choice,
-        choices: &["auto", "f32", "bf16"],
-        help: "Compute type: bf16 halves weight and activation memory (trainable weights and optimizer state stay f32); auto = bf16 on GPUs with native bf16, f32 elsewhere.",
-    },
+    choice("dtype", "Device", &["auto", "f32", "bf16"], "Compute type: bf16 halves weight and activation memory (trainable weights and optimizer state stay f32); auto = bf16 on GPUs with native bf16, f32 elsewhere."),
 ];
 
 /// Every key `--set` accepts, in the order forms show them: the run's, then each method

@@ -151,12 +151,8 @@ impl Method for Freeze {
                 difficulty: phrase::LOW,
             },
             sections: &["freeze"],
-            default_lr: 2e-5,
-            default_weight_decay: 0.01,
-            checkpoint_file: TRAINABLE_FILE,
-            exports: BASE_TENSORS,
-            peft_type: None,
-            quantizes_base: false,
+            // Full's defaults, checkpoint and exports: the last layers of a full fine-tune
+            ..Full.facts()
         }
     }
     fn validate(&self, c: &Check) -> Checked<()> {

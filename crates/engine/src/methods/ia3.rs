@@ -142,8 +142,7 @@ impl Method for Ia3 {
         }))
     }
     fn load_peft(&self, model: &mut DecoderModel, f: &PeftFolder) -> Checked<MethodKind> {
-        let (dir, cfg_path, v) = (f.dir, f.config_path, f.config);
-        load_ia3(model, dir, cfg_path, v)
+        load_ia3(model, f)
     }
 }
 
@@ -179,12 +178,8 @@ fn apply(model: &mut DecoderModel, cfg: &Ia3Config, wd: f64) -> Result<Vec<Param
 }
 
 /// A PEFT (IA)3 adapter folder: `ia3_l` vectors stored as `(out, 1)` or `(1, in)`.
-fn load_ia3(
-    model: &mut DecoderModel,
-    dir: &std::path::Path,
-    cfg_path: &std::path::Path,
-    v: &Value,
-) -> Checked<MethodKind> {
+fn load_ia3(model: &mut DecoderModel, f: &PeftFolder) -> Checked<MethodKind> {
+    let (dir, cfg_path, v) = (f.dir, f.config_path, f.config);
     let mut c = defaults_for(MethodKind::Ia3);
     c.ia3.targets = peft_targets(v.get("target_modules"), cfg_path)?;
     let ff = match v.get("feedforward_modules").filter(|x| !x.is_null()) {

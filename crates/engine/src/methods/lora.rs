@@ -352,7 +352,7 @@ macro_rules! lora_member {
                 Some(peft_config(s, base, model, false))
             }
             fn load_peft(&self, model: &mut DecoderModel, f: &PeftFolder) -> Checked<MethodKind> {
-                load_lora(model, f.dir, f.config_path, f.config)
+                load_lora(model, f)
             }
         }
     };
@@ -478,12 +478,8 @@ pub(super) fn apply(
 /// A PEFT LoRA / DoRA folder, ours or made elsewhere: each module's rank comes from its
 /// `lora_A` shape, its alpha from `alpha_pattern` (else `lora_alpha`); tensor names are
 /// accepted with or without PEFT's `base_model.model.` prefix.
-fn load_lora(
-    model: &mut DecoderModel,
-    dir: &std::path::Path,
-    cfg_path: &std::path::Path,
-    v: &Value,
-) -> Checked<MethodKind> {
+fn load_lora(model: &mut DecoderModel, f: &PeftFolder) -> Checked<MethodKind> {
+    let (dir, cfg_path, v) = (f.dir, f.config_path, f.config);
     let field = |k: &str| v.get(k).filter(|x| !x.is_null());
     // PEFT's default when the field is absent
     let alpha = match field("lora_alpha") {

@@ -132,8 +132,7 @@ impl Method for PrefixTuning {
         )])))
     }
     fn load_peft(&self, model: &mut DecoderModel, f: &PeftFolder) -> Checked<MethodKind> {
-        let (dir, cfg_path, v) = (f.dir, f.config_path, f.config);
-        load_prefix(model, dir, cfg_path, v)
+        load_prefix(model, f)
     }
 }
 
@@ -233,12 +232,8 @@ fn apply(model: &mut DecoderModel, a: &MethodArgs, projection: bool) -> Result<V
 
 /// A PEFT prefix-tuning folder: `prompt_embeddings` `[n_virtual, layers · 2 · kv]` (PEFT
 /// saves the MLP's output, so both prefix tuning and P-Tuning v2 load the same way).
-fn load_prefix(
-    model: &mut DecoderModel,
-    dir: &std::path::Path,
-    cfg_path: &std::path::Path,
-    v: &Value,
-) -> Checked<MethodKind> {
+fn load_prefix(model: &mut DecoderModel, f: &PeftFolder) -> Checked<MethodKind> {
+    let (dir, cfg_path, v) = (f.dir, f.config_path, f.config);
     let c = &model.config;
     let kv = c.num_kv_heads * c.head_dim;
     let field = |k: &str| v.get(k).and_then(|x| x.as_u64()).map(|x| x as usize);
