@@ -8,6 +8,7 @@ pub mod device;
 pub mod dtype;
 pub mod estimate;
 pub mod generate;
+pub mod kernels;
 pub mod linear;
 pub mod merge;
 pub mod methods;

@@ -112,6 +112,10 @@ impl CustomOp1 for FrozenMatmul {
     }
 
     fn cpu_fwd(&self, x: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        if let CpuStorage::F32(data) = x {
+            let w = self.w.dense()?.to_dtype(DType::F32)?;
+            return crate::kernels::matmul_rows(data, l, &w, true);
+        }
         self.run(l, |w, (lhs, rhs, _, bmnk)| match w {
             Storage::Cpu(w) => x.matmul(w, bmnk, &lhs, &rhs),
             _ => candle_core::bail!("frozen linear: weight and input on different devices"),
@@ -131,10 +135,11 @@ impl CustomOp1 for FrozenMatmul {
     }
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(matmul_2d(
-            grad,
-            &self.w.dense()?.to_dtype(grad.dtype())?,
-        )?))
+        let w = self.w.dense()?.to_dtype(grad.dtype())?;
+        if let Some(dx) = crate::kernels::matmul_tensor(grad, &w, false)? {
+            return Ok(Some(dx));
+        }
+        Ok(Some(matmul_2d(grad, &w)?))
     }
 }
 
