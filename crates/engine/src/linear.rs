@@ -186,6 +186,60 @@ pub trait LinearAdapter: std::fmt::Debug + Send + Sync {
     fn fold(&self, w: Tensor, bias: Option<Tensor>) -> Result<(Tensor, Option<Tensor>)>;
     /// How many parameters the adapter adds.
     fn param_count(&self) -> usize;
+    /// Its forward and backward pieces for the explicit training path, or `None` where it
+    /// trains through candle's autograd only.
+    fn explicit(&self) -> Option<&dyn ExplicitAdapter> {
+        None
+    }
+}
+
+/// What an adapter keeps from its forward pass for the backward pass of the explicit
+/// training path (LoRA: `x·Aᵀ` and the dropout mask's seed).
+#[derive(Debug, Default)]
+pub struct Saved {
+    pub values: Vec<f32>,
+    pub seed: Option<u64>,
+}
+
+/// Parameter gradients of the explicit path, accumulated in place by tensor id.
+#[derive(Debug, Default)]
+pub struct Grads {
+    by_id: std::collections::HashMap<candle_core::TensorId, Vec<f32>>,
+}
+
+impl Grads {
+    /// The gradient buffer of `t` (zeros the first time).
+    pub fn of(&mut self, t: &Tensor) -> &mut Vec<f32> {
+        self.by_id
+            .entry(t.id())
+            .or_insert_with(|| vec![0.0; t.elem_count()])
+    }
+
+    pub fn take(&mut self, t: &Tensor) -> Option<Vec<f32>> {
+        self.by_id.remove(&t.id())
+    }
+}
+
+/// An adapter's share of the explicit training path (f32 on the CPU): rows `[n, in]` in,
+/// rows `[n, out]` out, the frozen base computed by the caller.
+pub trait ExplicitAdapter: Send + Sync {
+    /// The trainable tensors it computes gradients for.
+    fn params(&self) -> Vec<Tensor>;
+    /// Add the adapter's term for `x` into the base output `y`, drawing dropout masks from
+    /// `mode` in the order the autograd path draws them.
+    fn forward(&self, x: &[f32], n: usize, y: &mut [f32], mode: &TrainMode) -> Result<Saved>;
+    /// For the output gradient `dy`: add the input gradient into `dx` and the parameter
+    /// gradients into `grads`.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &self,
+        x: &[f32],
+        n: usize,
+        saved: &Saved,
+        dy: &[f32],
+        dx: &mut [f32],
+        grads: &mut Grads,
+    ) -> Result<()>;
 }
 
 #[derive(Debug, Clone)]
@@ -222,12 +276,22 @@ impl TrainMode {
 
     /// An inverted-dropout mask shaped like `x`: 0 with probability `p`, else `1 / (1 - p)`.
     pub fn dropout_mask(&self, x: &Tensor, p: f32) -> Result<Tensor> {
-        let n = x.elem_count();
-        let mut s = self.rng.fetch_add(1, Ordering::Relaxed);
+        let mask = Self::mask_values(self.next_mask_seed(), x.elem_count(), p);
+        Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())
+    }
+
+    /// Draw the seed of the next mask (the stream advances by one per mask).
+    pub fn next_mask_seed(&self) -> u64 {
+        self.rng.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The `n` values of the mask drawn with `seed`: the same mask every time, so the
+    /// explicit path recomputes it in the backward pass instead of keeping it.
+    pub fn mask_values(seed: u64, n: usize, p: f32) -> Vec<f32> {
         let keep = 1.0 / (1.0 - p);
         let mut mask = Vec::with_capacity(n);
         // splitmix64 seeded from the counter: one draw per mask, then xorshift per element
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let s = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = (s ^ (s >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         let mut st = (z ^ (z >> 31)) | 1;
@@ -238,7 +302,7 @@ impl TrainMode {
             let u = (st >> 40) as f32 / (1u64 << 24) as f32;
             mask.push(if u < p { 0.0 } else { keep });
         }
-        Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())
+        mask
     }
 }
 

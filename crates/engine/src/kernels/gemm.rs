@@ -103,6 +103,15 @@ fn detect() -> Kernel {
 /// `C = A·B`, or `C += A·B` with `accumulate`. `C` is row-major `[a.rows, b.cols]` with row
 /// stride `ldc` (≥ `b.cols`). Large products are split over the rayon pool's threads.
 pub fn matmul(c: &mut [f32], ldc: usize, a: Mat, b: Mat, accumulate: bool) {
+    matmul_threads(c, ldc, a, b, accumulate, rayon::current_num_threads());
+}
+
+/// [`matmul`] on the calling thread alone (for work that is already split over threads).
+pub fn matmul_serial(c: &mut [f32], ldc: usize, a: Mat, b: Mat, accumulate: bool) {
+    matmul_threads(c, ldc, a, b, accumulate, 1);
+}
+
+fn matmul_threads(c: &mut [f32], ldc: usize, a: Mat, b: Mat, accumulate: bool, threads: usize) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "gemm: A is [{m}, {k}], B is [{}, {n}]", b.rows);
     assert!(ldc >= n, "gemm: output row stride {ldc} < {n} columns");
@@ -128,7 +137,7 @@ pub fn matmul(c: &mut [f32], ldc: usize, a: Mat, b: Mat, accumulate: bool) {
         ptr: c.as_mut_ptr(),
         ldc,
     };
-    let threads = rayon::current_num_threads().max(1);
+    let threads = threads.max(1);
     let flops = m * n * k;
     let kern = kernel();
     if kern == Kernel::Portable {

@@ -2,7 +2,10 @@
 //! matrix multiply every large product goes through, and the glue that runs it on candle
 //! tensors.
 
+pub mod attention;
 pub mod gemm;
+pub mod rows;
+pub mod xent;
 
 use candle_core::{CpuStorage, DType, Layout, Result, Shape, Storage, Tensor};
 use gemm::Mat;

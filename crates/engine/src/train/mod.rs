@@ -7,6 +7,7 @@
 //!
 //! - `run`: setting a run up and the step / evaluate / save loop;
 //! - `step`: one optimizer step's gradients (forward and backward per micro-batch);
+//! - `explicit`: that forward and backward written out over our own kernels, where it applies;
 //! - `objective`: what is optimised ([`Objective`]; supervised fine-tuning today);
 //! - `batch`: micro-batches and packing;
 //! - `checkpoint`: saving and loading a run's state;
@@ -16,6 +17,7 @@
 mod batch;
 mod checkpoint;
 mod events;
+pub mod explicit;
 mod objective;
 mod policy;
 mod run;
@@ -27,7 +29,7 @@ pub use events::{RunStatus, Summary, TrainData, TrainError, TrainEvent, TrainSpe
 pub use objective::{for_config as objective_for, LossSum, Metrics, Objective, Sft};
 pub use policy::{Checkpointing, EarlyStopping};
 pub use run::train;
-pub use step::forward_backward;
+pub use step::{forward_backward, forward_backward_autograd};
 
 #[cfg(test)]
 pub(crate) mod tests;

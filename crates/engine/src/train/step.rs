@@ -28,12 +28,30 @@ fn add_grads(
 
 /// Forward and backward of one micro-batch, the objective's loss divided by `denom` (the
 /// step's term count). Adds the parameter gradients to `acc`; returns the loss sum and the
-/// metric sums.
+/// metric sums. Runs on the explicit path where it applies ([`super::explicit`]), through
+/// candle's autograd otherwise ([`forward_backward_autograd`]).
+pub fn forward_backward(
+    model: &DecoderModel,
+    params: &[Param],
+    objective: &dyn Objective,
+    batch: &Batch,
+    denom: f64,
+    checkpointing: bool,
+    acc: &mut [Option<Tensor>],
+) -> candle_core::Result<(f64, Metrics)> {
+    if super::explicit::unsupported(model, params, objective, checkpointing).is_none() {
+        return super::explicit::forward_backward(model, params, batch, denom, acc);
+    }
+    forward_backward_autograd(model, params, objective, batch, denom, checkpointing, acc)
+}
+
+/// [`forward_backward`] through candle's autograd, for every model and method (the
+/// reference the explicit path is tested against).
 ///
 /// With `checkpointing`, layer outputs are not kept: each layer is recomputed during the
 /// backward pass from its saved input (replaying the same dropout masks), trading one extra
 /// forward for the activation memory of all but one layer.
-pub fn forward_backward(
+pub fn forward_backward_autograd(
     model: &DecoderModel,
     params: &[Param],
     objective: &dyn Objective,

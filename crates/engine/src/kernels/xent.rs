@@ -1,0 +1,132 @@
+//! Fused output projection and cross-entropy: the logits of a block of rows are computed,
+//! turned into the loss and its gradient, and projected back to the hidden size before the
+//! next block, so the `[rows, vocab]` logits of a whole batch never exist (Liger's fused
+//! linear cross-entropy makes the same trade).
+
+use super::gemm::{matmul, Mat};
+use rayon::prelude::*;
+
+/// Rows per block: 128 × a 49k vocabulary is 25 MB of logits at a time.
+const BLOCK: usize = 128;
+
+/// What one pass over the rows produced.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct XentSums {
+    /// `Σ −log p(target)` over the rows.
+    pub loss: f64,
+    /// Rows whose most likely token is the target.
+    pub hits: f64,
+}
+
+/// For hidden rows `h` `[n, hidden]`, output weight `w` `[vocab, hidden]` and `targets`:
+/// the summed loss and hits, and with `dh` the gradient of `loss · grad_scale` with respect
+/// to `h` (overwritten).
+pub fn linear_cross_entropy(
+    h: &[f32],
+    w: Mat,
+    targets: &[u32],
+    grad_scale: f32,
+    mut dh: Option<&mut [f32]>,
+) -> XentSums {
+    let (vocab, hidden) = (w.rows, w.cols);
+    let n = targets.len();
+    let mut logits = vec![0f32; BLOCK.min(n) * vocab];
+    let mut sums = XentSums::default();
+    for r0 in (0..n).step_by(BLOCK) {
+        let rows = BLOCK.min(n - r0);
+        let hb = Mat::new(&h[r0 * hidden..(r0 + rows) * hidden], rows, hidden);
+        let lg = &mut logits[..rows * vocab];
+        matmul(lg, vocab, hb, w.t(), false);
+        let tg = &targets[r0..r0 + rows];
+        let per_row: Vec<(f64, bool)> = lg
+            .par_chunks_mut(vocab)
+            .zip(tg)
+            .map(|(row, &t)| {
+                let t = t as usize;
+                let (mut max, mut arg) = (f32::NEG_INFINITY, 0);
+                for (j, &v) in row.iter().enumerate() {
+                    if v > max {
+                        max = v;
+                        arg = j;
+                    }
+                }
+                let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
+                let lse = max + sum.ln();
+                let nll = (lse - row[t]) as f64;
+                // hits count the first maximum, as argmax does
+                let hit = arg == t;
+                let k = grad_scale / sum;
+                for v in row.iter_mut() {
+                    *v = (*v - max).exp() * k;
+                }
+                row[t] -= grad_scale;
+                (nll, hit)
+            })
+            .collect();
+        for (nll, hit) in per_row {
+            sums.loss += nll;
+            sums.hits += hit as u8 as f64;
+        }
+        if let Some(dh) = dh.as_deref_mut() {
+            let out = &mut dh[r0 * hidden..(r0 + rows) * hidden];
+            matmul(out, hidden, Mat::new(lg, rows, vocab), w, false);
+        }
+    }
+    sums
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_and_gradient_match_the_plain_formula() {
+        let (n, hidden, vocab) = (300, 6, 11);
+        let h: Vec<f32> = (0..n * hidden)
+            .map(|i| ((i * 13 % 17) as f32 - 8.0) / 9.0)
+            .collect();
+        let w: Vec<f32> = (0..vocab * hidden)
+            .map(|i| ((i * 7 % 5) as f32 - 2.0) / 3.0)
+            .collect();
+        let targets: Vec<u32> = (0..n).map(|i| (i * 3 % vocab) as u32).collect();
+        let mut dh = vec![0f32; n * hidden];
+        let got = linear_cross_entropy(
+            &h,
+            Mat::new(&w, vocab, hidden),
+            &targets,
+            0.5,
+            Some(&mut dh),
+        );
+        let (mut loss, mut hits) = (0f64, 0f64);
+        for i in 0..n {
+            let z: Vec<f64> = (0..vocab)
+                .map(|v| {
+                    (0..hidden)
+                        .map(|e| (h[i * hidden + e] * w[v * hidden + e]) as f64)
+                        .sum()
+                })
+                .collect();
+            let m = z.iter().copied().fold(f64::MIN, f64::max);
+            let lse = m + z.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
+            let t = targets[i] as usize;
+            loss += lse - z[t];
+            let arg = z.iter().position(|&x| x == m).unwrap();
+            hits += (arg == t) as u8 as f64;
+            for e in 0..hidden {
+                let g: f64 = (0..vocab)
+                    .map(|v| {
+                        ((z[v] - lse).exp() - (v == t) as u8 as f64) * w[v * hidden + e] as f64
+                    })
+                    .sum::<f64>()
+                    * 0.5;
+                assert!((dh[i * hidden + e] as f64 - g).abs() < 1e-5, "dh[{i},{e}]");
+            }
+        }
+        assert!(
+            (got.loss - loss).abs() < 1e-3 * loss,
+            "{} vs {loss}",
+            got.loss
+        );
+        assert_eq!(got.hits, hits);
+    }
+}

@@ -1,0 +1,208 @@
+//! The explicit training path: the step's forward and backward written out layer by layer
+//! over plain f32 buffers and our own kernels (blocked gemm, flash-style attention, fused
+//! output projection + cross-entropy), instead of candle's autograd over the whole decoder.
+//!
+//! It runs where it computes exactly what the autograd path computes (see [`unsupported`]):
+//! f32 on the CPU, the plain pre-norm decoder, adapters that supply explicit pieces (LoRA,
+//! LoRA+, QLoRA), supervised fine-tuning. Everything else, and `WHETSTONE_TRAIN_PATH=autograd`,
+//! takes the autograd path, which stays the reference the tests compare against.
+
+mod layer;
+
+use super::batch::Batch;
+use super::objective::{Metrics, Objective};
+use crate::kernels::attention::Dims;
+use crate::kernels::gemm::Mat;
+use crate::kernels::{rows, view, with_f32, xent};
+use crate::linear::Grads;
+use crate::model::DecoderModel;
+use crate::params::Param;
+use candle_core::{DType, Device, Result, Tensor};
+use layer::{values, Shape};
+use whetstone_formats::Activation;
+
+/// Why the explicit path cannot run this step, or `None` when it can.
+pub fn unsupported(
+    model: &DecoderModel,
+    params: &[Param],
+    objective: &dyn Objective,
+    checkpointing: bool,
+) -> Option<String> {
+    if std::env::var("WHETSTONE_TRAIN_PATH").is_ok_and(|v| v == "autograd") {
+        return Some("WHETSTONE_TRAIN_PATH=autograd".into());
+    }
+    let c = &model.config;
+    let checks: [(bool, &str); 16] = [
+        (!matches!(model.device, Device::Cpu), "not on the CPU"),
+        (model.dtype != DType::F32, "not f32"),
+        (checkpointing, "gradient checkpointing"),
+        (objective.name() != "sft", "not supervised fine-tuning"),
+        (c.qk_norm, "per-head q/k norms"),
+        (c.sandwich_norms, "sandwich norms"),
+        (c.unit_offset_norms, "(1 + w) norms"),
+        (c.scale_embeddings, "scaled embeddings"),
+        (c.activation != Activation::Silu, "not SwiGLU"),
+        (
+            c.attn_softcap.is_some() || c.final_softcap.is_some(),
+            "soft-capping",
+        ),
+        (c.fused_projections, "fused projections"),
+        (c.rotary_dim != c.head_dim, "partial rotary"),
+        (
+            (0..c.num_layers).any(|l| c.layer_window(l).is_some()),
+            "sliding windows",
+        ),
+        (
+            (0..c.num_layers).any(|l| !c.layer_uses_rope(l)),
+            "layers without rope",
+        ),
+        (
+            model.prompt.is_some() || model.prefix.is_some(),
+            "virtual tokens",
+        ),
+        (
+            model.layers.iter().any(|l| l.adapters.is_some()),
+            "bottleneck adapters",
+        ),
+    ];
+    if let Some((_, why)) = checks.iter().find(|(bad, _)| *bad) {
+        return Some(why.to_string());
+    }
+    // every adapter has explicit pieces, and they cover every trainable parameter
+    let mut covered = std::collections::HashSet::new();
+    for layer in &model.layers {
+        for lin in linears(layer) {
+            match &lin.adapter {
+                None => {}
+                Some(a) => match a.explicit() {
+                    Some(e) => covered.extend(e.params().iter().map(|t| t.id())),
+                    None => return Some("an adapter without explicit pieces".into()),
+                },
+            }
+        }
+    }
+    if params
+        .iter()
+        .any(|p| !covered.contains(&p.var.as_tensor().id()))
+    {
+        return Some("a trainable tensor outside the adapters".into());
+    }
+    None
+}
+
+fn linears(l: &crate::model::Layer) -> Vec<&crate::linear::Linear> {
+    let (a, m) = (&l.self_attn, &l.mlp);
+    let mut v = vec![&a.q_proj, &a.o_proj, &m.gate_proj, &m.down_proj];
+    v.extend(a.k_proj.iter().chain(&a.v_proj).chain(&m.up_proj));
+    v
+}
+
+/// Forward and backward of one micro-batch on the explicit path, as
+/// [`super::step::forward_backward`] without checkpointing: the loss divided by `denom`,
+/// parameter gradients added to `acc`, the loss sum and metric sums returned.
+pub fn forward_backward(
+    model: &DecoderModel,
+    params: &[Param],
+    batch: &Batch,
+    denom: f64,
+    acc: &mut [Option<Tensor>],
+) -> Result<(f64, Metrics)> {
+    let c = &model.config;
+    let (b, t) = batch.input.dims2()?;
+    let (n, h) = (b * t, c.hidden_size);
+    let sh = Shape {
+        n,
+        hidden: h,
+        inter: c.intermediate_size,
+        attn: Dims {
+            batch: b,
+            seq: t,
+            heads: c.num_heads,
+            kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim,
+            scale: c
+                .query_pre_attn_scalar
+                .map_or(1.0 / (c.head_dim as f64).sqrt(), |s| 1.0 / s.sqrt())
+                as f32,
+        },
+    };
+    let rope = model.rope_tables(0, t)?;
+    let (cos, sin) = (values(&rope.global.0)?, values(&rope.global.1)?);
+
+    // embeddings
+    let ids = batch.input.flatten_all()?.to_vec1::<u32>()?;
+    let mut x = vec![0f32; n * h];
+    with_f32(&model.embed_tokens, |d, l| {
+        let e = view(d, l)?;
+        for (row, &id) in x.chunks_mut(h).zip(&ids) {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = e.data[id as usize * e.rs + j * e.cs];
+            }
+        }
+        Ok(())
+    })?;
+
+    let mut saved = Vec::with_capacity(model.layers.len());
+    for l in 0..model.layers.len() {
+        let (out, s) = layer::forward(model, l, x, sh, (&cos, &sin))?;
+        saved.push(s);
+        x = out;
+    }
+
+    // final norm, the trained rows, fused projection + cross-entropy
+    let w_norm = values(&model.norm)?;
+    let mut hf = vec![0f32; n * h];
+    let mut rstd = vec![0f32; n];
+    rows::rms_norm(&x, &w_norm, c.rms_norm_eps as f32, &mut hf, &mut rstd);
+    let picked = batch.rows.to_vec1::<u32>()?;
+    let targets = batch.targets.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+    let mut hp = Vec::with_capacity(picked.len() * h);
+    for &r in &picked {
+        hp.extend_from_slice(&hf[r as usize * h..(r as usize + 1) * h]);
+    }
+    drop(hf);
+    let mut dhp = vec![0f32; picked.len() * h];
+    let head = model.lm_head.as_ref().unwrap_or(&model.embed_tokens);
+    let sums = with_f32(head, |d, l| {
+        let w: Mat = view(d, l)?;
+        Ok(xent::linear_cross_entropy(
+            &hp,
+            w,
+            &targets,
+            (1.0 / denom) as f32,
+            Some(&mut dhp),
+        ))
+    })?;
+    let mut dhf = vec![0f32; n * h];
+    for (k, &r) in picked.iter().enumerate() {
+        let row = &mut dhf[r as usize * h..(r as usize + 1) * h];
+        row.iter_mut()
+            .zip(&dhp[k * h..(k + 1) * h])
+            .for_each(|(d, g)| *d += g);
+    }
+    let mut dx = vec![0f32; n * h];
+    rows::rms_norm_backward(&dhf, &x, &w_norm, &rstd, &mut dx, false);
+    drop((dhf, x));
+
+    let mut grads = Grads::default();
+    for l in (0..model.layers.len()).rev() {
+        let s = saved.pop().expect("one saved state per layer");
+        dx = layer::backward(model, l, s, dx, sh, (&cos, &sin), &mut grads)?;
+    }
+
+    for (i, p) in params.iter().enumerate() {
+        let t = p.var.as_tensor();
+        if let Some(g) = grads.take(t) {
+            let g = Tensor::from_vec(g, t.shape(), t.device())?;
+            acc[i] = Some(match acc[i].take() {
+                Some(a) => (a + g)?,
+                None => g,
+            });
+        }
+    }
+    let metrics = Metrics::from([("token_accuracy".to_string(), sums.hits)]);
+    Ok((sums.loss, metrics))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,114 @@
+//! The explicit path against candle's autograd, the reference: same loss, same metrics, same
+//! gradients and the same dropout stream, for every method (those the explicit path does
+//! not take must fall back, not fail).
+
+use super::*;
+use crate::config::{MethodKind, TrainConfig};
+use crate::methods;
+use crate::ops::tests::rand_vec;
+use crate::train::batch::make_batch;
+use crate::train::objective::Sft;
+use crate::train::step::forward_backward_autograd;
+use crate::train::tests::tiny_model;
+use whetstone_data::Tokenized;
+
+fn config(method: MethodKind) -> TrainConfig {
+    let mut c = TrainConfig::for_method(method);
+    c.methods.lora.dropout = 0.1;
+    c.methods.lora.targets = crate::targets::LORA_TARGETS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    c.methods.adapter.bottleneck = Some(4);
+    c.methods.prompt.n_virtual_tokens = 3;
+    c
+}
+
+fn rows() -> Vec<Tokenized> {
+    // uneven lengths: padding, and a sequence longer than one attention block
+    [70usize, 9, 33]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| {
+            let ids: Vec<u32> = rand_vec(len, 40 + i as u64)
+                .iter()
+                .map(|x| (((x + 1.0) * 19.0) as u32) % 40)
+                .collect();
+            let trained = (0..len).map(|j| j % 3 != 0).collect();
+            Tokenized { ids, trained }
+        })
+        .collect()
+}
+
+/// `max |a − b| / max |b|`, the error relative to the tensor's scale.
+fn relative(a: &Tensor, b: &Tensor) -> f64 {
+    let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max) as f64
+        / scale as f64
+}
+
+#[test]
+fn explicit_path_equals_autograd_for_every_method() {
+    let data = rows();
+    let refs: Vec<&Tokenized> = data.iter().collect();
+    let mut explicit = vec![];
+    for method in MethodKind::ALL {
+        let mut model = tiny_model(DType::F32, 6);
+        let params = methods::apply(&mut model, &config(method).method_args()).unwrap();
+        // off the init (LoRA's B = 0 would hide A's gradient)
+        for (i, p) in params.iter().enumerate() {
+            let v: Vec<f32> = rand_vec(p.var.elem_count(), 90 + i as u64)
+                .iter()
+                .map(|x| *x as f32 * 0.3)
+                .collect();
+            p.var
+                .set(&Tensor::from_vec(v, p.var.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+        }
+        model.mode.set_training(true);
+        let batch = make_batch(&refs, &Device::Cpu).unwrap();
+        let denom = batch.n_targets as f64;
+        if unsupported(&model, &params, &Sft, false).is_none() {
+            explicit.push(method);
+        }
+        let mut runs = vec![];
+        for reference in [false, true] {
+            model.mode.set_rng_state(5);
+            let mut acc = vec![None; params.len()];
+            let (loss, metrics) = if reference {
+                forward_backward_autograd(&model, &params, &Sft, &batch, denom, false, &mut acc)
+            } else {
+                crate::train::step::forward_backward(
+                    &model, &params, &Sft, &batch, denom, false, &mut acc,
+                )
+            }
+            .unwrap();
+            runs.push((loss, metrics, acc, model.mode.rng_state()));
+        }
+        let (got, want) = (&runs[0], &runs[1]);
+        assert!(
+            ((got.0 - want.0) / want.0).abs() < 1e-5,
+            "{method:?}: loss {} vs {}",
+            got.0,
+            want.0
+        );
+        assert_eq!(got.1, want.1, "{method:?}: metrics");
+        assert_eq!(
+            got.3, want.3,
+            "{method:?}: the dropout stream must end in the same state"
+        );
+        for (p, (g, w)) in params.iter().zip(got.2.iter().zip(&want.2)) {
+            let (g, w) = (g.as_ref().unwrap(), w.as_ref().unwrap());
+            let err = relative(g, w);
+            assert!(err < 1e-5, "{method:?} {}: gradient error {err:e}", p.name);
+        }
+    }
+    for m in [MethodKind::Lora, MethodKind::LoraPlus, MethodKind::Qlora] {
+        assert!(explicit.contains(&m), "{m:?} should take the explicit path");
+    }
+}
