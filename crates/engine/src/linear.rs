@@ -287,21 +287,37 @@ impl TrainMode {
 
     /// The `n` values of the mask drawn with `seed`: the same mask every time, so the
     /// explicit path recomputes it in the backward pass instead of keeping it.
+    ///
+    /// Counter-based: element `i` is a hash of the mask's key and `i` alone, so the mask is
+    /// drawn in parallel, vectorised chunks and any part of it can be redrawn.
     pub fn mask_values(seed: u64, n: usize, p: f32) -> Vec<f32> {
+        use rayon::prelude::*;
         let keep = 1.0 / (1.0 - p);
-        let mut mask = Vec::with_capacity(n);
-        // splitmix64 seeded from the counter: one draw per mask, then xorshift per element
+        // splitmix64 of the counter: one key per mask
         let s = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = (s ^ (s >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        let mut st = (z ^ (z >> 31)) | 1;
-        for _ in 0..n {
-            st ^= st << 13;
-            st ^= st >> 7;
-            st ^= st << 17;
-            let u = (st >> 40) as f32 / (1u64 << 24) as f32;
-            mask.push(if u < p { 0.0 } else { keep });
-        }
+        z ^= z >> 31;
+        let (lo, hi) = (z as u32, (z >> 32) as u32);
+        // an element is dropped when its 24-bit uniform falls below p
+        let cut = (p as f64 * (1u64 << 24) as f64) as u32;
+        let mut mask = vec![0f32; n];
+        const CHUNK: usize = 1 << 15;
+        mask.par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
+            let base = (c * CHUNK) as u32;
+            for (j, o) in out.iter_mut().enumerate() {
+                // lowbias32 (Wellons) of the key-mixed index, twice
+                let mut x = base.wrapping_add(j as u32).wrapping_mul(0x9E37_79B9) ^ lo;
+                for k in [0x7FEB_352D_u32, 0x846C_A68B] {
+                    x ^= x >> 16;
+                    x = x.wrapping_mul(k);
+                }
+                x ^= x >> 15;
+                x = (x ^ hi).wrapping_mul(0x846C_A68B);
+                x ^= x >> 16;
+                *o = if (x >> 8) < cut { 0.0 } else { keep };
+            }
+        });
         mask
     }
 }

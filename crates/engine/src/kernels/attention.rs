@@ -5,6 +5,7 @@
 //! backward pass recomputes them from each row's saved log-sum-exp. Grouped-query heads read
 //! their shared key/value head in place: nothing is repeated.
 
+use super::exp::exp_shifted;
 use super::gemm::{matmul_serial, Mat};
 use rayon::prelude::*;
 
@@ -91,21 +92,20 @@ fn probabilities(
         for v in row[..seen].iter_mut() {
             *v *= scale;
         }
-        let lse = match lse_out.as_deref_mut() {
+        match lse_out.as_deref_mut() {
             Some(out) => {
                 let max = row[..seen]
                     .iter()
                     .copied()
                     .fold(f32::NEG_INFINITY, f32::max);
-                let sum: f32 = row[..seen].iter().map(|v| (v - max).exp()).sum();
-                let lse = max + sum.ln();
-                out[r] = lse;
-                lse
+                let sum = exp_shifted(&mut row[..seen], max);
+                out[r] = max + sum.ln();
+                let k = 1.0 / sum;
+                row[..seen].iter_mut().for_each(|v| *v *= k);
             }
-            None => lse_in[r],
-        };
-        for v in row[..seen].iter_mut() {
-            *v = (*v - lse).exp();
+            None => {
+                exp_shifted(&mut row[..seen], lse_in[r]);
+            }
         }
         row[seen..].fill(0.0);
     }

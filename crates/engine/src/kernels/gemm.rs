@@ -150,10 +150,11 @@ fn matmul_threads(c: &mut [f32], ldc: usize, a: Mat, b: Mat, accumulate: bool, t
         unsafe { blocked(kern, out, a, b, 0..m, 0..n, accumulate) };
         return;
     }
-    // Split the output into one block of rows (or columns, for short wide products) per
-    // thread: each block is an independent product with its own packed panels.
+    // Split the output into one block of rows or of columns per thread: each block is an
+    // independent product with its own packed panels, so a split by rows packs all of B in
+    // every thread and a split by columns all of A; duplicate the smaller.
     let (mr, nr) = tile(kern);
-    let by_rows = m >= n || m >= threads * 4 * mr;
+    let by_rows = m >= n;
     let (len, unit) = if by_rows { (m, mr) } else { (n, nr) };
     let chunk = len.div_ceil(threads).div_ceil(unit) * unit;
     rayon::scope(|s| {
@@ -224,6 +225,18 @@ unsafe fn pack_a(a: &Mat, i0: usize, p0: usize, mb: usize, kb: usize, mr: usize,
     for p in 0..mb.div_ceil(mr) {
         let panel = dst.add(p * kb * mr);
         let h = mr.min(mb - p * mr);
+        if a.rs == 1 {
+            // a transposed operand: each k's column of the panel is contiguous in A
+            for k in 0..kb {
+                let from = src.add((i0 + p * mr) + (p0 + k) * a.cs);
+                let to = panel.add(k * mr);
+                std::ptr::copy_nonoverlapping(from, to, h);
+                for i in h..mr {
+                    *to.add(i) = 0.0;
+                }
+            }
+            continue;
+        }
         for i in 0..mr {
             if i >= h {
                 for k in 0..kb {
@@ -276,7 +289,8 @@ unsafe fn pack_b(b: &Mat, p0: usize, j0: usize, kb: usize, nb: usize, nr: usize,
     }
 }
 
-type MicroKernel = unsafe fn(usize, *const f32, *const f32, *mut f32, usize, bool);
+/// `(kc, A, A's row and k strides, packed B, C, ldc, accumulate)`.
+type MicroKernel = unsafe fn(usize, *const f32, (usize, usize), *const f32, *mut f32, usize, bool);
 
 /// One thread's product for output rows `rows` and columns `cols`.
 ///
@@ -293,14 +307,18 @@ unsafe fn blocked(
     accumulate: bool,
 ) {
     let (mr, nr) = tile(kern);
-    let micro: MicroKernel = match kern {
+    let (packed, in_place): (MicroKernel, MicroKernel) = match kern {
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512 => x86::kernel_12x32,
+        Kernel::Avx512 => (x86::kernel_12x32::<true>, x86::kernel_12x32::<false>),
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2 => x86::kernel_6x16,
+        Kernel::Avx2 => (x86::kernel_6x16::<true>, x86::kernel_6x16::<false>),
         _ => unreachable!("the portable path does not block"),
     };
     let k = a.cols;
+    // A panel serves every B panel of the block: packing it pays off when there are
+    // several; a skinny product (LoRA's rank-r factors, attention against one head) reads
+    // A where it lies instead
+    let pack_whole = cols.len() > 2 * nr;
     PACK_B.with_borrow_mut(|pb| {
         PACK_A.with_borrow_mut(|pa| {
             let bp = pb.slice(KC * NC.div_ceil(nr) * nr);
@@ -314,18 +332,30 @@ unsafe fn blocked(
                     let acc = accumulate || pc > 0;
                     for ic in rows.clone().step_by(MC) {
                         let mb = MC.min(rows.end - ic);
-                        pack_a(&a, ic, pc, mb, kb, mr, ap);
-                        for jr in 0..nb.div_ceil(nr) {
-                            let w = nr.min(nb - jr * nr);
-                            let bpan = bp.as_ptr().add(jr * kb * nr);
-                            for ir in 0..mb.div_ceil(mr) {
-                                let h = mr.min(mb - ir * mr);
-                                let apan = ap.as_ptr().add(ir * kb * mr);
+                        if pack_whole {
+                            pack_a(&a, ic, pc, mb, kb, mr, ap);
+                        }
+                        for ir in 0..mb.div_ceil(mr) {
+                            let h = mr.min(mb - ir * mr);
+                            // this row tile of A: packed, or in place (an edge tile is
+                            // packed alone, so the kernel never reads past A)
+                            let (micro, apan, strides) = if pack_whole {
+                                (packed, ap.as_ptr().add(ir * kb * mr), (1, mr))
+                            } else if h < mr {
+                                pack_a(&a, ic + ir * mr, pc, h, kb, mr, ap);
+                                (packed, ap.as_ptr(), (1, mr))
+                            } else {
+                                let at = a.data.as_ptr().add((ic + ir * mr) * a.rs + pc * a.cs);
+                                (in_place, at, (a.rs, a.cs))
+                            };
+                            for jr in 0..nb.div_ceil(nr) {
+                                let w = nr.min(nb - jr * nr);
+                                let bpan = bp.as_ptr().add(jr * kb * nr);
                                 let c = out.ptr.add((ic + ir * mr) * out.ldc + jc + jr * nr);
                                 if h == mr && w == nr {
-                                    micro(kb, apan, bpan, c, out.ldc, acc);
+                                    micro(kb, apan, strides, bpan, c, out.ldc, acc);
                                 } else {
-                                    micro(kb, apan, bpan, edge.as_mut_ptr(), nr, false);
+                                    micro(kb, apan, strides, bpan, edge.as_mut_ptr(), nr, false);
                                     for i in 0..h {
                                         let row = c.add(i * out.ldc);
                                         for j in 0..w {
@@ -383,11 +413,13 @@ mod x86 {
     // The kernels read through `wrapping_add` + `read_unaligned` so that no debug-build
     // pointer check sits in the inner loop (they would spill the accumulators).
 
-    /// `C[12 × 32] (+)= Ap · Bp` over `kc` steps; `Ap` is `kc × 12`, `Bp` `kc × 32`.
+    /// `C[12 × 32] (+)= A · Bp` over `kc` steps; `A[i, k]` is at `i·rs + k·ks` (packed:
+    /// `PACKED`, strides 1 and 12), `Bp` is `kc × 32`.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn kernel_12x32(
+    pub unsafe fn kernel_12x32<const PACKED: bool>(
         kc: usize,
         ap: *const f32,
+        (rs, ks): (usize, usize),
         bp: *const f32,
         c: *mut f32,
         ldc: usize,
@@ -395,14 +427,15 @@ mod x86 {
     ) {
         let z = _mm512_setzero_ps();
         let mut r: [__m512; 24] = [z; 24];
+        let (rs, ks) = if PACKED { (1, 12) } else { (rs, ks) };
         for k in 0..kc {
-            let a = ap.wrapping_add(k * 12);
+            let a = ap.wrapping_add(k * ks);
             let b = bp.wrapping_add(k * 32);
             let b0 = _mm512_loadu_ps(b);
             let b1 = _mm512_loadu_ps(b.wrapping_add(16));
             macro_rules! row {
                 ($($i:literal)*) => {$(
-                    let ai = _mm512_set1_ps(a.wrapping_add($i).read_unaligned());
+                    let ai = _mm512_set1_ps(a.wrapping_add($i * rs).read_unaligned());
                     r[2 * $i] = _mm512_fmadd_ps(ai, b0, r[2 * $i]);
                     r[2 * $i + 1] = _mm512_fmadd_ps(ai, b1, r[2 * $i + 1]);
                 )*};
@@ -424,11 +457,12 @@ mod x86 {
         store!(0 1 2 3 4 5 6 7 8 9 10 11);
     }
 
-    /// `C[6 × 16] (+)= Ap · Bp` over `kc` steps; `Ap` is `kc × 6`, `Bp` `kc × 16`.
+    /// `C[6 × 16] (+)= A · Bp` over `kc` steps, A strided as in [`kernel_12x32`].
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn kernel_6x16(
+    pub unsafe fn kernel_6x16<const PACKED: bool>(
         kc: usize,
         ap: *const f32,
+        (rs, ks): (usize, usize),
         bp: *const f32,
         c: *mut f32,
         ldc: usize,
@@ -436,14 +470,15 @@ mod x86 {
     ) {
         let z = _mm256_setzero_ps();
         let mut r: [__m256; 12] = [z; 12];
+        let (rs, ks) = if PACKED { (1, 6) } else { (rs, ks) };
         for k in 0..kc {
-            let a = ap.wrapping_add(k * 6);
+            let a = ap.wrapping_add(k * ks);
             let b = bp.wrapping_add(k * 16);
             let b0 = _mm256_loadu_ps(b);
             let b1 = _mm256_loadu_ps(b.wrapping_add(8));
             macro_rules! row {
                 ($($i:literal)*) => {$(
-                    let ai = _mm256_set1_ps(a.wrapping_add($i).read_unaligned());
+                    let ai = _mm256_set1_ps(a.wrapping_add($i * rs).read_unaligned());
                     r[2 * $i] = _mm256_fmadd_ps(ai, b0, r[2 * $i]);
                     r[2 * $i + 1] = _mm256_fmadd_ps(ai, b1, r[2 * $i + 1]);
                 )*};

@@ -3,7 +3,9 @@
 //! tensors.
 
 pub mod attention;
+pub mod exp;
 pub mod gemm;
+pub mod pool;
 pub mod rows;
 pub mod xent;
 

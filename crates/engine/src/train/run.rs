@@ -285,6 +285,21 @@ pub fn train(
             }
         ),
     });
+    emit(TrainEvent::Log {
+        step: lp.state.step,
+        level: "info".into(),
+        message: match super::explicit::unsupported(
+            lp.model,
+            &lp.opt.params,
+            lp.objective.as_ref(),
+            cfg.gradient_checkpointing,
+        ) {
+            None => "training path: explicit (fused CPU kernels)".into(),
+            Some(why) => format!("training path: autograd ({why})"),
+        },
+    });
+    // the explicit path's pooled buffers go back when the run ends, however it ends
+    let _pool = crate::kernels::pool::ClearOnDrop;
     let started = Instant::now();
     if let Some(path) = &spec.dump_first_grads {
         let mut summary = dump_first_step(&mut lp, path)?;

@@ -5,6 +5,7 @@
 
 use crate::kernels::attention::{self, Dims};
 use crate::kernels::gemm::{self, Mat};
+use crate::kernels::pool::{self, Buf};
 use crate::kernels::rows;
 use crate::kernels::{view, with_f32};
 use crate::linear::{BaseWeight, Grads, Linear, Saved, TrainMode};
@@ -32,19 +33,19 @@ impl Shape {
 
 /// What the backward pass of one layer needs from its forward pass.
 pub(super) struct LayerSaved {
-    x: Vec<f32>,
-    rstd1: Vec<f32>,
-    h1: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    lse: Vec<f32>,
-    att: Vec<f32>,
-    x2: Vec<f32>,
-    rstd2: Vec<f32>,
-    h2: Vec<f32>,
-    gate: Vec<f32>,
-    up: Vec<f32>,
+    x: Buf,
+    rstd1: Buf,
+    h1: Buf,
+    q: Buf,
+    k: Buf,
+    v: Buf,
+    lse: Buf,
+    att: Buf,
+    x2: Buf,
+    rstd2: Buf,
+    h2: Buf,
+    gate: Buf,
+    up: Buf,
     /// The adapters' saved values: q, k, v, o, gate, up, down.
     adapters: [Option<Saved>; 7],
 }
@@ -119,10 +120,10 @@ fn linear_backward(
 pub(super) fn forward(
     model: &DecoderModel,
     l: usize,
-    x: Vec<f32>,
+    x: Buf,
     sh: Shape,
     (cos, sin): (&[f32], &[f32]),
-) -> Result<(Vec<f32>, LayerSaved)> {
+) -> Result<(Buf, LayerSaved)> {
     let layer = &model.layers[l];
     let eps = model.config.rms_norm_eps as f32;
     let mode = &model.mode;
@@ -132,8 +133,8 @@ pub(super) fn forward(
     let (d, seq) = (sh.attn.head_dim, sh.attn.seq);
     let missing = || candle_core::Error::Msg("explicit path: separate k/v/up projections".into());
 
-    let mut h1 = vec![0f32; n * h];
-    let mut rstd1 = vec![0f32; n];
+    let mut h1 = pool::take(n * h);
+    let mut rstd1 = pool::take(n);
     rows::rms_norm(
         &x,
         &values(&layer.input_layernorm)?,
@@ -141,7 +142,7 @@ pub(super) fn forward(
         &mut h1,
         &mut rstd1,
     );
-    let (mut q, mut k, mut v) = (vec![0f32; n * qw], vec![0f32; n * kw], vec![0f32; n * kw]);
+    let (mut q, mut k, mut v) = (pool::take(n * qw), pool::take(n * kw), pool::take(n * kw));
     let sq = linear(&at.q_proj, &h1, n, &mut q, mode)?;
     let sk = linear(
         at.k_proj.as_ref().ok_or_else(missing)?,
@@ -159,19 +160,19 @@ pub(super) fn forward(
     )?;
     rows::rope(&mut q, sh.attn.heads, d, seq, cos, sin, false);
     rows::rope(&mut k, sh.attn.kv_heads, d, seq, cos, sin, false);
-    let mut att = vec![0f32; n * qw];
-    let mut lse = vec![0f32; sh.attn.batch * sh.attn.heads * seq];
+    let mut att = pool::take(n * qw);
+    let mut lse = pool::take(sh.attn.batch * sh.attn.heads * seq);
     attention::forward(&q, &k, &v, sh.attn, &mut att, &mut lse);
-    let mut x2 = vec![0f32; n * h];
+    let mut x2 = pool::take(n * h);
     let so = linear(&at.o_proj, &att, n, &mut x2, mode)?;
-    x2.iter_mut().zip(&x).for_each(|(o, x)| *o += x);
+    x2.iter_mut().zip(x.iter()).for_each(|(o, x)| *o += x);
 
-    let mut h2 = vec![0f32; n * h];
-    let mut rstd2 = vec![0f32; n];
+    let mut h2 = pool::take(n * h);
+    let mut rstd2 = pool::take(n);
     let post = values(&layer.post_attention_layernorm)?;
     rows::rms_norm(&x2, &post, eps, &mut h2, &mut rstd2);
     let m = &layer.mlp;
-    let (mut gate, mut up) = (vec![0f32; n * i], vec![0f32; n * i]);
+    let (mut gate, mut up) = (pool::take(n * i), pool::take(n * i));
     let sg = linear(&m.gate_proj, &h2, n, &mut gate, mode)?;
     let su = linear(
         m.up_proj.as_ref().ok_or_else(missing)?,
@@ -180,11 +181,11 @@ pub(super) fn forward(
         &mut up,
         mode,
     )?;
-    let mut act = vec![0f32; n * i];
+    let mut act = pool::take(n * i);
     rows::swiglu(&gate, &up, &mut act);
-    let mut out = vec![0f32; n * h];
+    let mut out = pool::take(n * h);
     let sd = linear(&m.down_proj, &act, n, &mut out, mode)?;
-    out.iter_mut().zip(&x2).for_each(|(o, x)| *o += x);
+    out.iter_mut().zip(x2.iter()).for_each(|(o, x)| *o += x);
     let saved = LayerSaved {
         x,
         rstd1,
@@ -210,11 +211,11 @@ pub(super) fn backward(
     model: &DecoderModel,
     l: usize,
     s: LayerSaved,
-    dout: Vec<f32>,
+    dout: Buf,
     sh: Shape,
     (cos, sin): (&[f32], &[f32]),
     grads: &mut Grads,
-) -> Result<Vec<f32>> {
+) -> Result<Buf> {
     let layer = &model.layers[l];
     let at = &layer.self_attn;
     let m = &layer.mlp;
@@ -228,12 +229,12 @@ pub(super) fn backward(
     } = s;
 
     // MLP: the down projection's input is recomputed (only its adapter needs it)
-    let mut act = vec![];
+    let mut act = Buf::default();
     if sd.is_some() {
-        act = vec![0f32; n * i];
+        act = pool::take(n * i);
         rows::swiglu(&gate, &up, &mut act);
     }
-    let mut dact = vec![0f32; n * i];
+    let mut dact = pool::take(n * i);
     linear_backward(
         &m.down_proj,
         &act,
@@ -247,7 +248,7 @@ pub(super) fn backward(
     drop(act);
     rows::swiglu_backward(&dact, &mut gate, &mut up);
     drop(dact);
-    let mut dh2 = vec![0f32; n * h];
+    let mut dh2 = pool::take(n * h);
     linear_backward(
         &m.gate_proj,
         &s.h2,
@@ -267,7 +268,7 @@ pub(super) fn backward(
     drop(dh2);
 
     // attention
-    let mut datt = vec![0f32; n * qw];
+    let mut datt = pool::take(n * qw);
     linear_backward(
         &at.o_proj,
         &s.att,
@@ -278,14 +279,14 @@ pub(super) fn backward(
         false,
         grads,
     )?;
-    let (mut dq, mut dk, mut dv) = (vec![0f32; n * qw], vec![0f32; n * kw], vec![0f32; n * kw]);
+    let (mut dq, mut dk, mut dv) = (pool::take(n * qw), pool::take(n * kw), pool::take(n * kw));
     attention::backward(
         &s.q, &s.k, &s.v, &s.lse, &datt, sh.attn, &mut dq, &mut dk, &mut dv,
     );
     drop(datt);
     rows::rope(&mut dq, sh.attn.heads, d, seq, cos, sin, true);
     rows::rope(&mut dk, sh.attn.kv_heads, d, seq, cos, sin, true);
-    let mut dh1 = vec![0f32; n * h];
+    let mut dh1 = pool::take(n * h);
     linear_backward(
         &at.q_proj,
         &s.h1,

@@ -13,7 +13,7 @@ use super::batch::Batch;
 use super::objective::{Metrics, Objective};
 use crate::kernels::attention::Dims;
 use crate::kernels::gemm::Mat;
-use crate::kernels::{rows, view, with_f32, xent};
+use crate::kernels::{pool, rows, view, with_f32, xent};
 use crate::linear::Grads;
 use crate::model::DecoderModel;
 use crate::params::Param;
@@ -131,7 +131,7 @@ pub fn forward_backward(
 
     // embeddings
     let ids = batch.input.flatten_all()?.to_vec1::<u32>()?;
-    let mut x = vec![0f32; n * h];
+    let mut x = pool::take(n * h);
     with_f32(&model.embed_tokens, |d, l| {
         let e = view(d, l)?;
         for (row, &id) in x.chunks_mut(h).zip(&ids) {
@@ -151,8 +151,8 @@ pub fn forward_backward(
 
     // final norm, the trained rows, fused projection + cross-entropy
     let w_norm = values(&model.norm)?;
-    let mut hf = vec![0f32; n * h];
-    let mut rstd = vec![0f32; n];
+    let mut hf = pool::take(n * h);
+    let mut rstd = pool::take(n);
     rows::rms_norm(&x, &w_norm, c.rms_norm_eps as f32, &mut hf, &mut rstd);
     let picked = batch.rows.to_vec1::<u32>()?;
     let targets = batch.targets.to_dtype(DType::U32)?.to_vec1::<u32>()?;
@@ -161,7 +161,7 @@ pub fn forward_backward(
         hp.extend_from_slice(&hf[r as usize * h..(r as usize + 1) * h]);
     }
     drop(hf);
-    let mut dhp = vec![0f32; picked.len() * h];
+    let mut dhp = pool::take(picked.len() * h);
     let head = model.lm_head.as_ref().unwrap_or(&model.embed_tokens);
     let sums = with_f32(head, |d, l| {
         let w: Mat = view(d, l)?;
@@ -173,14 +173,14 @@ pub fn forward_backward(
             Some(&mut dhp),
         ))
     })?;
-    let mut dhf = vec![0f32; n * h];
+    let mut dhf = pool::zeros(n * h);
     for (k, &r) in picked.iter().enumerate() {
         let row = &mut dhf[r as usize * h..(r as usize + 1) * h];
         row.iter_mut()
             .zip(&dhp[k * h..(k + 1) * h])
             .for_each(|(d, g)| *d += g);
     }
-    let mut dx = vec![0f32; n * h];
+    let mut dx = pool::take(n * h);
     rows::rms_norm_backward(&dhf, &x, &w_norm, &rstd, &mut dx, false);
     drop((dhf, x));
 
