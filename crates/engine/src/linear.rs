@@ -201,13 +201,28 @@ pub struct Saved {
     pub seed: Option<u64>,
 }
 
-/// Parameter gradients of the explicit path, accumulated in place by tensor id.
+/// Parameter gradients of the explicit path, accumulated in place by tensor id, and which
+/// tensors train.
 #[derive(Debug, Default)]
 pub struct Grads {
     by_id: std::collections::HashMap<candle_core::TensorId, Vec<f32>>,
+    trainable: std::collections::HashSet<candle_core::TensorId>,
 }
 
 impl Grads {
+    /// Gradients for these trainable tensors.
+    pub fn for_params<'a>(params: impl IntoIterator<Item = &'a Tensor>) -> Self {
+        Self {
+            by_id: Default::default(),
+            trainable: params.into_iter().map(|t| t.id()).collect(),
+        }
+    }
+
+    /// Whether `t` trains (its gradient is wanted).
+    pub fn trains(&self, t: &Tensor) -> bool {
+        self.trainable.contains(&t.id())
+    }
+
     /// The gradient buffer of `t` (zeros the first time).
     pub fn of(&mut self, t: &Tensor) -> &mut Vec<f32> {
         self.by_id

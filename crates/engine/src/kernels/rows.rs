@@ -62,6 +62,36 @@ pub fn rms_norm_backward(
         });
 }
 
+/// The weight gradient of [`rms_norm`]: `dw[j] += Σ_rows dy[r, j] · x[r, j] · rstd[r]`.
+pub fn rms_norm_weight_grad(dy: &[f32], x: &[f32], rstd: &[f32], dw: &mut [f32]) {
+    let h = dw.len();
+    let parts: Vec<Vec<f32>> = dy
+        .par_chunks(ROWS * h)
+        .zip(x.par_chunks(ROWS * h))
+        .zip(rstd.par_chunks(ROWS))
+        .map(|((dy, x), rstd)| {
+            let mut acc = vec![0f32; h];
+            for ((dy, x), &r) in dy.chunks(h).zip(x.chunks(h)).zip(rstd) {
+                for ((a, d), x) in acc.iter_mut().zip(dy).zip(x) {
+                    *a += d * x * r;
+                }
+            }
+            acc
+        })
+        .collect();
+    for p in parts {
+        dw.iter_mut().zip(&p).for_each(|(w, v)| *w += v);
+    }
+}
+
+/// Column sums `db[j] += Σ_rows dy[r, j]` (a bias's gradient).
+pub fn column_sums(dy: &[f32], db: &mut [f32]) {
+    let h = db.len();
+    for row in dy.chunks(h) {
+        db.iter_mut().zip(row).for_each(|(b, d)| *b += d);
+    }
+}
+
 /// Rotary embedding in place, HF's rotate-half layout, on rows `[n, heads · d]` whose row
 /// `i` sits at position `i % seq`; `cos`, `sin` are `[seq, d / 2]`. `inverse` rotates by
 /// `−θ`: the backward pass (a rotation's transpose is its inverse).
@@ -185,6 +215,28 @@ mod tests {
         let mut dx = vec![1.0; n * h];
         rms_norm_backward(&dy, &x, &w, &r, &mut dx, false);
         close(&dx, &numeric(&loss, &x), 2e-3);
+    }
+
+    #[test]
+    fn rms_norm_weight_grad_matches_differences() {
+        let (n, h) = (40, 8);
+        let x: Vec<f32> = (0..n * h)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 4.0)
+            .collect();
+        let w: Vec<f32> = (0..h).map(|i| 0.5 + i as f32 / 8.0).collect();
+        let dy: Vec<f32> = (0..n * h)
+            .map(|i| ((i * 5 % 7) as f32 - 3.0) / 3.0)
+            .collect();
+        let loss = |w: &[f32]| {
+            let (mut out, mut r) = (vec![0.0; n * h], vec![0.0; n]);
+            rms_norm(&x, w, 1e-5, &mut out, &mut r);
+            out.iter().zip(&dy).map(|(a, b)| (a * b) as f64).sum()
+        };
+        let (mut out, mut r) = (vec![0.0; n * h], vec![0.0; n]);
+        rms_norm(&x, &w, 1e-5, &mut out, &mut r);
+        let mut dw = vec![0.0; h];
+        rms_norm_weight_grad(&dy, &x, &r, &mut dw);
+        close(&dw, &numeric(&loss, &w), 2e-3);
     }
 
     #[test]

@@ -21,13 +21,15 @@ pub struct XentSums {
 
 /// For hidden rows `h` `[n, hidden]`, output weight `w` `[vocab, hidden]` and `targets`:
 /// the summed loss and hits, and with `dh` the gradient of `loss · grad_scale` with respect
-/// to `h` (overwritten).
+/// to `h` (overwritten), with `dw` the one with respect to `w` (added to a row-major
+/// `[vocab, hidden]` buffer).
 pub fn linear_cross_entropy(
     h: &[f32],
     w: Mat,
     targets: &[u32],
     grad_scale: f32,
     mut dh: Option<&mut [f32]>,
+    mut dw: Option<&mut [f32]>,
 ) -> XentSums {
     let (vocab, hidden) = (w.rows, w.cols);
     let n = targets.len();
@@ -74,6 +76,9 @@ pub fn linear_cross_entropy(
             let out = &mut dh[r0 * hidden..(r0 + rows) * hidden];
             matmul(out, hidden, Mat::new(lg, rows, vocab), w, false);
         }
+        if let Some(dw) = dw.as_deref_mut() {
+            matmul(dw, hidden, Mat::new(lg, rows, vocab).t(), hb, true);
+        }
     }
     sums
 }
@@ -93,13 +98,16 @@ mod tests {
             .collect();
         let targets: Vec<u32> = (0..n).map(|i| (i * 3 % vocab) as u32).collect();
         let mut dh = vec![0f32; n * hidden];
+        let mut dw = vec![0f32; vocab * hidden];
         let got = linear_cross_entropy(
             &h,
             Mat::new(&w, vocab, hidden),
             &targets,
             0.5,
             Some(&mut dh),
+            Some(&mut dw),
         );
+        let mut want_dw = vec![0f64; vocab * hidden];
         let (mut loss, mut hits) = (0f64, 0f64);
         for i in 0..n {
             let z: Vec<f64> = (0..vocab)
@@ -114,6 +122,12 @@ mod tests {
             let t = targets[i] as usize;
             loss += lse - z[t];
             let arg = z.iter().position(|&x| x == m).unwrap();
+            for v in 0..vocab {
+                let g = ((z[v] - lse).exp() - (v == t) as u8 as f64) * 0.5;
+                for e in 0..hidden {
+                    want_dw[v * hidden + e] += g * h[i * hidden + e] as f64;
+                }
+            }
             hits += (arg == t) as u8 as f64;
             for e in 0..hidden {
                 let g: f64 = (0..vocab)
@@ -131,5 +145,8 @@ mod tests {
             got.loss
         );
         assert_eq!(got.hits, hits);
+        for (g, w) in dw.iter().zip(&want_dw) {
+            assert!((*g as f64 - w).abs() < 1e-4, "dw {g} vs {w}");
+        }
     }
 }

@@ -93,7 +93,13 @@ fn linear(
     }
 }
 
-/// `dx (+)= dy·W`, plus the adapter's input and parameter gradients.
+/// Whether any weight gradient of `lin`'s base is wanted.
+fn trains(lin: &Linear, grads: &Grads) -> bool {
+    matches!(&lin.weight, BaseWeight::Dense(w) if grads.trains(w))
+}
+
+/// `dx (+)= dy·W`, plus the gradients of whatever trains: the adapter's, or the base
+/// weight's and bias's.
 #[allow(clippy::too_many_arguments)]
 fn linear_backward(
     lin: &Linear,
@@ -109,6 +115,16 @@ fn linear_backward(
     with_weight(&lin.weight, |w| {
         gemm::matmul(dx, inp, Mat::new(dy, n, out), w, accumulate)
     })?;
+    // a base that trains (Full, Freeze, BitFit): dW += dyᵀ·x, db += Σ dy
+    if let BaseWeight::Dense(w) = &lin.weight {
+        if grads.trains(w) {
+            let dw = grads.of(w);
+            gemm::matmul(dw, inp, Mat::new(dy, n, out).t(), Mat::new(x, n, inp), true);
+        }
+    }
+    if let Some(b) = lin.bias.as_ref().filter(|b| grads.trains(b)) {
+        rows::column_sums(dy, grads.of(b));
+    }
     if let (Some(a), Some(s)) = (lin.adapter.as_ref().and_then(|a| a.explicit()), saved) {
         a.backward(x, n, s, dy, dx, grads)?;
     }
@@ -228,9 +244,10 @@ pub(super) fn backward(
         mut gate, mut up, ..
     } = s;
 
-    // MLP: the down projection's input is recomputed (only its adapter needs it)
+    // MLP: the down projection's input is recomputed (only its adapter or its own weight
+    // gradient needs it)
     let mut act = Buf::default();
-    if sd.is_some() {
+    if sd.is_some() || trains(&m.down_proj, grads) {
         act = pool::take(n * i);
         rows::swiglu(&gate, &up, &mut act);
     }
@@ -265,6 +282,10 @@ pub(super) fn backward(
     let mut dx2 = dout;
     let post = values(&layer.post_attention_layernorm)?;
     rows::rms_norm_backward(&dh2, &s.x2, &post, &s.rstd2, &mut dx2, true);
+    if grads.trains(&layer.post_attention_layernorm) {
+        let dw = grads.of(&layer.post_attention_layernorm);
+        rows::rms_norm_weight_grad(&dh2, &s.x2, &s.rstd2, dw);
+    }
     drop(dh2);
 
     // attention
@@ -304,5 +325,9 @@ pub(super) fn backward(
     let mut dx = dx2;
     let w_in = values(&layer.input_layernorm)?;
     rows::rms_norm_backward(&dh1, &s.x, &w_in, &s.rstd1, &mut dx, true);
+    if grads.trains(&layer.input_layernorm) {
+        let dw = grads.of(&layer.input_layernorm);
+        rows::rms_norm_weight_grad(&dh1, &s.x, &s.rstd1, dw);
+    }
     Ok(dx)
 }

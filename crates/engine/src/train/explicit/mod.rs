@@ -4,7 +4,7 @@
 //!
 //! It runs where it computes exactly what the autograd path computes (see [`unsupported`]):
 //! f32 on the CPU, the plain pre-norm decoder, adapters that supply explicit pieces (LoRA,
-//! LoRA+, QLoRA), supervised fine-tuning. Everything else, and `WHETSTONE_TRAIN_PATH=autograd`,
+//! LoRA+, QLoRA) or a trainable base (Full, Freeze, BitFit), supervised fine-tuning. Everything else, and `WHETSTONE_TRAIN_PATH=autograd`,
 //! takes the autograd path, which stays the reference the tests compare against.
 
 mod layer;
@@ -68,10 +68,24 @@ pub fn unsupported(
     if let Some((_, why)) = checks.iter().find(|(bad, _)| *bad) {
         return Some(why.to_string());
     }
-    // every adapter has explicit pieces, and they cover every trainable parameter
+    // every adapter has explicit pieces, and they and the base tensors the path can
+    // differentiate (weights, biases, norms, embeddings, output head) cover every
+    // trainable parameter
     let mut covered = std::collections::HashSet::new();
+    let base = [
+        Some(&model.embed_tokens),
+        model.lm_head.as_ref(),
+        Some(&model.norm),
+    ];
+    covered.extend(base.into_iter().flatten().map(|t| t.id()));
     for layer in &model.layers {
+        covered.insert(layer.input_layernorm.id());
+        covered.insert(layer.post_attention_layernorm.id());
         for lin in linears(layer) {
+            if let crate::linear::BaseWeight::Dense(w) = &lin.weight {
+                covered.insert(w.id());
+            }
+            covered.extend(lin.bias.iter().map(|b| b.id()));
             match &lin.adapter {
                 None => {}
                 Some(a) => match a.explicit() {
@@ -162,7 +176,9 @@ pub fn forward_backward(
     }
     drop(hf);
     let mut dhp = pool::take(picked.len() * h);
+    let mut grads = Grads::for_params(params.iter().map(|p| p.var.as_tensor()));
     let head = model.lm_head.as_ref().unwrap_or(&model.embed_tokens);
+    let mut dhead = grads.trains(head).then(|| std::mem::take(grads.of(head)));
     let sums = with_f32(head, |d, l| {
         let w: Mat = view(d, l)?;
         Ok(xent::linear_cross_entropy(
@@ -171,8 +187,12 @@ pub fn forward_backward(
             &targets,
             (1.0 / denom) as f32,
             Some(&mut dhp),
+            dhead.as_deref_mut(),
         ))
     })?;
+    if let Some(g) = dhead {
+        *grads.of(head) = g;
+    }
     let mut dhf = pool::zeros(n * h);
     for (k, &r) in picked.iter().enumerate() {
         let row = &mut dhf[r as usize * h..(r as usize + 1) * h];
@@ -182,12 +202,21 @@ pub fn forward_backward(
     }
     let mut dx = pool::take(n * h);
     rows::rms_norm_backward(&dhf, &x, &w_norm, &rstd, &mut dx, false);
+    if grads.trains(&model.norm) {
+        rows::rms_norm_weight_grad(&dhf, &x, &rstd, grads.of(&model.norm));
+    }
     drop((dhf, x));
 
-    let mut grads = Grads::default();
     for l in (0..model.layers.len()).rev() {
         let s = saved.pop().expect("one saved state per layer");
         dx = layer::backward(model, l, s, dx, sh, (&cos, &sin), &mut grads)?;
+    }
+    if grads.trains(&model.embed_tokens) {
+        let de = grads.of(&model.embed_tokens);
+        for (row, &id) in dx.chunks(h).zip(&ids) {
+            let to = &mut de[id as usize * h..(id as usize + 1) * h];
+            to.iter_mut().zip(row).for_each(|(e, g)| *e += g);
+        }
     }
 
     for (i, p) in params.iter().enumerate() {

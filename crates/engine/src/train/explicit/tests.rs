@@ -108,7 +108,14 @@ fn explicit_path_equals_autograd_for_every_method() {
             assert!(err < 1e-5, "{method:?} {}: gradient error {err:e}", p.name);
         }
     }
-    for m in [MethodKind::Lora, MethodKind::LoraPlus, MethodKind::Qlora] {
+    for m in [
+        MethodKind::Lora,
+        MethodKind::LoraPlus,
+        MethodKind::Qlora,
+        MethodKind::Full,
+        MethodKind::Freeze,
+        MethodKind::Bitfit,
+    ] {
         assert!(explicit.contains(&m), "{m:?} should take the explicit path");
     }
 }
