@@ -45,6 +45,20 @@ impl BaseWeight {
         }
     }
 
+    /// Run `f` on the `f32` weight `[out, in]` as a strided view, on the CPU (an NF4 weight
+    /// is dequantized for the call and dropped after it).
+    pub fn with_f32<R>(&self, f: impl FnOnce(crate::kernels::gemm::Mat) -> R) -> Result<R> {
+        let dense;
+        let t = match self {
+            BaseWeight::Dense(t) => t,
+            BaseWeight::Nf4(q) => {
+                dense = q.dequantize()?.to_dtype(DType::F32)?;
+                &dense
+            }
+        };
+        crate::kernels::with_f32(t, |d, l| Ok(f(crate::kernels::view(d, l)?)))
+    }
+
     /// `x Wᵀ`; while training, with the input gradient only unless `W` itself trains.
     pub fn matmul_t(&self, x: &Tensor, training: bool) -> Result<Tensor> {
         match self {
@@ -240,14 +254,22 @@ impl Grads {
 pub trait ExplicitAdapter: Send + Sync {
     /// The trainable tensors it computes gradients for.
     fn params(&self) -> Vec<Tensor>;
-    /// Add the adapter's term for `x` into the base output `y`, drawing dropout masks from
-    /// `mode` in the order the autograd path draws them.
-    fn forward(&self, x: &[f32], n: usize, y: &mut [f32], mode: &TrainMode) -> Result<Saved>;
-    /// For the output gradient `dy`: add the input gradient into `dx` and the parameter
-    /// gradients into `grads`.
+    /// Add the adapter's term for `x` into the base output `y` (`base`'s `x·Wᵀ + b`),
+    /// drawing dropout masks from `mode` in the order the autograd path draws them.
+    fn forward(
+        &self,
+        base: &Linear,
+        x: &[f32],
+        n: usize,
+        y: &mut [f32],
+        mode: &TrainMode,
+    ) -> Result<Saved>;
+    /// For the output gradient `dy`: add the adapter's share of the input gradient into
+    /// `dx` (the caller adds the base's `dy·W`) and the parameter gradients into `grads`.
     #[allow(clippy::too_many_arguments)]
     fn backward(
         &self,
+        base: &Linear,
         x: &[f32],
         n: usize,
         saved: &Saved,
@@ -300,40 +322,11 @@ impl TrainMode {
         self.rng.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The `n` values of the mask drawn with `seed`: the same mask every time, so the
-    /// explicit path recomputes it in the backward pass instead of keeping it.
-    ///
-    /// Counter-based: element `i` is a hash of the mask's key and `i` alone, so the mask is
-    /// drawn in parallel, vectorised chunks and any part of it can be redrawn.
+    /// The `n` values of the mask drawn with `seed` ([`crate::kernels::dropout`]): the
+    /// same mask every time, so the explicit path redraws it in the backward pass instead
+    /// of keeping it.
     pub fn mask_values(seed: u64, n: usize, p: f32) -> Vec<f32> {
-        use rayon::prelude::*;
-        let keep = 1.0 / (1.0 - p);
-        // splitmix64 of the counter: one key per mask
-        let s = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = (s ^ (s >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        let (lo, hi) = (z as u32, (z >> 32) as u32);
-        // an element is dropped when its 24-bit uniform falls below p
-        let cut = (p as f64 * (1u64 << 24) as f64) as u32;
-        let mut mask = vec![0f32; n];
-        const CHUNK: usize = 1 << 15;
-        mask.par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
-            let base = (c * CHUNK) as u32;
-            for (j, o) in out.iter_mut().enumerate() {
-                // lowbias32 (Wellons) of the key-mixed index, twice
-                let mut x = base.wrapping_add(j as u32).wrapping_mul(0x9E37_79B9) ^ lo;
-                for k in [0x7FEB_352D_u32, 0x846C_A68B] {
-                    x ^= x >> 16;
-                    x = x.wrapping_mul(k);
-                }
-                x ^= x >> 15;
-                x = (x ^ hi).wrapping_mul(0x846C_A68B);
-                x ^= x >> 16;
-                *o = if (x >> 8) < cut { 0.0 } else { keep };
-            }
-        });
-        mask
+        crate::kernels::dropout::mask(seed, n, p)
     }
 }
 

@@ -3,6 +3,7 @@
 //! tensors.
 
 pub mod attention;
+pub mod dropout;
 pub mod exp;
 pub mod gemm;
 pub mod pool;

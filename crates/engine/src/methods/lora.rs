@@ -3,8 +3,7 @@
 //! output row); and loading PEFT LoRA / DoRA folders.
 
 use super::*;
-use crate::kernels::gemm::{self, Mat};
-use crate::linear::{ExplicitAdapter, Grads, Saved, TrainMode};
+use crate::linear::ExplicitAdapter;
 use crate::setting::{
     boolean, float_in, key, parse_targets, positive, KeyKind::Bool, KeyKind::Integer,
     KeyKind::Number, KeyKind::Text,
@@ -215,113 +214,8 @@ impl LinearAdapter for LoraWeights {
     }
 
     fn explicit(&self) -> Option<&dyn ExplicitAdapter> {
-        // DoRA's magnitude path stays on autograd
-        match self.magnitude {
-            None => Some(self),
-            Some(_) => None,
-        }
+        Some(self)
     }
-}
-
-impl LoraWeights {
-    /// `x` with this layer's dropout mask applied (`seed`), or `x` itself.
-    fn dropped<'a>(&self, x: &'a [f32], seed: Option<u64>) -> std::borrow::Cow<'a, [f32]> {
-        match seed {
-            None => std::borrow::Cow::Borrowed(x),
-            Some(s) => {
-                let mask = TrainMode::mask_values(s, x.len(), self.dropout);
-                std::borrow::Cow::Owned(x.iter().zip(&mask).map(|(x, m)| x * m).collect())
-            }
-        }
-    }
-}
-
-/// LoRA on the explicit path: `y += s·(x̃·Aᵀ)·Bᵀ` with `x̃` the dropped-out input; `x̃·Aᵀ` is
-/// kept for the backward pass, which gives `dB = s·dyᵀ·(x̃Aᵀ)`, `dA = (s·dy·B)ᵀ·x̃` and
-/// `dx += ((s·dy·B)·A) ∘ mask` from it.
-impl ExplicitAdapter for LoraWeights {
-    fn params(&self) -> Vec<Tensor> {
-        vec![self.a.clone(), self.b.clone()]
-    }
-
-    fn forward(&self, x: &[f32], n: usize, y: &mut [f32], mode: &TrainMode) -> Result<Saved> {
-        let (r, inp) = self.a.dims2()?;
-        let out = self.b.dim(0)?;
-        let seed = (mode.training() && self.dropout > 0.0).then(|| mode.next_mask_seed());
-        let xd = self.dropped(x, seed);
-        let (a, b) = (f32_values(&self.a)?, f32_values(&self.b)?);
-        let mut low = vec![0f32; n * r];
-        gemm::matmul(
-            &mut low,
-            r,
-            Mat::new(&xd, n, inp),
-            Mat::new(&a, r, inp).t(),
-            false,
-        );
-        let scaled: Vec<f32> = low.iter().map(|v| v * self.scale as f32).collect();
-        gemm::matmul(
-            y,
-            out,
-            Mat::new(&scaled, n, r),
-            Mat::new(&b, out, r).t(),
-            true,
-        );
-        Ok(Saved { values: low, seed })
-    }
-
-    fn backward(
-        &self,
-        x: &[f32],
-        n: usize,
-        saved: &Saved,
-        dy: &[f32],
-        dx: &mut [f32],
-        grads: &mut Grads,
-    ) -> Result<()> {
-        let (r, inp) = self.a.dims2()?;
-        let out = self.b.dim(0)?;
-        let s = self.scale as f32;
-        let (a, b) = (f32_values(&self.a)?, f32_values(&self.b)?);
-        let dy = Mat::new(dy, n, out);
-        // dB += s·dyᵀ·low
-        let scaled: Vec<f32> = saved.values.iter().map(|v| v * s).collect();
-        gemm::matmul(grads.of(&self.b), r, dy.t(), Mat::new(&scaled, n, r), true);
-        // dlow = s·dy·B
-        let mut dlow = vec![0f32; n * r];
-        gemm::matmul(&mut dlow, r, dy, Mat::new(&b, out, r), false);
-        dlow.iter_mut().for_each(|v| *v *= s);
-        let dlow = Mat::new(&dlow, n, r);
-        // dA += dlowᵀ·x̃
-        let xd = self.dropped(x, saved.seed);
-        gemm::matmul(
-            grads.of(&self.a),
-            inp,
-            dlow.t(),
-            Mat::new(&xd, n, inp),
-            true,
-        );
-        // dx += (dlow·A) ∘ mask
-        let a = Mat::new(&a, r, inp);
-        match saved.seed {
-            None => gemm::matmul(dx, inp, dlow, a, true),
-            Some(seed) => {
-                let mut t = vec![0f32; n * inp];
-                gemm::matmul(&mut t, inp, dlow, a, false);
-                let mask = TrainMode::mask_values(seed, n * inp, self.dropout);
-                for ((d, t), m) in dx.iter_mut().zip(&t).zip(&mask) {
-                    *d += t * m;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A small tensor's values as f32 (LoRA's A and B: a copy costs nothing next to the gemms).
-fn f32_values(t: &Tensor) -> Result<Vec<f32>> {
-    t.flatten_all()?
-        .to_dtype(candle_core::DType::F32)?
-        .to_vec1::<f32>()
 }
 
 /// The LoRA family on one code path; what differs per member.

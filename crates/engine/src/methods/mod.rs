@@ -28,6 +28,7 @@ mod dora;
 mod full;
 mod ia3;
 mod lora;
+mod lora_explicit;
 mod prefix;
 mod prompt;
 

@@ -288,12 +288,8 @@ pub fn train(
     emit(TrainEvent::Log {
         step: lp.state.step,
         level: "info".into(),
-        message: match super::explicit::unsupported(
-            lp.model,
-            &lp.opt.params,
-            lp.objective.as_ref(),
-            cfg.gradient_checkpointing,
-        ) {
+        message: match super::explicit::unsupported(lp.model, &lp.opt.params, lp.objective.as_ref())
+        {
             None => "training path: explicit (fused CPU kernels)".into(),
             Some(why) => format!("training path: autograd ({why})"),
         },

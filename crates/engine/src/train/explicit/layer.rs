@@ -7,7 +7,6 @@ use crate::kernels::attention::{self, Dims};
 use crate::kernels::gemm::{self, Mat};
 use crate::kernels::pool::{self, Buf};
 use crate::kernels::rows;
-use crate::kernels::{view, with_f32};
 use crate::linear::{BaseWeight, Grads, Linear, Saved, TrainMode};
 use crate::model::DecoderModel;
 use candle_core::{DType, Result, Tensor};
@@ -55,20 +54,6 @@ pub(super) fn values(t: &Tensor) -> Result<Vec<f32>> {
     t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()
 }
 
-/// Run `f` on the base weight `[out, in]` as a strided view (an NF4 weight is dequantized
-/// for the call and dropped after it).
-fn with_weight<R>(w: &BaseWeight, f: impl FnOnce(Mat) -> R) -> Result<R> {
-    let dense;
-    let t = match w {
-        BaseWeight::Dense(t) => t,
-        BaseWeight::Nf4(q) => {
-            dense = q.dequantize()?.to_dtype(DType::F32)?;
-            &dense
-        }
-    };
-    with_f32(t, |d, l| Ok(f(view(d, l)?)))
-}
-
 /// `y = x·Wᵀ + b`, plus the adapter's term; returns what the adapter saved.
 fn linear(
     lin: &Linear,
@@ -78,9 +63,8 @@ fn linear(
     mode: &TrainMode,
 ) -> Result<Option<Saved>> {
     let (out, inp) = lin.weight.dims2()?;
-    with_weight(&lin.weight, |w| {
-        gemm::matmul(y, out, Mat::new(x, n, inp), w.t(), false)
-    })?;
+    lin.weight
+        .with_f32(|w| gemm::matmul(y, out, Mat::new(x, n, inp), w.t(), false))?;
     if let Some(b) = &lin.bias {
         let b = values(b)?;
         for row in y.chunks_mut(out) {
@@ -88,7 +72,7 @@ fn linear(
         }
     }
     match lin.adapter.as_ref().and_then(|a| a.explicit()) {
-        Some(a) => Ok(Some(a.forward(x, n, y, mode)?)),
+        Some(a) => Ok(Some(a.forward(lin, x, n, y, mode)?)),
         None => Ok(None),
     }
 }
@@ -112,9 +96,8 @@ fn linear_backward(
     grads: &mut Grads,
 ) -> Result<()> {
     let (out, inp) = lin.weight.dims2()?;
-    with_weight(&lin.weight, |w| {
-        gemm::matmul(dx, inp, Mat::new(dy, n, out), w, accumulate)
-    })?;
+    lin.weight
+        .with_f32(|w| gemm::matmul(dx, inp, Mat::new(dy, n, out), w, accumulate))?;
     // a base that trains (Full, Freeze, BitFit): dW += dyᵀ·x, db += Σ dy
     if let BaseWeight::Dense(w) = &lin.weight {
         if grads.trains(w) {
@@ -126,7 +109,7 @@ fn linear_backward(
         rows::column_sums(dy, grads.of(b));
     }
     if let (Some(a), Some(s)) = (lin.adapter.as_ref().and_then(|a| a.explicit()), saved) {
-        a.backward(x, n, s, dy, dx, grads)?;
+        a.backward(lin, x, n, s, dy, dx, grads)?;
     }
     Ok(())
 }

@@ -26,16 +26,14 @@ pub fn unsupported(
     model: &DecoderModel,
     params: &[Param],
     objective: &dyn Objective,
-    checkpointing: bool,
 ) -> Option<String> {
     if std::env::var("WHETSTONE_TRAIN_PATH").is_ok_and(|v| v == "autograd") {
         return Some("WHETSTONE_TRAIN_PATH=autograd".into());
     }
     let c = &model.config;
-    let checks: [(bool, &str); 16] = [
+    let checks: [(bool, &str); 15] = [
         (!matches!(model.device, Device::Cpu), "not on the CPU"),
         (model.dtype != DType::F32, "not f32"),
-        (checkpointing, "gradient checkpointing"),
         (objective.name() != "sft", "not supervised fine-tuning"),
         (c.qk_norm, "per-head q/k norms"),
         (c.sandwich_norms, "sandwich norms"),
@@ -111,14 +109,23 @@ fn linears(l: &crate::model::Layer) -> Vec<&crate::linear::Linear> {
     v
 }
 
+/// What the backward pass gets of one layer's forward pass.
+enum Kept {
+    All(Box<layer::LayerSaved>),
+    /// Gradient checkpointing: the layer's input and the dropout stream's state before it.
+    Input(pool::Buf, u64),
+}
+
 /// Forward and backward of one micro-batch on the explicit path, as
-/// [`super::step::forward_backward`] without checkpointing: the loss divided by `denom`,
-/// parameter gradients added to `acc`, the loss sum and metric sums returned.
+/// [`super::step::forward_backward`]: the loss divided by `denom`, parameter gradients added
+/// to `acc`, the loss sum and metric sums returned. With `checkpointing`, a layer keeps only
+/// its input and is recomputed in the backward pass (with the same dropout masks).
 pub fn forward_backward(
     model: &DecoderModel,
     params: &[Param],
     batch: &Batch,
     denom: f64,
+    checkpointing: bool,
     acc: &mut [Option<Tensor>],
 ) -> Result<(f64, Metrics)> {
     let c = &model.config;
@@ -156,12 +163,24 @@ pub fn forward_backward(
         Ok(())
     })?;
 
+    // each layer's saved activations, or with checkpointing only its input and the dropout
+    // stream's state there: the backward pass replays the layer's forward from them
     let mut saved = Vec::with_capacity(model.layers.len());
     for l in 0..model.layers.len() {
-        let (out, s) = layer::forward(model, l, x, sh, (&cos, &sin))?;
-        saved.push(s);
-        x = out;
+        if checkpointing {
+            let rng = model.mode.rng_state();
+            let mut input = pool::take(x.len());
+            input.copy_from_slice(&x);
+            let (out, _) = layer::forward(model, l, x, sh, (&cos, &sin))?;
+            saved.push(Kept::Input(input, rng));
+            x = out;
+        } else {
+            let (out, s) = layer::forward(model, l, x, sh, (&cos, &sin))?;
+            saved.push(Kept::All(Box::new(s)));
+            x = out;
+        }
     }
+    let rng_after = model.mode.rng_state();
 
     // final norm, the trained rows, fused projection + cross-entropy
     let w_norm = values(&model.norm)?;
@@ -208,9 +227,16 @@ pub fn forward_backward(
     drop((dhf, x));
 
     for l in (0..model.layers.len()).rev() {
-        let s = saved.pop().expect("one saved state per layer");
+        let s = match saved.pop().expect("one saved state per layer") {
+            Kept::All(s) => *s,
+            Kept::Input(input, rng) => {
+                model.mode.set_rng_state(rng);
+                layer::forward(model, l, input, sh, (&cos, &sin))?.1
+            }
+        };
         dx = layer::backward(model, l, s, dx, sh, (&cos, &sin), &mut grads)?;
     }
+    model.mode.set_rng_state(rng_after);
     if grads.trains(&model.embed_tokens) {
         let de = grads.of(&model.embed_tokens);
         for (row, &id) in dx.chunks(h).zip(&ids) {
