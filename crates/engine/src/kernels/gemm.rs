@@ -1,6 +1,6 @@
 //! f32 matrix multiply for the CPU, `C (+)= A·B`, in the classic blocked layout (Goto / BLIS):
-//! panels of `B` and `A` are packed into cache-sized buffers and a register-blocked
-//! micro-kernel runs over them. The kernel is picked once at run time: AVX-512 (12 × 32 tiles),
+//! panels of `B` are packed into cache-sized buffers and a register-blocked micro-kernel runs
+//! over them, broadcasting `A` from where it lies (only its edge tiles are packed). The kernel is picked once at run time: AVX-512 (12 × 32 tiles),
 //! AVX2 + FMA (6 × 16), or the `gemm` crate candle uses everywhere else.
 //!
 //! Why our own: at the shapes of a small model's training step (1024 tokens × 576 features)
@@ -150,11 +150,11 @@ fn matmul_threads(c: &mut [f32], ldc: usize, a: Mat, b: Mat, accumulate: bool, t
         unsafe { blocked(kern, out, a, b, 0..m, 0..n, accumulate) };
         return;
     }
-    // Split the output into one block of rows or of columns per thread: each block is an
-    // independent product with its own packed panels, so a split by rows packs all of B in
-    // every thread and a split by columns all of A; duplicate the smaller.
+    // Split the output into one block of columns per thread (each packs only its part of
+    // B and reads all of A in place, which costs no copy), or of rows when there are too
+    // few columns to share.
     let (mr, nr) = tile(kern);
-    let by_rows = m >= n;
+    let by_rows = n < threads * 2 * nr;
     let (len, unit) = if by_rows { (m, mr) } else { (n, nr) };
     let chunk = len.div_ceil(threads).div_ceil(unit) * unit;
     rayon::scope(|s| {
@@ -315,10 +315,9 @@ unsafe fn blocked(
         _ => unreachable!("the portable path does not block"),
     };
     let k = a.cols;
-    // A panel serves every B panel of the block: packing it pays off when there are
-    // several; a skinny product (LoRA's rank-r factors, attention against one head) reads
-    // A where it lies instead
-    let pack_whole = cols.len() > 2 * nr;
+    // A is read where it lies (its rows, or for a transposed A its columns, stream through
+    // L1 as the kernel broadcasts them), which measured faster here than packing it: only
+    // an edge tile of fewer than MR rows is packed, so the kernel never reads past A
     PACK_B.with_borrow_mut(|pb| {
         PACK_A.with_borrow_mut(|pa| {
             let bp = pb.slice(KC * NC.div_ceil(nr) * nr);
@@ -332,16 +331,9 @@ unsafe fn blocked(
                     let acc = accumulate || pc > 0;
                     for ic in rows.clone().step_by(MC) {
                         let mb = MC.min(rows.end - ic);
-                        if pack_whole {
-                            pack_a(&a, ic, pc, mb, kb, mr, ap);
-                        }
                         for ir in 0..mb.div_ceil(mr) {
                             let h = mr.min(mb - ir * mr);
-                            // this row tile of A: packed, or in place (an edge tile is
-                            // packed alone, so the kernel never reads past A)
-                            let (micro, apan, strides) = if pack_whole {
-                                (packed, ap.as_ptr().add(ir * kb * mr), (1, mr))
-                            } else if h < mr {
+                            let (micro, apan, strides) = if h < mr {
                                 pack_a(&a, ic + ir * mr, pc, h, kb, mr, ap);
                                 (packed, ap.as_ptr(), (1, mr))
                             } else {
