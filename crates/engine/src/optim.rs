@@ -14,7 +14,9 @@
 
 use crate::dtype::is_half;
 use crate::params::Param;
+use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout};
 use candle_core::{DType, Result, Tensor};
+use rayon::prelude::*;
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, Copy)]
@@ -62,7 +64,11 @@ impl AdamW {
                 None => p.var.zeros_like(),
             })
             .collect::<Result<Vec<_>>>()?;
-        let v = m.clone();
+        // separate storage: the fused update writes m and v in place
+        let v = m
+            .iter()
+            .map(|t| t.zeros_like())
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             params,
             master,
@@ -81,8 +87,37 @@ impl AdamW {
         let bc1 = 1.0 - b1.powi(t);
         let bc2 = 1.0 - b2.powi(t);
         for (i, p) in self.params.iter().enumerate() {
-            let g = grads[i].to_dtype(self.m[i].dtype())?;
             let lr = lr * p.lr_scale;
+            if self.master[i].is_none() && fused_applies(&[p.var.as_tensor(), &grads[i]]) {
+                // in place, one pass per tensor: no temporaries the size of the parameter
+                let g = grads[i].contiguous()?;
+                self.m[i].inplace_op2(
+                    &g,
+                    &Moment {
+                        beta: b1,
+                        square: false,
+                    },
+                )?;
+                self.v[i].inplace_op2(
+                    &g,
+                    &Moment {
+                        beta: b2,
+                        square: true,
+                    },
+                )?;
+                let update = Update {
+                    lr,
+                    decay: p.weight_decay,
+                    bc1,
+                    bc2,
+                    eps: self.s.eps,
+                };
+                p.var
+                    .as_tensor()
+                    .inplace_op3(&self.m[i], &self.v[i], &update)?;
+                continue;
+            }
+            let g = grads[i].to_dtype(self.m[i].dtype())?;
             let m = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?;
             let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
             let denom = ((&v / bc2)?.sqrt()? + self.s.eps)?;
@@ -134,7 +169,8 @@ impl AdamW {
         Ok(())
     }
 
-    /// Moments by name: `<param>.exp_avg`, `<param>.exp_avg_sq`.
+    /// Moments by name: `<param>.exp_avg`, `<param>.exp_avg_sq`. These are the live
+    /// tensors, which the next update overwrites in place: save them before it.
     pub fn state_tensors(&self) -> HashMap<String, Tensor> {
         let mut out = HashMap::new();
         for (i, p) in self.params.iter().enumerate() {
@@ -154,10 +190,102 @@ impl AdamW {
                 if t.dims() != p.var.dims() {
                     candle_core::bail!("optimizer state `{key}` has shape {:?}", t.dims());
                 }
-                *slot = t.to_device(p.var.device())?.to_dtype(slot.dtype())?;
+                // a copy of its own: updates write the moments in place
+                *slot = t
+                    .to_device(p.var.device())?
+                    .to_dtype(slot.dtype())?
+                    .copy()?;
             }
         }
         self.step = step;
+        Ok(())
+    }
+}
+
+/// Whether the fused update applies: f32 on the CPU, contiguous.
+fn fused_applies(ts: &[&Tensor]) -> bool {
+    ts.iter()
+        .all(|t| matches!(t.device(), candle_core::Device::Cpu) && t.dtype() == DType::F32)
+        && ts[0].is_contiguous()
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("fused AdamW: expected contiguous f32"),
+    }
+}
+
+fn f32_slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> Result<&'a mut [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
+        _ => candle_core::bail!("fused AdamW: expected contiguous f32"),
+    }
+}
+
+/// A moment in place: `m = β·m + (1 − β)·g`, or with `square` `v = β·v + (1 − β)·g²`.
+struct Moment {
+    beta: f64,
+    square: bool,
+}
+
+impl InplaceOp2 for Moment {
+    fn name(&self) -> &'static str {
+        "adamw-moment"
+    }
+
+    fn cpu_fwd(&self, dst: &mut CpuStorage, l: &Layout, g: &CpuStorage, gl: &Layout) -> Result<()> {
+        let (m, g) = (f32_slice_mut(dst, l)?, f32_slice(g, gl)?);
+        let (b, c) = (self.beta as f32, (1.0 - self.beta) as f32);
+        let sq = self.square;
+        m.par_chunks_mut(1 << 14)
+            .zip(g.par_chunks(1 << 14))
+            .for_each(|(m, g)| {
+                for (m, &g) in m.iter_mut().zip(g) {
+                    *m = b * *m + c * if sq { g * g } else { g };
+                }
+            });
+        Ok(())
+    }
+}
+
+/// The parameter in place: `w = w·(1 − lr·λ) − lr·(m / bc1) / (√(v / bc2) + ε)`.
+struct Update {
+    lr: f64,
+    decay: f64,
+    bc1: f64,
+    bc2: f64,
+    eps: f64,
+}
+
+impl InplaceOp3 for Update {
+    fn name(&self) -> &'static str {
+        "adamw-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        l: &Layout,
+        m: &CpuStorage,
+        ml: &Layout,
+        v: &CpuStorage,
+        vl: &Layout,
+    ) -> Result<()> {
+        let w = f32_slice_mut(dst, l)?;
+        let (m, v) = (f32_slice(m, ml)?, f32_slice(v, vl)?);
+        let keep = (1.0 - self.lr * self.decay) as f32;
+        // the reciprocals in f64, rounded once (as candle's `tensor / f64` does)
+        let (lr, eps) = (self.lr as f32, self.eps as f32);
+        let (ibc1, ibc2) = ((1.0 / self.bc1) as f32, (1.0 / self.bc2) as f32);
+        w.par_chunks_mut(1 << 14)
+            .zip(m.par_chunks(1 << 14))
+            .zip(v.par_chunks(1 << 14))
+            .for_each(|((w, m), v)| {
+                for ((w, &m), &v) in w.iter_mut().zip(m).zip(v) {
+                    *w = *w * keep - lr * ((m * ibc1) / ((v * ibc2).sqrt() + eps));
+                }
+            });
         Ok(())
     }
 }
