@@ -195,16 +195,22 @@ mod tests {
         }
     }
 
+    /// Rows `x`, a weight `w` and an output gradient `dy` for the norm tests.
+    fn norm_fixture(n: usize, h: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let x = (0..n * h)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 4.0)
+            .collect();
+        let w = (0..h).map(|i| 0.5 + i as f32 / 8.0).collect();
+        let dy = (0..n * h)
+            .map(|i| ((i * 5 % 7) as f32 - 3.0) / 3.0)
+            .collect();
+        (x, w, dy)
+    }
+
     #[test]
     fn rms_norm_backward_matches_differences() {
         let (n, h) = (3, 8);
-        let x: Vec<f32> = (0..n * h)
-            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 4.0)
-            .collect();
-        let w: Vec<f32> = (0..h).map(|i| 0.5 + i as f32 / 8.0).collect();
-        let dy: Vec<f32> = (0..n * h)
-            .map(|i| ((i * 5 % 7) as f32 - 3.0) / 3.0)
-            .collect();
+        let (x, w, dy) = norm_fixture(n, h);
         let loss = |x: &[f32]| {
             let (mut out, mut r) = (vec![0.0; n * h], vec![0.0; n]);
             rms_norm(x, &w, 1e-5, &mut out, &mut r);
@@ -220,13 +226,7 @@ mod tests {
     #[test]
     fn rms_norm_weight_grad_matches_differences() {
         let (n, h) = (40, 8);
-        let x: Vec<f32> = (0..n * h)
-            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 4.0)
-            .collect();
-        let w: Vec<f32> = (0..h).map(|i| 0.5 + i as f32 / 8.0).collect();
-        let dy: Vec<f32> = (0..n * h)
-            .map(|i| ((i * 5 % 7) as f32 - 3.0) / 3.0)
-            .collect();
+        let (x, w, dy) = norm_fixture(n, h);
         let loss = |w: &[f32]| {
             let (mut out, mut r) = (vec![0.0; n * h], vec![0.0; n]);
             rms_norm(&x, w, 1e-5, &mut out, &mut r);
