@@ -6,6 +6,7 @@
 //! gradient, so a weight that does not train costs no weight-gradient matmul and keeps
 //! nothing for the backward pass; an NF4 weight is dequantized on each call.
 
+use crate::kernels::gemm::Operand;
 use crate::ops::{self, matmul_2d};
 use crate::quant::Nf4Tensor;
 use candle_core::backend::BackendStorage;
@@ -57,6 +58,26 @@ impl BaseWeight {
             }
         };
         crate::kernels::with_f32(t, |d, l| Ok(f(crate::kernels::view(d, l)?)))
+    }
+
+    /// Run `f` on the weight `[out, in]` as a gemm operand: a strided view of an f32 weight,
+    /// or an NF4 weight's codes, which the gemm dequantizes a panel at a time (no f32 copy).
+    /// `None` where the weight is neither (another dtype or device).
+    pub fn with_operand<R>(&self, f: impl FnOnce(Operand) -> R) -> Result<Option<R>> {
+        match self {
+            BaseWeight::Nf4(q) if q.device().is_cpu() => Ok(Some(q.with_mat(|m| f(m.into()))?)),
+            BaseWeight::Dense(t) if t.device().is_cpu() && t.dtype() == DType::F32 => {
+                crate::kernels::with_f32(t, |d, l| Ok(Some(f(crate::kernels::view(d, l)?.into()))))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// [`Self::with_operand`] where the caller knows the weight is f32 or NF4 on the CPU.
+    pub fn with_cpu_operand<R>(&self, f: impl FnOnce(Operand) -> R) -> Result<R> {
+        self.with_operand(f)?.ok_or_else(|| {
+            candle_core::Error::Msg("linear: weight not f32 or NF4 on the CPU".into())
+        })
     }
 
     /// `x Wᵀ`; while training, with the input gradient only unless `W` itself trains.
@@ -127,8 +148,12 @@ impl CustomOp1 for FrozenMatmul {
 
     fn cpu_fwd(&self, x: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         if let CpuStorage::F32(data) = x {
-            let w = self.w.dense()?.to_dtype(DType::F32)?;
-            return crate::kernels::matmul_rows(data, l, &w, true);
+            if let Some(y) = self
+                .w
+                .with_operand(|w| crate::kernels::matmul_rows(data, l, w.t()))?
+            {
+                return y;
+            }
         }
         self.run(l, |w, (lhs, rhs, _, bmnk)| match w {
             Storage::Cpu(w) => x.matmul(w, bmnk, &lhs, &rhs),
@@ -149,10 +174,15 @@ impl CustomOp1 for FrozenMatmul {
     }
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let w = self.w.dense()?.to_dtype(grad.dtype())?;
-        if let Some(dx) = crate::kernels::matmul_tensor(grad, &w, false)? {
-            return Ok(Some(dx));
+        if grad.device().is_cpu() && grad.dtype() == DType::F32 {
+            if let Some(dx) = self
+                .w
+                .with_operand(|w| crate::kernels::matmul_tensor(grad, w))?
+            {
+                return Ok(Some(dx?));
+            }
         }
+        let w = self.w.dense()?.to_dtype(grad.dtype())?;
         Ok(Some(matmul_2d(grad, &w)?))
     }
 }

@@ -12,39 +12,19 @@
 //! Storage per parameter: 4 + 8/64 + 32/(64·256) ≈ 4.127 bits (bitsandbytes uses a dynamic
 //! 8-bit code for the maxima; a linear one is used here, same size).
 //!
-//! Dequantization `ŵ = level[code] · â_b` runs per layer inside forward and backward
-//! (the frozen-weight matmul of [`crate::ops`] asks [`BaseWeight::dense`] for the weight on
-//! each call), so at most one layer's f32 weight exists at a time. On the CPU it is a
-//! table lookup over threads; on other devices it is built from candle kernels
+//! Dequantization `ŵ = level[code] · â_b` happens inside forward and backward, never ahead.
+//! On the CPU in f32 the gemm unpacks each panel of `W` it is about to multiply straight from
+//! the codes ([`crate::kernels::nf4`]), so no f32 copy of the weight exists at all; elsewhere
+//! (other dtypes, other devices) the frozen-weight matmul of [`crate::linear`] dequantizes
+//! one layer's weight per call and drops it. On the CPU that is a table lookup over
+//! threads; on other devices it is built from candle kernels
 //! ([`Nf4Tensor::dequantize_generic`]), which the tests check against the CPU path.
 
 use candle_core::{DType, Device, Result, Storage, Tensor};
 use rayon::prelude::*;
 
-/// Values per absmax block.
-pub const BLOCK: usize = 64;
-/// Block maxima per f32 scale (double quantization).
-pub const SCALE_BLOCK: usize = 256;
-
-/// The 16 NormalFloat-4 levels (QLoRA appendix E; the values bitsandbytes uses).
-pub const NF4_LEVELS: [f32; 16] = [
-    -1.0,
-    -0.696_192_8,
-    -0.525_073_05,
-    -0.394_917_5,
-    -0.284_441_38,
-    -0.184_773_43,
-    -0.091_050_036,
-    0.0,
-    0.079_580_3,
-    0.160_930_2,
-    0.246_112_3,
-    0.337_915_24,
-    0.440_709_83,
-    0.562_617,
-    0.722_956_84,
-    1.0,
-];
+use crate::kernels::nf4::Nf4Mat;
+pub use crate::kernels::nf4::{BLOCK, NF4_LEVELS, SCALE_BLOCK};
 
 /// A 2-D weight in NF4 with double-quantized block maxima.
 #[derive(Debug)]
@@ -151,7 +131,18 @@ impl Nf4Tensor {
     }
 
     fn dequantize_cpu(&self) -> Result<Tensor> {
-        let n = self.elem_count();
+        let out = self.with_mat(|q| {
+            let mut out = vec![0f32; q.rows * q.cols];
+            out.par_chunks_mut(BLOCK * 16)
+                .enumerate()
+                .for_each(|(i, o)| q.dequantize_run(i * BLOCK * 16, o));
+            out
+        })?;
+        Tensor::from_vec(out, self.shape, &Device::Cpu)
+    }
+
+    /// Run `f` on the raw storage of a CPU weight, seen as the `[out, in]` matrix it holds.
+    pub fn with_mat<R>(&self, f: impl FnOnce(Nf4Mat) -> R) -> Result<R> {
         let codes = self.codes.storage_and_layout();
         let absq = self.absmax_q.storage_and_layout();
         let scales = self.absmax_scale.storage_and_layout();
@@ -160,25 +151,17 @@ impl Nf4Tensor {
         else {
             candle_core::bail!("nf4: storage is not on the CPU");
         };
-        let (codes, absq, scales) = (
-            codes.as_slice::<u8>()?,
-            absq.as_slice::<u8>()?,
-            scales.as_slice::<f32>()?,
-        );
-        let mean = self.absmax_mean;
-        let mut out = vec![0f32; codes.len() * 2];
-        out.par_chunks_mut(BLOCK)
-            .zip(codes.par_chunks(BLOCK / 2))
-            .enumerate()
-            .for_each(|(b, (o, c))| {
-                let a = (absq[b] as f32 - 128.0) * scales[b / SCALE_BLOCK] + mean;
-                for (j, byte) in c.iter().enumerate() {
-                    o[2 * j] = NF4_LEVELS[(byte >> 4) as usize] * a;
-                    o[2 * j + 1] = NF4_LEVELS[(byte & 15) as usize] * a;
-                }
-            });
-        out.truncate(n);
-        Tensor::from_vec(out, self.shape, &Device::Cpu)
+        let q = Nf4Mat {
+            codes: codes.as_slice::<u8>()?,
+            absmax_q: absq.as_slice::<u8>()?,
+            scales: scales.as_slice::<f32>()?,
+            mean: self.absmax_mean,
+            rows: self.shape.0,
+            cols: self.shape.1,
+            transposed: false,
+        };
+        q.check();
+        Ok(f(q))
     }
 
     /// Dequantization from candle kernels only (any device): split the bytes into nibbles

@@ -13,6 +13,8 @@
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
+use super::nf4::Nf4Mat;
+
 /// A read-only strided matrix: element `(i, j)` is `data[i·rs + j·cs]`.
 #[derive(Debug, Clone, Copy)]
 pub struct Mat<'a> {
@@ -62,6 +64,52 @@ impl<'a> Mat<'a> {
     }
 }
 
+/// The right operand of a product: read only through packing, so it may be stored in any
+/// format a panel can be unpacked from.
+#[derive(Debug, Clone, Copy)]
+pub enum Operand<'a> {
+    Dense(Mat<'a>),
+    /// NF4 codes, dequantized one packed panel at a time (QLoRA's frozen weights).
+    Nf4(Nf4Mat<'a>),
+}
+
+impl<'a> Operand<'a> {
+    /// `(rows, cols)`.
+    pub fn dims(&self) -> (usize, usize) {
+        match self {
+            Operand::Dense(m) => (m.rows, m.cols),
+            Operand::Nf4(q) => q.dims(),
+        }
+    }
+
+    /// The transpose (no copy).
+    pub fn t(self) -> Self {
+        match self {
+            Operand::Dense(m) => Operand::Dense(m.t()),
+            Operand::Nf4(q) => Operand::Nf4(q.t()),
+        }
+    }
+
+    fn check(&self) {
+        match self {
+            Operand::Dense(m) => m.check("B"),
+            Operand::Nf4(q) => q.check(),
+        }
+    }
+}
+
+impl<'a> From<Nf4Mat<'a>> for Operand<'a> {
+    fn from(q: Nf4Mat<'a>) -> Self {
+        Operand::Nf4(q)
+    }
+}
+
+impl<'a> From<Mat<'a>> for Operand<'a> {
+    fn from(m: Mat<'a>) -> Self {
+        Operand::Dense(m)
+    }
+}
+
 /// The kernel this CPU runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
@@ -102,18 +150,32 @@ fn detect() -> Kernel {
 
 /// `C = A·B`, or `C += A·B` with `accumulate`. `C` is row-major `[a.rows, b.cols]` with row
 /// stride `ldc` (≥ `b.cols`). Large products are split over the rayon pool's threads.
-pub fn matmul(c: &mut [f32], ldc: usize, a: Mat, b: Mat, accumulate: bool) {
-    matmul_threads(c, ldc, a, b, accumulate, rayon::current_num_threads());
+pub fn matmul<'b>(c: &mut [f32], ldc: usize, a: Mat, b: impl Into<Operand<'b>>, accumulate: bool) {
+    matmul_threads(
+        c,
+        ldc,
+        a,
+        b.into(),
+        accumulate,
+        rayon::current_num_threads(),
+    );
 }
 
 /// [`matmul`] on the calling thread alone (for work that is already split over threads).
-pub fn matmul_serial(c: &mut [f32], ldc: usize, a: Mat, b: Mat, accumulate: bool) {
-    matmul_threads(c, ldc, a, b, accumulate, 1);
+pub fn matmul_serial<'b>(
+    c: &mut [f32],
+    ldc: usize,
+    a: Mat,
+    b: impl Into<Operand<'b>>,
+    accumulate: bool,
+) {
+    matmul_threads(c, ldc, a, b.into(), accumulate, 1);
 }
 
-fn matmul_threads(c: &mut [f32], ldc: usize, a: Mat, b: Mat, accumulate: bool, threads: usize) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(b.rows, k, "gemm: A is [{m}, {k}], B is [{}, {n}]", b.rows);
+fn matmul_threads(c: &mut [f32], ldc: usize, a: Mat, b: Operand, accumulate: bool, threads: usize) {
+    let (m, k) = (a.rows, a.cols);
+    let (bk, n) = b.dims();
+    assert_eq!(bk, k, "gemm: A is [{m}, {k}], B is [{bk}, {n}]");
     assert!(ldc >= n, "gemm: output row stride {ldc} < {n} columns");
     if m == 0 || n == 0 {
         return;
@@ -124,7 +186,7 @@ fn matmul_threads(c: &mut [f32], ldc: usize, a: Mat, b: Mat, accumulate: bool, t
         c.len()
     );
     a.check("A");
-    b.check("B");
+    b.check();
     if k == 0 {
         if !accumulate {
             for i in 0..m {
@@ -141,6 +203,22 @@ fn matmul_threads(c: &mut [f32], ldc: usize, a: Mat, b: Mat, accumulate: bool, t
     let flops = m * n * k;
     let kern = kernel();
     if kern == Kernel::Portable {
+        let dense;
+        let b = match b {
+            Operand::Dense(b) => b,
+            Operand::Nf4(q) => {
+                // Dequantize in storage order and view it like the dense weight it stands
+                // for, so both give the gemm crate the same strides (and the same sums).
+                let stored = if q.transposed { q.t() } else { q };
+                dense = stored.to_dense();
+                let m = Mat::new(&dense, q.rows, q.cols);
+                if q.transposed {
+                    m.t()
+                } else {
+                    m
+                }
+            }
+        };
         // SAFETY: the views and the output were bounds-checked above.
         unsafe { portable(out, a, b, accumulate, threads) };
         return;
@@ -256,7 +334,19 @@ unsafe fn pack_a(a: &Mat, i0: usize, p0: usize, mb: usize, kb: usize, mr: usize,
 ///
 /// # Safety
 /// As [`pack_a`], with `nb.div_ceil(nr) · kb · nr` values in `out`.
-unsafe fn pack_b(b: &Mat, p0: usize, j0: usize, kb: usize, nb: usize, nr: usize, out: &mut [f32]) {
+unsafe fn pack_b(
+    b: &Operand,
+    p0: usize,
+    j0: usize,
+    kb: usize,
+    nb: usize,
+    nr: usize,
+    out: &mut [f32],
+) {
+    let b = match b {
+        Operand::Dense(b) => b,
+        Operand::Nf4(q) => return q.pack(p0, j0, kb, nb, nr, out),
+    };
     let src = b.data.as_ptr();
     let dst = out.as_mut_ptr();
     for p in 0..nb.div_ceil(nr) {
@@ -301,7 +391,7 @@ unsafe fn blocked(
     kern: Kernel,
     out: Out,
     a: Mat,
-    b: Mat,
+    b: Operand,
     rows: std::ops::Range<usize>,
     cols: std::ops::Range<usize>,
     accumulate: bool,

@@ -6,12 +6,13 @@ pub mod attention;
 pub mod dropout;
 pub mod exp;
 pub mod gemm;
+pub mod nf4;
 pub mod pool;
 pub mod rows;
 pub mod xent;
 
-use candle_core::{CpuStorage, DType, Layout, Result, Shape, Storage, Tensor};
-use gemm::Mat;
+use candle_core::{CpuStorage, Layout, Result, Shape, Storage, Tensor};
+use gemm::{Mat, Operand};
 
 /// Run `f` on the `f32` values of a CPU tensor and its layout.
 pub fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32], &Layout) -> Result<R>) -> Result<R> {
@@ -35,14 +36,9 @@ pub fn view<'a>(data: &'a [f32], l: &Layout) -> Result<Mat<'a>> {
     })
 }
 
-/// `x · Wᵀ` (`transpose`) or `x · W` for a contiguous `x` `[.., k]` held as `data`/`xl` and a
-/// 2-D `w` of any strides: every leading dimension of `x` becomes one row of the product.
-pub fn matmul_rows(
-    data: &[f32],
-    xl: &Layout,
-    w: &Tensor,
-    transpose: bool,
-) -> Result<(CpuStorage, Shape)> {
+/// `x · B` for a contiguous `x` `[.., k]` held as `data`/`xl` and a `[k, n]` operand `b`
+/// (a strided view or NF4 codes): every leading dimension of `x` becomes one row.
+pub fn matmul_rows(data: &[f32], xl: &Layout, b: Operand) -> Result<(CpuStorage, Shape)> {
     let dims = xl.shape().dims();
     let k = *dims.last().unwrap_or(&0);
     let (start, end) = xl
@@ -50,39 +46,23 @@ pub fn matmul_rows(
         .ok_or_else(|| candle_core::Error::Msg("kernel matmul: input not contiguous".into()))?;
     let m = (end - start) / k.max(1);
     let x = Mat::new(&data[start..end], m, k);
-    with_f32(w, |wd, wl| {
-        let w = view(wd, wl)?;
-        let w = if transpose { w.t() } else { w };
-        if w.rows != k {
-            candle_core::bail!(
-                "kernel matmul: input has {k} features, the weight {}",
-                w.rows
-            );
-        }
-        let n = w.cols;
-        let mut out = vec![0f32; m * n];
-        gemm::matmul(&mut out, n, x, w, false);
-        let mut shape = dims.to_vec();
-        *shape.last_mut().unwrap_or(&mut 0) = n;
-        Ok((CpuStorage::F32(out), Shape::from(shape)))
-    })
+    let (bk, n) = b.dims();
+    if bk != k {
+        candle_core::bail!("kernel matmul: input has {k} features, the weight {bk}");
+    }
+    let mut out = vec![0f32; m * n];
+    gemm::matmul(&mut out, n, x, b, false);
+    let mut shape = dims.to_vec();
+    *shape.last_mut().unwrap_or(&mut 0) = n;
+    Ok((CpuStorage::F32(out), Shape::from(shape)))
 }
 
-/// [`matmul_rows`] on tensors: `x · Wᵀ` or `x · W`, or `None` where it does not apply (not
-/// f32 on the CPU). Records no gradient.
-pub fn matmul_tensor(x: &Tensor, w: &Tensor, transpose: bool) -> Result<Option<Tensor>> {
-    let cpu = matches!(x.device(), candle_core::Device::Cpu);
-    if !cpu || x.dtype() != DType::F32 || w.dtype() != DType::F32 || w.rank() != 2 {
-        return Ok(None);
-    }
+/// [`matmul_rows`] on a tensor `x` (f32 on the CPU). Records no gradient.
+pub fn matmul_tensor(x: &Tensor, b: Operand) -> Result<Tensor> {
     let x = x.contiguous()?;
-    let (storage, shape) = with_f32(&x, |d, l| matmul_rows(d, l, w, transpose))?;
-    Ok(Some(Tensor::from_vec(
-        match storage {
-            CpuStorage::F32(v) => v,
-            _ => unreachable!(),
-        },
-        shape,
-        x.device(),
-    )?))
+    let (storage, shape) = with_f32(&x, |d, l| matmul_rows(d, l, b))?;
+    let CpuStorage::F32(v) = storage else {
+        unreachable!("matmul_rows returns f32")
+    };
+    Tensor::from_vec(v, shape, x.device())
 }

@@ -73,7 +73,7 @@ impl LoraWeights {
         let (out, inp) = base.weight.dims2()?;
         let mut p = vec![0f32; n * out];
         base.weight
-            .with_f32(|w| gemm::matmul(&mut p, out, Mat::new(xd, n, inp), w.t(), false))?;
+            .with_cpu_operand(|w| gemm::matmul(&mut p, out, Mat::new(xd, n, inp), w.t(), false))?;
         Ok(p)
     }
 }
@@ -170,8 +170,9 @@ impl ExplicitAdapter for LoraWeights {
                     }
                 }
                 let mut t = vec![0f32; n * inp];
-                base.weight
-                    .with_f32(|w| gemm::matmul(&mut t, inp, Mat::new(&dplain, n, out), w, false))?;
+                base.weight.with_cpu_operand(|w| {
+                    gemm::matmul(&mut t, inp, Mat::new(&dplain, n, out), w, false)
+                })?;
                 dxd = Some(t);
                 Cow::Owned(dup)
             }

@@ -64,7 +64,7 @@ fn linear(
 ) -> Result<Option<Saved>> {
     let (out, inp) = lin.weight.dims2()?;
     lin.weight
-        .with_f32(|w| gemm::matmul(y, out, Mat::new(x, n, inp), w.t(), false))?;
+        .with_cpu_operand(|w| gemm::matmul(y, out, Mat::new(x, n, inp), w.t(), false))?;
     if let Some(b) = &lin.bias {
         let b = values(b)?;
         for row in y.chunks_mut(out) {
@@ -97,7 +97,7 @@ fn linear_backward(
 ) -> Result<()> {
     let (out, inp) = lin.weight.dims2()?;
     lin.weight
-        .with_f32(|w| gemm::matmul(dx, inp, Mat::new(dy, n, out), w, accumulate))?;
+        .with_cpu_operand(|w| gemm::matmul(dx, inp, Mat::new(dy, n, out), w, accumulate))?;
     // a base that trains (Full, Freeze, BitFit): dW += dyᵀ·x, db += Σ dy
     if let BaseWeight::Dense(w) = &lin.weight {
         if grads.trains(w) {
