@@ -3,7 +3,7 @@ training path it took (the explicit one of fused CPU kernels, or candle's autogr
 
 Same work as `lora_vs_peft.py` (the SmolLM2-135M demo GGUF in f32, batch 4 × 256 packed rows,
 every position a target, 2 warm-up steps then the median), each method with its own
-defaults except LoRA-family rank 8 / alpha 16 / dropout 0.05 on q,k,v,o. PyTorch + PEFT's
+defaults (BitFit adding the biases Llama lacks) except LoRA-family rank 8 / alpha 16 / dropout 0.05 on q,k,v,o. PyTorch + PEFT's
 side of the comparison is `lora_vs_peft.py` (LoRA, full, and QLoRA against LoRA).
 
     python bench/methods_speed.py [--steps 6] [--threads N] [--methods lora,dora,...]
@@ -36,6 +36,8 @@ def run(method, args, env):
     if method in LORA_FAMILY:
         cmd += ["--set", "lora.r=8", "--set", "lora.alpha=16", "--set", "lora.dropout=0.05",
                 "--set", "lora.targets=q_proj,k_proj,v_proj,o_proj"]
+    if method == "bitfit":  # Llama has no biases: BitFit adds zero-initialised ones
+        cmd += ["--set", "bitfit.add_biases=true"]
     out, rss = measure(cmd, dict(env, WHETSTONE_HOME=home))
     events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     steps = [e for e in events if e.get("event") == "step"]
