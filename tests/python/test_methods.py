@@ -59,12 +59,13 @@ def test_estimate_reports_its_parts(run, demo_model):
     parts = e["weight_bytes"] + e["optimizer_bytes"] + e["activation_bytes"] + e["runtime_bytes"]
     assert e["est_memory_bytes"] == e["total_bytes"] == parts
     assert e["config"]["lora"]["r"] == 16 and e["fits_device"] and e["device"] == "cpu:0"
-    # dtype=auto is f32 on the CPU; bf16 halves what is not NF4 and the activations
+    # dtype=auto is f32 on the CPU; bf16 halves what is not NF4, but on the CPU it trains
+    # through autograd, which keeps far more activations than the explicit f32 path
     assert e["config"]["dtype"] == "auto" and e["compute_dtype"] == "f32"
     b = json.loads(run("estimate", "--model", str(demo_model), "--method", "qlora", "--set", "batch_size=2",
                        "--set", "dtype=bf16", "--json").stdout)
     assert b["compute_dtype"] == "bf16" and b["optimizer_bytes"] == e["optimizer_bytes"]
-    assert b["weight_bytes"] < 0.8 * e["weight_bytes"] and b["activation_bytes"] < 0.6 * e["activation_bytes"]
+    assert b["weight_bytes"] < 0.8 * e["weight_bytes"] and b["activation_bytes"] > 2 * e["activation_bytes"]
     p = run("estimate", "--model", str(demo_model), "--method", "qlora", "--set", "dtype=f16", check=False)
     assert p.returncode == 1 and "dtype" in p.stderr and "loss scaling" in p.stderr
 

@@ -16,8 +16,14 @@
 //!   accumulated gradient and two moments; in bf16 the parameter and its gradient at 2 bytes
 //!   and an f32 master, accumulated gradient and moments. Full and Freeze train base
 //!   tensors in place, so their weights are not counted twice.
-//! * **activations**: per decoder layer and token row, the tensors this implementation keeps
-//!   for the backward pass — norm outputs and residual sums (4·h), q/k/v projections, their
+//! * **activations**, on the explicit training path (f32 on the CPU, the plain decoder, the
+//!   methods that take it): per layer and token row what it saves — the layer input, both
+//!   norm outputs and the residual sum (4·h), q, k, v and the attention output (2·q + 2·kv),
+//!   one log-sum-exp per head, the MLP's gate and up (2·i), two reciprocal norms, and what the
+//!   adapters save (`MemoryShape::explicit_floats`: LoRA's `x·Aᵀ`); every layer saves, even
+//!   frozen ones. Transient: one 256-row block of logits and one layer's buffers.
+//! * **activations**, on the autograd path: per decoder layer and token row, the tensors this
+//!   implementation keeps for the backward pass — norm outputs and residual sums (4·h), q/k/v projections, their
 //!   rotated and head-repeated copies and the attention output (6·q + 4·kv), scores and
 //!   probabilities (2·heads·keys), the MLP's gate, up, SiLU and product (4·i) and down (h),
 //!   plus what each method adds (LoRA's dropout mask, dropped input, low-rank and scaled
@@ -102,9 +108,24 @@ fn layer_floats_per_row(c: &ModelConfig, m: &MemoryShape, keys: usize) -> f64 {
     LAYER_SLACK * (base + m.extra_floats) as f64 + LORA_SLACK * m.low_rank_floats as f64
 }
 
+/// Floats the explicit training path saves per token row in one layer (no slack: its buffers
+/// are exactly these sizes).
+fn explicit_floats_per_row(c: &ModelConfig, adapters: usize) -> usize {
+    let (h, q, kv, i) = (
+        c.hidden_size,
+        c.num_heads * c.head_dim,
+        c.num_kv_heads * c.head_dim,
+        c.intermediate_size,
+    );
+    4 * h + 2 * q + 2 * kv + c.num_heads + 2 * i + 2 + adapters
+}
+
+/// Rows of logits the fused output projection + cross-entropy holds at once.
+const LOGIT_BLOCK_ROWS: usize = 256;
+
 /// Estimate a training run of `cfg` on a model of `c`, on a device that does (`native_bf16`)
-/// or does not compute in bf16 natively (what `dtype=auto` picks).
-pub fn estimate(c: &ModelConfig, cfg: &TrainConfig, native_bf16: bool) -> Estimate {
+/// or does not compute in bf16 natively (what `dtype=auto` picks), the CPU (`cpu`) or not.
+pub fn estimate(c: &ModelConfig, cfg: &TrainConfig, native_bf16: bool, cpu: bool) -> Estimate {
     let dtype = cfg.compute_dtype(native_bf16);
     let e = dtype.size_in_bytes() as u64;
     let trainable = trainable_params(c, cfg);
@@ -127,6 +148,31 @@ pub fn estimate(c: &ModelConfig, cfg: &TrainConfig, native_bf16: bool) -> Estima
     let optimizer_bytes = per_param * trainable;
     let t = cfg.seq_len;
     let rows = (cfg.batch_size * (t + shape.extra_rows)) as u64;
+    let explicit = shape
+        .explicit_floats
+        .filter(|_| cpu && dtype == DType::F32 && crate::model::beyond_plain_decoder(c).is_none());
+    if let Some(adapters) = explicit {
+        let per_layer = e * rows * explicit_floats_per_row(c, adapters) as u64;
+        let kept = if cfg.gradient_checkpointing {
+            layers * e * rows * c.hidden_size as u64 + per_layer
+        } else {
+            layers * per_layer
+        };
+        let block = rows.min(LOGIT_BLOCK_ROWS as u64);
+        let activation_bytes = kept + e * block * c.vocab_size as u64 + per_layer;
+        return Estimate {
+            method: cfg.method,
+            compute_dtype: "f32".into(),
+            trainable_params: trainable,
+            base_params: base,
+            trainable_percent: 100.0 * trainable as f64 / base as f64,
+            weight_bytes,
+            optimizer_bytes,
+            activation_bytes,
+            runtime_bytes: RUNTIME_BYTES,
+            total_bytes: RUNTIME_BYTES + weight_bytes + optimizer_bytes + activation_bytes,
+        };
+    }
     let per_layer =
         (e as f64 * rows as f64 * layer_floats_per_row(c, &shape, t + shape.extra_keys)) as u64;
     // layers below the first trainable tensor build no graph (Freeze trains only the last few)
@@ -220,12 +266,38 @@ mod tests {
     }
 
     #[test]
+    fn the_explicit_path_is_estimated_where_it_runs() {
+        let c = tiny_model(DType::F32, 1).config;
+        let cfg = TrainConfig::for_method(MethodKind::Lora);
+        let (cpu, other) = (
+            estimate(&c, &cfg, false, true),
+            estimate(&c, &cfg, false, false),
+        );
+        assert!(cpu.activation_bytes < other.activation_bytes);
+        assert_eq!(cpu.weight_bytes, other.weight_bytes);
+        // a model or a method the explicit path does not take is estimated as autograd
+        let gemma = whetstone_formats::ModelConfig {
+            sandwich_norms: true,
+            ..c.clone()
+        };
+        assert_eq!(
+            estimate(&gemma, &cfg, false, true),
+            estimate(&gemma, &cfg, false, false)
+        );
+        let ia3 = TrainConfig::for_method(MethodKind::Ia3);
+        assert_eq!(
+            estimate(&c, &ia3, false, true),
+            estimate(&c, &ia3, false, false)
+        );
+    }
+
+    #[test]
     fn bf16_halves_weights_and_activations_and_auto_follows_the_device() {
         let c = tiny_model(DType::F32, 1).config;
         let mut cfg = TrainConfig::for_method(MethodKind::Lora);
         assert_eq!(cfg.dtype, "auto");
-        let cpu = estimate(&c, &cfg, false);
-        let gpu = estimate(&c, &cfg, true);
+        let cpu = estimate(&c, &cfg, false, false);
+        let gpu = estimate(&c, &cfg, true, false);
         assert_eq!(
             (cpu.compute_dtype.as_str(), gpu.compute_dtype.as_str()),
             ("f32", "bf16")
@@ -234,9 +306,9 @@ mod tests {
         assert_eq!(cpu.optimizer_bytes, gpu.optimizer_bytes);
         assert!(gpu.activation_bytes < cpu.activation_bytes);
         cfg.set("dtype", "bf16").unwrap();
-        assert_eq!(estimate(&c, &cfg, false), gpu);
+        assert_eq!(estimate(&c, &cfg, false, false), gpu);
         cfg.set("dtype", "f32").unwrap();
-        assert_eq!(estimate(&c, &cfg, true), cpu);
+        assert_eq!(estimate(&c, &cfg, true, false), cpu);
         let e = cfg.set("dtype", "f16").unwrap_err();
         assert!(
             e.contains("auto, f32, bf16") && e.contains("loss scaling"),

@@ -722,3 +722,31 @@ impl DecoderModel {
             .to_vec1::<f32>()
     }
 }
+
+/// What takes a model's architecture beyond the plain pre-norm Llama decoder (the one the
+/// explicit training path computes), or `None`; the estimator asks too, since the two
+/// training paths keep different activations.
+pub fn beyond_plain_decoder(c: &ModelConfig) -> Option<&'static str> {
+    let checks = [
+        (c.qk_norm, "per-head q/k norms"),
+        (c.sandwich_norms, "sandwich norms"),
+        (c.unit_offset_norms, "(1 + w) norms"),
+        (c.scale_embeddings, "scaled embeddings"),
+        (c.activation != Activation::Silu, "not SwiGLU"),
+        (
+            c.attn_softcap.is_some() || c.final_softcap.is_some(),
+            "soft-capping",
+        ),
+        (c.fused_projections, "fused projections"),
+        (c.rotary_dim != c.head_dim, "partial rotary"),
+        (
+            (0..c.num_layers).any(|l| c.layer_window(l).is_some()),
+            "sliding windows",
+        ),
+        (
+            (0..c.num_layers).any(|l| !c.layer_uses_rope(l)),
+            "layers without rope",
+        ),
+    ];
+    checks.iter().find(|(bad, _)| *bad).map(|(_, why)| *why)
+}

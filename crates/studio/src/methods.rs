@@ -93,7 +93,7 @@ pub fn table(
         {
             let mut same = cfg.clone();
             same.methods.lora = lora_row.clone();
-            let at_lora = estimate(model, &same, device.bf16);
+            let at_lora = estimate(model, &same, device.bf16, device.kind == DeviceKind::Cpu);
             // the modules this model has, as training will pick them
             let modules = |t: &[String]| {
                 whetstone_engine::config::resolve_targets("lora.targets", t, model)
@@ -121,7 +121,7 @@ pub fn table(
                     .into(),
             );
         }
-        let est = estimate(model, &cfg, device.bf16);
+        let est = estimate(model, &cfg, device.bf16, device.kind == DeviceKind::Cpu);
         let d = m.spec().facts().description;
         rows.push(MethodRow {
             id: m,
@@ -217,7 +217,7 @@ pub fn estimate_run(
         cfg.set_pair(s).map_err(|e| format!("--set {s}: {e}"))?;
     }
     cfg.validate(model)?;
-    let e = estimate(model, &cfg, device.bf16);
+    let e = estimate(model, &cfg, device.bf16, device.kind == DeviceKind::Cpu);
     let usable = usable_bytes(device);
     Ok(EstimateReport {
         est_memory_bytes: e.total_bytes,
@@ -325,7 +325,7 @@ mod tests {
                 if m == MethodKind::Bitfit {
                     table_cfg.methods.bitfit.add_biases = true;
                 }
-                let est = estimate(&smol, &table_cfg, false);
+                let est = estimate(&smol, &table_cfg, false, true);
                 // what `export --format F` says for a run of this method (null: it can)
                 use crate::export::{check_format, ExportFormat as F};
                 let refusals: serde_json::Map<String, serde_json::Value> =

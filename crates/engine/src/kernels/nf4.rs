@@ -95,7 +95,11 @@ impl<'a> Nf4Mat<'a> {
             for (j, o) in out[i..end].iter_mut().enumerate() {
                 let f = start + i + j;
                 let byte = self.codes[f / 2];
-                let code = if f.is_multiple_of(2) { byte >> 4 } else { byte & 15 };
+                let code = if f.is_multiple_of(2) {
+                    byte >> 4
+                } else {
+                    byte & 15
+                };
                 *o = NF4_LEVELS[code as usize] * a;
             }
             i = end;

@@ -132,6 +132,7 @@ impl Method for Full {
     fn memory(&self, _s: &MethodSections, _c: &ModelConfig) -> MemoryShape {
         MemoryShape {
             trains_base: true,
+            explicit_floats: Some(0),
             ..MemoryShape::default()
         }
     }
@@ -182,6 +183,7 @@ impl Method for Freeze {
         MemoryShape {
             trains_base: true,
             tracked_layers: Some(s.freeze.trainable_layers.min(c.num_layers).max(1)),
+            explicit_floats: Some(0),
             ..MemoryShape::default()
         }
     }
@@ -236,6 +238,7 @@ impl Method for Bitfit {
     fn memory(&self, _s: &MethodSections, c: &ModelConfig) -> MemoryShape {
         MemoryShape {
             extra_floats: 7 * c.hidden_size.max(c.intermediate_size),
+            explicit_floats: Some(0),
             ..MemoryShape::default()
         }
     }

@@ -260,9 +260,14 @@ pub(super) fn memory(s: &MethodSections, c: &ModelConfig, variant: Variant) -> M
             dropped + lc.r + 3 * out + dora
         })
         .sum();
+    let targets = linear_dims(c)
+        .iter()
+        .filter(|(name, _, _)| selected("lora.targets", &lc.targets, c).contains(name))
+        .count();
     MemoryShape {
         nf4_base: variant == Variant::Nf4,
         low_rank_floats,
+        explicit_floats: Some(lc.r * targets),
         ..MemoryShape::default()
     }
 }

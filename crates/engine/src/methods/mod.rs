@@ -263,6 +263,10 @@ pub struct MemoryShape {
     pub low_rank_floats: usize,
     /// Other floats kept per token row and layer (scaled by `LAYER_SLACK`).
     pub extra_floats: usize,
+    /// On the explicit training path (f32 on the CPU): the floats the method's adapters save
+    /// per token row and layer (LoRA: `x·Aᵀ`, `r` per target); `None` where the method
+    /// trains through autograd.
+    pub explicit_floats: Option<usize>,
 }
 
 /// What `apply` needs from the run configuration.

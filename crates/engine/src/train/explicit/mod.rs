@@ -4,7 +4,8 @@
 //!
 //! It runs where it computes exactly what the autograd path computes (see [`unsupported`]):
 //! f32 on the CPU, the plain pre-norm decoder, adapters that supply explicit pieces (LoRA,
-//! LoRA+, QLoRA) or a trainable base (Full, Freeze, BitFit), supervised fine-tuning. Everything else, and `WHETSTONE_TRAIN_PATH=autograd`,
+//! LoRA+, QLoRA, DoRA) or a trainable base (Full, Freeze, BitFit), supervised fine-tuning.
+//! Everything else, and `WHETSTONE_TRAIN_PATH=autograd`,
 //! takes the autograd path, which stays the reference the tests compare against.
 
 mod layer;
@@ -19,7 +20,6 @@ use crate::model::DecoderModel;
 use crate::params::Param;
 use candle_core::{DType, Device, Result, Tensor};
 use layer::{values, Shape};
-use whetstone_formats::Activation;
 
 /// Why the explicit path cannot run this step, or `None` when it can.
 pub fn unsupported(
@@ -30,30 +30,10 @@ pub fn unsupported(
     if std::env::var("WHETSTONE_TRAIN_PATH").is_ok_and(|v| v == "autograd") {
         return Some("WHETSTONE_TRAIN_PATH=autograd".into());
     }
-    let c = &model.config;
-    let checks: [(bool, &str); 15] = [
+    let checks = [
         (!matches!(model.device, Device::Cpu), "not on the CPU"),
         (model.dtype != DType::F32, "not f32"),
         (objective.name() != "sft", "not supervised fine-tuning"),
-        (c.qk_norm, "per-head q/k norms"),
-        (c.sandwich_norms, "sandwich norms"),
-        (c.unit_offset_norms, "(1 + w) norms"),
-        (c.scale_embeddings, "scaled embeddings"),
-        (c.activation != Activation::Silu, "not SwiGLU"),
-        (
-            c.attn_softcap.is_some() || c.final_softcap.is_some(),
-            "soft-capping",
-        ),
-        (c.fused_projections, "fused projections"),
-        (c.rotary_dim != c.head_dim, "partial rotary"),
-        (
-            (0..c.num_layers).any(|l| c.layer_window(l).is_some()),
-            "sliding windows",
-        ),
-        (
-            (0..c.num_layers).any(|l| !c.layer_uses_rope(l)),
-            "layers without rope",
-        ),
         (
             model.prompt.is_some() || model.prefix.is_some(),
             "virtual tokens",
@@ -65,6 +45,9 @@ pub fn unsupported(
     ];
     if let Some((_, why)) = checks.iter().find(|(bad, _)| *bad) {
         return Some(why.to_string());
+    }
+    if let Some(why) = crate::model::beyond_plain_decoder(&model.config) {
+        return Some(why.into());
     }
     // every adapter has explicit pieces, and they and the base tensors the path can
     // differentiate (weights, biases, norms, embeddings, output head) cover every
