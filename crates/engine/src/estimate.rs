@@ -123,6 +123,40 @@ fn explicit_floats_per_row(c: &ModelConfig, adapters: usize) -> usize {
 /// Rows of logits the fused output projection + cross-entropy holds at once.
 const LOGIT_BLOCK_ROWS: usize = 256;
 
+/// Activation bytes on the autograd path: every tracked layer's graph, the trained rows'
+/// logits and one layer's gradients in flight.
+fn autograd_activations(
+    c: &ModelConfig,
+    cfg: &TrainConfig,
+    shape: &MemoryShape,
+    dtype: DType,
+    rows: u64,
+) -> u64 {
+    let e = dtype.size_in_bytes() as u64;
+    let t = cfg.seq_len;
+    let per_layer =
+        (e as f64 * rows as f64 * layer_floats_per_row(c, shape, t + shape.extra_keys)) as u64;
+    // layers below the first trainable tensor build no graph (Freeze trains only the last few)
+    let tracked = shape
+        .tracked_layers
+        .map_or(c.num_layers as u64, |n| n as u64);
+    let kept = if cfg.gradient_checkpointing {
+        tracked * e * rows * c.hidden_size as u64 + per_layer
+    } else {
+        tracked * per_layer
+    };
+    // logits of the trained rows (assistant-only masks: about half the tokens) and one
+    // layer's gradients in flight
+    let targets = if cfg.train_on_prompt { 1.0 } else { 0.5 };
+    let logit_bytes = if dtype == DType::F32 {
+        4.0
+    } else {
+        4.0 + e as f64
+    };
+    let logits = logit_bytes * targets * (cfg.batch_size * t * c.vocab_size) as f64;
+    kept + logits as u64 + per_layer
+}
+
 /// Estimate a training run of `cfg` on a model of `c`, on a device that does (`native_bf16`)
 /// or does not compute in bf16 natively (what `dtype=auto` picks), the CPU (`cpu`) or not.
 pub fn estimate(c: &ModelConfig, cfg: &TrainConfig, native_bf16: bool, cpu: bool) -> Estimate {
@@ -151,48 +185,19 @@ pub fn estimate(c: &ModelConfig, cfg: &TrainConfig, native_bf16: bool, cpu: bool
     let explicit = shape
         .explicit_floats
         .filter(|_| cpu && dtype == DType::F32 && crate::model::beyond_plain_decoder(c).is_none());
-    if let Some(adapters) = explicit {
-        let per_layer = e * rows * explicit_floats_per_row(c, adapters) as u64;
-        let kept = if cfg.gradient_checkpointing {
-            layers * e * rows * c.hidden_size as u64 + per_layer
-        } else {
-            layers * per_layer
-        };
-        let block = rows.min(LOGIT_BLOCK_ROWS as u64);
-        let activation_bytes = kept + e * block * c.vocab_size as u64 + per_layer;
-        return Estimate {
-            method: cfg.method,
-            compute_dtype: "f32".into(),
-            trainable_params: trainable,
-            base_params: base,
-            trainable_percent: 100.0 * trainable as f64 / base as f64,
-            weight_bytes,
-            optimizer_bytes,
-            activation_bytes,
-            runtime_bytes: RUNTIME_BYTES,
-            total_bytes: RUNTIME_BYTES + weight_bytes + optimizer_bytes + activation_bytes,
-        };
-    }
-    let per_layer =
-        (e as f64 * rows as f64 * layer_floats_per_row(c, &shape, t + shape.extra_keys)) as u64;
-    // layers below the first trainable tensor build no graph (Freeze trains only the last few)
-    let tracked = shape.tracked_layers.map_or(layers, |n| n as u64);
-    let kept = if cfg.gradient_checkpointing {
-        tracked * e * rows * c.hidden_size as u64 + per_layer
-    } else {
-        tracked * per_layer
+    let activation_bytes = match explicit {
+        Some(adapters) => {
+            let per_layer = e * rows * explicit_floats_per_row(c, adapters) as u64;
+            let kept = if cfg.gradient_checkpointing {
+                layers * e * rows * c.hidden_size as u64 + per_layer
+            } else {
+                layers * per_layer
+            };
+            let block = rows.min(LOGIT_BLOCK_ROWS as u64);
+            kept + e * block * c.vocab_size as u64 + per_layer
+        }
+        None => autograd_activations(c, cfg, &shape, dtype, rows),
     };
-    // logits of the trained rows (assistant-only masks: about half the tokens) and one
-    // layer's gradients in flight
-    let targets = if cfg.train_on_prompt { 1.0 } else { 0.5 };
-    let logit_bytes = if dtype == DType::F32 {
-        4.0
-    } else {
-        4.0 + e as f64
-    };
-    let logits = logit_bytes * targets * (cfg.batch_size * t * c.vocab_size) as f64;
-    let transient = logits as u64 + per_layer;
-    let activation_bytes = kept + transient;
     let total_bytes = RUNTIME_BYTES + weight_bytes + optimizer_bytes + activation_bytes;
     Estimate {
         method: cfg.method,
