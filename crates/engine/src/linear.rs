@@ -324,6 +324,7 @@ pub struct Linear {
 #[derive(Debug, Default)]
 pub struct TrainMode {
     training: AtomicBool,
+    inference: AtomicBool,
     rng: AtomicU64,
 }
 
@@ -333,6 +334,15 @@ impl TrainMode {
     }
     pub fn training(&self) -> bool {
         self.training.load(Ordering::Relaxed)
+    }
+    /// Whether the forward passes now are for inference only (a run's evaluation and
+    /// samples): adapters then use their parameters detached, so candle keeps no graph of
+    /// the whole forward pass for a backward pass that never comes.
+    pub fn set_inference(&self, on: bool) {
+        self.inference.store(on, Ordering::Relaxed);
+    }
+    pub fn inference(&self) -> bool {
+        self.inference.load(Ordering::Relaxed)
     }
     pub fn rng_state(&self) -> u64 {
         self.rng.load(Ordering::Relaxed)

@@ -163,9 +163,15 @@ impl LinearAdapter for LoraWeights {
         } else {
             x.clone()
         };
-        let low = crate::ops::matmul_2d(&xd.contiguous()?, &self.a.t()?)?;
-        let up = (crate::ops::matmul_2d(&low, &self.b.t()?)? * self.scale)?;
-        let Some(m) = &self.magnitude else {
+        let (a, b, m) = if mode.inference() {
+            let m = self.magnitude.as_ref().map(Tensor::detach);
+            (self.a.detach(), self.b.detach(), m)
+        } else {
+            (self.a.clone(), self.b.clone(), self.magnitude.clone())
+        };
+        let low = crate::ops::matmul_2d(&xd.contiguous()?, &a.t()?)?;
+        let up = (crate::ops::matmul_2d(&low, &b.t()?)? * self.scale)?;
+        let Some(m) = &m else {
             return y + up;
         };
         // DoRA, as PEFT computes it: y + (m/‖W + sBA‖ − 1)·(x̃Wᵀ) + m/‖…‖·s·x̃AᵀBᵀ, with the

@@ -63,6 +63,7 @@ impl Loop<'_> {
     /// The mean eval loss and the mean of each of the objective's metrics.
     fn evaluate(&self) -> Result<(f64, Metrics), TrainError> {
         self.model.mode.set_training(false);
+        self.model.mode.set_inference(true);
         let (mut sum, mut count) = (0f64, 0usize);
         let mut metrics = Metrics::new();
         for chunk in self.eval.chunks(self.cfg.batch_size) {
@@ -82,6 +83,7 @@ impl Loop<'_> {
             add_metrics(&mut metrics, &out.metrics);
             count += terms;
         }
+        self.model.mode.set_inference(false);
         self.model.mode.set_training(true);
         let loss = if count == 0 {
             f64::NAN
@@ -103,8 +105,10 @@ impl Loop<'_> {
         };
         let prompt = &first.ids[..cut];
         self.model.mode.set_training(false);
+        self.model.mode.set_inference(true);
         let params = SamplingParams::greedy(self.cfg.sample_tokens);
         let g = generate(self.model, tokenizer, prompt, &params, |_| {})?;
+        self.model.mode.set_inference(false);
         self.model.mode.set_training(true);
         let prompt_text = tokenizer.decode(prompt, false).unwrap_or_default();
         Ok(Some((prompt_text, g.text)))
