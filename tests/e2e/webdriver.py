@@ -164,13 +164,15 @@ def check_chinese_renders(wd, shot):
     in the page's font, and the same characters in the system's fonts alone do not (the
     control: this machine has no CJK font, so the check can fail). Screenshot `shot`, then
     back to English."""
-    if wd.s("POST", "/execute/sync", {"script": "return document.documentElement.lang;", "args": []}) != "zh-CN":
+    def lang():
+        return wd.s("POST", "/execute/sync", {"script": "return document.documentElement.lang;", "args": []})
+
+    if lang() != "zh-CN":
         offer = wd.text('[data-testid="lang-toggle"]')  # "中文", in the English interface
         wd.click('[data-testid="lang-toggle"]')
     else:
         offer = ""
-    wd.wait_for("the 简体中文 interface", lambda: wd.s(
-        "POST", "/execute/sync", {"script": "return document.documentElement.lang;", "args": []}) == "zh-CN")
+    wd.wait_for("the 简体中文 interface", lambda: lang() == "zh-CN")
     button = wd.text('[data-testid="lang-toggle"]')
     page = wd.wait_for("Chinese text on the page", lambda: (lambda t: t if sum(0x4E00 <= ord(c) <= 0x9FFF for c in t) >= 20 else None)(
         wd.s("POST", "/execute/sync", {"script": "return document.body.innerText;", "args": []})))
@@ -196,8 +198,7 @@ def check_chinese_renders(wd, shot):
     print(f"e2e: 简体中文: {len(shown)} distinct characters on screen render as their own glyphs "
           f"(the language button read {offer!r}, now {button!r}); system fonts alone draw boxes")
     wd.click('[data-testid="lang-toggle"]')
-    wd.wait_for("the English interface again", lambda: wd.s(
-        "POST", "/execute/sync", {"script": "return document.documentElement.lang;", "args": []}) == "en")
+    wd.wait_for("the English interface again", lambda: lang() == "en")
 
 
 def fonts_without_cjk(folder):

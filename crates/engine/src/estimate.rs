@@ -120,6 +120,16 @@ fn explicit_floats_per_row(c: &ModelConfig, adapters: usize) -> usize {
     4 * h + 2 * q + 2 * kv + c.num_heads + 2 * i + 2 + adapters
 }
 
+/// What `layers` layers keep for the backward pass: `per_layer` bytes each, or with gradient
+/// checkpointing only each layer's input (`input` bytes) plus one layer being recomputed.
+fn kept(layers: u64, per_layer: u64, input: u64, checkpointing: bool) -> u64 {
+    if checkpointing {
+        layers * input + per_layer
+    } else {
+        layers * per_layer
+    }
+}
+
 /// Rows of logits the fused output projection + cross-entropy holds at once.
 const LOGIT_BLOCK_ROWS: usize = 256;
 
@@ -140,11 +150,8 @@ fn autograd_activations(
     let tracked = shape
         .tracked_layers
         .map_or(c.num_layers as u64, |n| n as u64);
-    let kept = if cfg.gradient_checkpointing {
-        tracked * e * rows * c.hidden_size as u64 + per_layer
-    } else {
-        tracked * per_layer
-    };
+    let input = e * rows * c.hidden_size as u64;
+    let kept = kept(tracked, per_layer, input, cfg.gradient_checkpointing);
     // logits of the trained rows (assistant-only masks: about half the tokens) and one
     // layer's gradients in flight
     let targets = if cfg.train_on_prompt { 1.0 } else { 0.5 };
@@ -188,13 +195,11 @@ pub fn estimate(c: &ModelConfig, cfg: &TrainConfig, native_bf16: bool, cpu: bool
     let activation_bytes = match explicit {
         Some(adapters) => {
             let per_layer = e * rows * explicit_floats_per_row(c, adapters) as u64;
-            let kept = if cfg.gradient_checkpointing {
-                layers * e * rows * c.hidden_size as u64 + per_layer
-            } else {
-                layers * per_layer
-            };
+            let input = e * rows * c.hidden_size as u64;
             let block = rows.min(LOGIT_BLOCK_ROWS as u64);
-            kept + e * block * c.vocab_size as u64 + per_layer
+            kept(layers, per_layer, input, cfg.gradient_checkpointing)
+                + e * block * c.vocab_size as u64
+                + per_layer
         }
         None => autograd_activations(c, cfg, &shape, dtype, rows),
     };

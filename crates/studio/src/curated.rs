@@ -6,10 +6,10 @@
 //! The architectures are written out here so the list works offline; `models add hf:<id>`
 //! checks them against the real `config.json` when the model is downloaded.
 
-use crate::methods::usable_bytes;
+use crate::methods::{estimate_on, usable_bytes};
 use serde::Serialize;
-use whetstone_engine::estimate::{base_params, estimate};
-use whetstone_engine::{DeviceInfo, DeviceKind, MethodKind, TrainConfig};
+use whetstone_engine::estimate::base_params;
+use whetstone_engine::{DeviceInfo, MethodKind, TrainConfig};
 use whetstone_formats::{Family, ModelConfig, RopeScaling};
 
 #[derive(Debug, Clone, Serialize, ts_rs::TS)]
@@ -237,7 +237,7 @@ pub fn curated(device: &DeviceInfo) -> Vec<CuratedModel> {
                 t.batch_size = 1;
                 t.seq_len = 512;
                 t.gradient_checkpointing = true;
-                estimate(&c, &t, device.bf16, device.kind == DeviceKind::Cpu).total_bytes
+                estimate_on(&c, &t, device).total_bytes
             };
             let (lora, qlora) = (run(MethodKind::Lora), run(MethodKind::Qlora));
             let parameters = base_params(&c);

@@ -49,6 +49,12 @@ pub struct RowPhrases {
     pub difficulty: &'static str,
 }
 
+/// [`estimate`] for a run on `device` (its native bf16 decides `dtype=auto`; the CPU decides
+/// whether the explicit training path, and so its activations, applies).
+pub fn estimate_on(model: &ModelConfig, cfg: &TrainConfig, device: &DeviceInfo) -> Estimate {
+    estimate(model, cfg, device.bf16, device.kind == DeviceKind::Cpu)
+}
+
 /// Memory the device can give a run: 90 % of it (the OS, the window and the driver keep the rest).
 pub fn usable_bytes(device: &DeviceInfo) -> Option<u64> {
     device.memory_bytes.map(|b| b / 10 * 9)
@@ -93,7 +99,7 @@ pub fn table(
         {
             let mut same = cfg.clone();
             same.methods.lora = lora_row.clone();
-            let at_lora = estimate(model, &same, device.bf16, device.kind == DeviceKind::Cpu);
+            let at_lora = estimate_on(model, &same, device);
             // the modules this model has, as training will pick them
             let modules = |t: &[String]| {
                 whetstone_engine::config::resolve_targets("lora.targets", t, model)
@@ -121,7 +127,7 @@ pub fn table(
                     .into(),
             );
         }
-        let est = estimate(model, &cfg, device.bf16, device.kind == DeviceKind::Cpu);
+        let est = estimate_on(model, &cfg, device);
         let d = m.spec().facts().description;
         rows.push(MethodRow {
             id: m,
@@ -217,7 +223,7 @@ pub fn estimate_run(
         cfg.set_pair(s).map_err(|e| format!("--set {s}: {e}"))?;
     }
     cfg.validate(model)?;
-    let e = estimate(model, &cfg, device.bf16, device.kind == DeviceKind::Cpu);
+    let e = estimate_on(model, &cfg, device);
     let usable = usable_bytes(device);
     Ok(EstimateReport {
         est_memory_bytes: e.total_bytes,

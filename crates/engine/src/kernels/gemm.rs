@@ -207,10 +207,9 @@ fn matmul_threads(c: &mut [f32], ldc: usize, a: Mat, b: Operand, accumulate: boo
         let b = match b {
             Operand::Dense(b) => b,
             Operand::Nf4(q) => {
-                // Dequantize in storage order and view it like the dense weight it stands
+                // Dequantized in storage order and viewed like the dense weight it stands
                 // for, so both give the gemm crate the same strides (and the same sums).
-                let stored = if q.transposed { q.t() } else { q };
-                dense = stored.to_dense();
+                dense = q.to_dense();
                 let m = Mat::new(&dense, q.rows, q.cols);
                 if q.transposed {
                     m.t()

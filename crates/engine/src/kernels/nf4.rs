@@ -143,21 +143,11 @@ impl<'a> Nf4Mat<'a> {
         }
     }
 
-    /// The whole view as a dense row-major matrix (for the portable gemm path).
+    /// The stored matrix, dequantized, row-major `[rows, cols]` whatever the view's
+    /// orientation (for the portable gemm path, which views it as [`Self::dims`] says).
     pub fn to_dense(&self) -> Vec<f32> {
-        let (r, c) = self.dims();
-        let mut out = vec![0f32; r * c];
-        if self.transposed {
-            let mut row = vec![0f32; self.cols];
-            for i in 0..self.rows {
-                self.dequantize_run(i * self.cols, &mut row);
-                for (j, v) in row.iter().enumerate() {
-                    out[j * self.rows + i] = *v;
-                }
-            }
-        } else {
-            self.dequantize_run(0, &mut out);
-        }
+        let mut out = vec![0f32; self.rows * self.cols];
+        self.dequantize_run(0, &mut out);
         out
     }
 }
@@ -204,12 +194,7 @@ mod tests {
                 let a = (absq[b] as f32 - 128.0) * scales[b / SCALE_BLOCK] + 0.01;
                 assert_eq!(*v, NF4_LEVELS[code as usize] * a, "value {f}");
             }
-            let dense_t = q.t().to_dense();
-            for i in 0..rows {
-                for j in 0..cols {
-                    assert_eq!(dense_t[j * rows + i], dense[i * cols + j]);
-                }
-            }
+            assert_eq!(q.t().to_dense(), dense, "storage order in either view");
             // x·Wᵀ (the forward) and dy·W (the input gradient)
             let x: Vec<f32> = (0..m * cols).map(|i| (i % 7) as f32 - 3.0).collect();
             let (mut want, mut got) = (vec![0f32; m * rows], vec![1f32; m * rows]);

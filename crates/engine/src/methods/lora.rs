@@ -243,11 +243,19 @@ pub(super) fn validate(s: &MethodSections, model: &ModelConfig) -> Checked<()> {
     crate::targets::resolve_targets("lora.targets", &s.lora.targets, model).map(|_| ())
 }
 
+/// `(module, in, out)` of each linear of a layer that `lora.targets` picks.
+fn targeted(s: &MethodSections, c: &ModelConfig) -> Vec<(&'static str, usize, usize)> {
+    let chosen = selected("lora.targets", &s.lora.targets, c);
+    linear_dims(c)
+        .into_iter()
+        .filter(|(m, _, _)| chosen.contains(m))
+        .collect()
+}
+
 pub(super) fn trainable(s: &MethodSections, c: &ModelConfig, dora: bool) -> u64 {
     let r = s.lora.r;
-    let per: usize = linear_dims(c)
+    let per: usize = targeted(s, c)
         .into_iter()
-        .filter(|(m, _, _)| selected("lora.targets", &s.lora.targets, c).contains(m))
         .map(|(_, i, o)| r * (i + o) + if dora { o } else { 0 })
         .sum();
     c.num_layers as u64 * per as u64
@@ -257,23 +265,19 @@ pub(super) fn trainable(s: &MethodSections, c: &ModelConfig, dora: bool) -> u64 
 /// scaled output and the sum (and DoRA's norms and rescaled output).
 pub(super) fn memory(s: &MethodSections, c: &ModelConfig, variant: Variant) -> MemoryShape {
     let lc = &s.lora;
-    let low_rank_floats = linear_dims(c)
+    let targets = targeted(s, c);
+    let low_rank_floats = targets
         .iter()
-        .filter(|(name, _, _)| selected("lora.targets", &lc.targets, c).contains(name))
         .map(|&(_, inp, out)| {
             let dropped = if lc.dropout > 0.0 { 2 * inp } else { 0 };
             let dora = if variant == Variant::Dora { 4 * out } else { 0 };
             dropped + lc.r + 3 * out + dora
         })
         .sum();
-    let targets = linear_dims(c)
-        .iter()
-        .filter(|(name, _, _)| selected("lora.targets", &lc.targets, c).contains(name))
-        .count();
     MemoryShape {
         nf4_base: variant == Variant::Nf4,
         low_rank_floats,
-        explicit_floats: Some(lc.r * targets),
+        explicit_floats: Some(lc.r * targets.len()),
         ..MemoryShape::default()
     }
 }
