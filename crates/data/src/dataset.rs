@@ -21,6 +21,11 @@ pub enum DatasetFormat {
     Sharegpt,
     Text,
     Csv,
+    /// Preference pairs: `prompt` / `chosen` / `rejected` (strings or message lists), or
+    /// `chosen` / `rejected` conversations sharing their prompt turns.
+    Preference,
+    /// KTO: `prompt` / `completion` / `label` (true = desirable).
+    Kto,
 }
 
 impl DatasetFormat {
@@ -31,6 +36,8 @@ impl DatasetFormat {
             DatasetFormat::Sharegpt => "sharegpt",
             DatasetFormat::Text => "text",
             DatasetFormat::Csv => "csv",
+            DatasetFormat::Preference => "preference",
+            DatasetFormat::Kto => "kto",
         }
     }
 
@@ -41,6 +48,8 @@ impl DatasetFormat {
             "sharegpt" => Self::Sharegpt,
             "text" => Self::Text,
             "csv" | "tsv" => Self::Csv,
+            "preference" | "pairs" | "dpo" => Self::Preference,
+            "kto" | "rated" => Self::Kto,
             _ => return None,
         })
     }
@@ -51,8 +60,31 @@ impl DatasetFormat {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Example {
-    Chat { messages: Vec<ChatMessage> },
-    Text { text: String },
+    Chat {
+        messages: Vec<ChatMessage>,
+    },
+    Text {
+        text: String,
+    },
+    /// A preference pair: the prompt turns, then the preferred and the dispreferred answer.
+    Pair {
+        prompt: Vec<ChatMessage>,
+        chosen: Vec<ChatMessage>,
+        rejected: Vec<ChatMessage>,
+    },
+    /// One answer rated desirable or not (KTO).
+    Rated {
+        prompt: Vec<ChatMessage>,
+        completion: Vec<ChatMessage>,
+        desirable: bool,
+    },
+}
+
+impl Example {
+    /// Whether this is preference data (a pair or a rated answer).
+    pub fn is_preference(&self) -> bool {
+        matches!(self, Example::Pair { .. } | Example::Rated { .. })
+    }
 }
 
 /// Where a record came from: a line of a JSONL / text file, a CSV row, or the n-th element
@@ -315,7 +347,11 @@ fn detect(path: &Path, raw: &Raw) -> Result<DatasetFormat, DatasetError> {
                 .iter()
                 .find_map(|(_, v)| v.as_object())
                 .ok_or_else(|| file_err(path, "no JSON object records found"))?;
-            if first.contains_key("messages") {
+            if first.contains_key("chosen") && first.contains_key("rejected") {
+                Ok(DatasetFormat::Preference)
+            } else if first.contains_key("completion") && first.contains_key("label") {
+                Ok(DatasetFormat::Kto)
+            } else if first.contains_key("messages") {
                 Ok(DatasetFormat::Chat)
             } else if first.contains_key("conversations") {
                 Ok(DatasetFormat::Sharegpt)
@@ -328,7 +364,7 @@ fn detect(path: &Path, raw: &Raw) -> Result<DatasetFormat, DatasetError> {
                 Err(file_err(
                     path,
                     format!(
-                        "cannot tell the format from the fields {keys:?}: expected `messages` (chat), `conversations` (ShareGPT), `instruction`/`output` (alpaca) or `text`"
+                        "cannot tell the format from the fields {keys:?}: expected `messages` (chat), `conversations` (ShareGPT), `instruction`/`output` (alpaca), `text`, `chosen`/`rejected` (preference pairs) or `completion`/`label` (KTO)"
                     ),
                 ))
             }
@@ -336,13 +372,13 @@ fn detect(path: &Path, raw: &Raw) -> Result<DatasetFormat, DatasetError> {
     }
 }
 
-type Check<T> = Result<T, (Option<String>, String)>;
+pub(crate) type Check<T> = Result<T, (Option<String>, String)>;
 
-fn bad<T>(field: &str, message: impl Into<String>) -> Check<T> {
+pub(crate) fn bad<T>(field: &str, message: impl Into<String>) -> Check<T> {
     Err((Some(field.to_string()), message.into()))
 }
 
-fn string_field(
+pub(crate) fn string_field(
     obj: &serde_json::Map<String, Value>,
     field: &str,
     required: bool,
@@ -356,7 +392,7 @@ fn string_field(
     }
 }
 
-fn kind_of(v: &Value) -> &'static str {
+pub(crate) fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -367,7 +403,7 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
-fn as_object(v: &Value) -> Check<&serde_json::Map<String, Value>> {
+pub(crate) fn as_object(v: &Value) -> Check<&serde_json::Map<String, Value>> {
     v.as_object()
         .ok_or_else(|| (None, format!("expected a JSON object, got {}", kind_of(v))))
 }
@@ -442,14 +478,22 @@ fn conversation(messages: Vec<ChatMessage>, field: &str) -> Check<Example> {
 
 fn chat(v: &Value) -> Check<Example> {
     let o = as_object(v)?;
-    let list = match o.get("messages") {
-        Some(Value::Array(a)) => a,
-        Some(v) => return bad("messages", format!("expected an array, got {}", kind_of(v))),
+    let messages = match o.get("messages") {
+        Some(v) => message_list(v, "messages")?,
         None => return bad("messages", "missing"),
+    };
+    conversation(messages, "messages")
+}
+
+/// A list of `{role, content}` messages (`field` names it in errors).
+pub(crate) fn message_list(v: &Value, field: &str) -> Check<Vec<ChatMessage>> {
+    let list = match v {
+        Value::Array(a) => a,
+        v => return bad(field, format!("expected an array, got {}", kind_of(v))),
     };
     let mut messages = vec![];
     for (i, m) in list.iter().enumerate() {
-        let field = format!("messages[{i}]");
+        let field = format!("{field}[{i}]");
         let Some(m) = m.as_object() else {
             return bad(&field, "expected an object with `role` and `content`");
         };
@@ -474,7 +518,7 @@ fn chat(v: &Value) -> Check<Example> {
         };
         messages.push(ChatMessage::new(role, content));
     }
-    conversation(messages, "messages")
+    Ok(messages)
 }
 
 fn sharegpt(v: &Value) -> Check<Example> {
@@ -651,6 +695,8 @@ pub fn load(
                 DatasetFormat::Alpaca => alpaca,
                 DatasetFormat::Chat => chat,
                 DatasetFormat::Sharegpt => sharegpt,
+                DatasetFormat::Preference => crate::preference::pair,
+                DatasetFormat::Kto => crate::preference::rated,
                 _ => text_record,
             };
             for (at, v) in items {

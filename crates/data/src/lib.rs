@@ -6,6 +6,7 @@
 
 pub mod dataset;
 mod namespace_check;
+mod preference;
 pub mod template;
 pub mod tokenize;
 

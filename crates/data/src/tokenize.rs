@@ -10,16 +10,58 @@ use crate::dataset::Example;
 use crate::template::{one_line, ChatTemplate};
 use serde::Serialize;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Tokenized {
     pub ids: Vec<u32>,
     /// `true` where the token is a target of the loss.
     pub trained: Vec<bool>,
+    /// Preference data: the dispreferred answer of a pair (DPO, ORPO), or for KTO the
+    /// mismatched sequence its KL reference point is estimated from (set by the trainer).
+    /// Same layout: the prompt, then the answer's trained tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pair: Option<Box<Tokenized>>,
+    /// KTO: whether this answer is desirable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub desirable: Option<bool>,
+    /// The reference model's log-probabilities of this sequence's trained tokens and of
+    /// `pair`'s (set by the trainer for objectives that compare with a reference).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reference: Vec<f64>,
 }
 
 impl Tokenized {
     pub fn trained_count(&self) -> usize {
         self.trained.iter().filter(|&&t| t).count()
+    }
+
+    pub fn new(ids: Vec<u32>, trained: Vec<bool>) -> Self {
+        Self {
+            ids,
+            trained,
+            ..Default::default()
+        }
+    }
+
+    /// The longest sequence of this row and its pair, in tokens.
+    pub fn max_len(&self) -> usize {
+        self.ids
+            .len()
+            .max(self.pair.as_ref().map_or(0, |p| p.ids.len()))
+    }
+
+    /// Cut this row and its pair to at most `n` tokens.
+    pub fn truncate(&mut self, n: usize) {
+        self.ids.truncate(n);
+        self.trained.truncate(n);
+        if let Some(p) = &mut self.pair {
+            p.truncate(n);
+        }
+    }
+
+    /// Whether every sequence (this and its pair) has a token to learn after the first.
+    pub fn has_targets(&self) -> bool {
+        let any = |t: &Tokenized| t.trained.iter().skip(1).any(|&x| x);
+        any(self) && self.pair.as_deref().is_none_or(any)
     }
 }
 
@@ -71,7 +113,7 @@ pub fn tokenize_example(
                 ids.push(e);
             }
             let trained = vec![true; ids.len()];
-            Ok(Tokenized { ids, trained })
+            Ok(Tokenized::new(ids, trained))
         }
         Example::Chat { messages } => {
             let template = template
@@ -92,9 +134,75 @@ pub fn tokenize_example(
                     })
                     .collect()
             };
-            Ok(Tokenized { ids, trained })
+            Ok(Tokenized::new(ids, trained))
+        }
+        Example::Pair {
+            prompt,
+            chosen,
+            rejected,
+        } => {
+            let mut t = prompt_answer(prompt, chosen, template, tokenizer, eos)?;
+            t.pair = Some(Box::new(prompt_answer(
+                prompt, rejected, template, tokenizer, eos,
+            )?));
+            Ok(t)
+        }
+        Example::Rated {
+            prompt,
+            completion,
+            desirable,
+        } => {
+            let mut t = prompt_answer(prompt, completion, template, tokenizer, eos)?;
+            t.desirable = Some(*desirable);
+            Ok(t)
         }
     }
+}
+
+/// A prompt and one answer to it, only the answer trained: through the chat template when
+/// the model has one (the answer is everything after the prompt rendered with its
+/// generation prompt), else as plain text — the prompt, the answer and EOS — with the answer
+/// starting where the tokens of the prompt alone and of the whole text part (as TRL splits
+/// its standard format).
+fn prompt_answer(
+    prompt: &[crate::ChatMessage],
+    answer: &[crate::ChatMessage],
+    template: Option<&ChatTemplate>,
+    tokenizer: &tokenizers::Tokenizer,
+    eos: Option<u32>,
+) -> Result<Tokenized, String> {
+    let encode = |text: &str, special: bool| {
+        tokenizer
+            .encode(text, special)
+            .map_err(|e| one_line(&e.to_string()))
+    };
+    if let Some(t) = template {
+        let all: Vec<_> = prompt.iter().chain(answer).cloned().collect();
+        let head = t.render(prompt, true).map_err(|e| e.to_string())?;
+        let full = t.render(&all, false).map_err(|e| e.to_string())?;
+        if !full.starts_with(&head) {
+            return Err("the chat template renders the prompt (with its generation prompt) differently from the start of the whole conversation, so the answer cannot be located".into());
+        }
+        let enc = encode(&full, false)?;
+        let trained = enc
+            .get_offsets()
+            .iter()
+            .map(|&(start, end)| end > start && start >= head.len())
+            .collect();
+        return Ok(Tokenized::new(enc.get_ids().to_vec(), trained));
+    }
+    let ([p], [a]) = (prompt, answer) else {
+        return Err(
+            "the model has no chat template, so only one-turn string prompts and answers can be rendered (as plain text)".into(),
+        );
+    };
+    let (p, a) = (&p.content, &a.content);
+    let head = encode(p, true)?.get_ids().to_vec();
+    let mut ids = encode(&format!("{p}{a}"), true)?.get_ids().to_vec();
+    ids.extend(eos);
+    let start = head.iter().zip(&ids).take_while(|(x, y)| x == y).count();
+    let trained = (0..ids.len()).map(|i| i >= start).collect();
+    Ok(Tokenized::new(ids, trained))
 }
 
 /// Token-length statistics of a dataset: count, min/mean/max and how many exceed `seq_len`.
@@ -191,6 +299,59 @@ mod tests {
         );
         let all = tokenize_example(&ex, Some(&tpl), &tokenizer(), Some(1), true).unwrap();
         assert!(all.trained.iter().all(|&x| x));
+    }
+
+    #[test]
+    fn a_pair_trains_only_the_answers_after_its_prompt() {
+        let tpl = ChatTemplate::new(
+            "{% for m in messages %}{% if m.role == 'user' %}[U] {{ m.content }} {% else %}[A] {{ m.content }} </s> {% endif %}{% endfor %}{% if add_generation_prompt %}[A] {% endif %}",
+            "<s>",
+            "</s>",
+        )
+        .unwrap();
+        let prompt = vec![
+            ChatMessage::new("user", "hi"),
+            ChatMessage::new("assistant", "yo"),
+            ChatMessage::new("user", "there"),
+        ];
+        let ex = Example::Pair {
+            prompt: prompt.clone(),
+            chosen: vec![ChatMessage::new("assistant", "hi there")],
+            rejected: vec![ChatMessage::new("assistant", "doc")],
+        };
+        let t = tokenize_example(&ex, Some(&tpl), &tokenizer(), Some(1), false).unwrap();
+        // [U] hi [A] yo </s> [U] there [A] | hi there </s>: the earlier assistant turn is
+        // part of the prompt, not trained
+        assert_eq!(t.ids, vec![2, 4, 3, 6, 1, 2, 5, 3, 4, 5, 1]);
+        let trained: Vec<usize> = (0..t.ids.len()).filter(|&i| t.trained[i]).collect();
+        assert_eq!(trained, vec![8, 9, 10]);
+        let r = t.pair.as_deref().unwrap();
+        assert_eq!((&r.ids[8..], r.trained_count()), (&[7u32, 1][..], 2));
+        // no template: plain text, the answer and EOS trained
+        let plain = Example::Rated {
+            prompt: vec![ChatMessage::new("user", "hi")],
+            completion: vec![ChatMessage::new("assistant", " there")],
+            desirable: false,
+        };
+        let t = tokenize_example(&plain, None, &tokenizer(), Some(1), false).unwrap();
+        assert_eq!(
+            (t.ids.clone(), t.trained.clone()),
+            (vec![4, 5, 1], vec![false, true, true])
+        );
+        assert_eq!(t.desirable, Some(false));
+        let e = tokenize_example(
+            &Example::Rated {
+                prompt,
+                completion: vec![],
+                desirable: true,
+            },
+            None,
+            &tokenizer(),
+            Some(1),
+            false,
+        )
+        .unwrap_err();
+        assert!(e.contains("no chat template"), "{e}");
     }
 
     #[test]

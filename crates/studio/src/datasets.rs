@@ -240,8 +240,13 @@ pub async fn resolve(
 pub struct PreviewExample {
     /// `line 3`, `row 7`, …
     pub at: String,
-    /// The text the model sees; with a model, trained spans are wrapped in ⟦ ⟧.
+    /// The text the model sees; with a model, trained spans are wrapped in ⟦ ⟧. For a
+    /// preference pair, the prompt and the chosen answer.
     pub rendered: String,
+    /// A preference pair's rejected answer (its prompt is the chosen one's).
+    pub rejected: Option<String>,
+    /// A rated answer's label (KTO): desirable or not.
+    pub desirable: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, ts_rs::TS)]
@@ -267,16 +272,36 @@ pub fn inspect(
             .examples
             .iter()
             .take(n_preview)
-            .map(|(at, ex)| PreviewExample {
-                at: at.to_string(),
-                rendered: match ex {
-                    whetstone_data::Example::Text { text } => text.clone(),
-                    whetstone_data::Example::Chat { messages } => messages
-                        .iter()
-                        .map(|m| format!("{}: {}", m.role, m.content))
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                },
+            .map(|(at, ex)| {
+                use whetstone_data::Example;
+                let (rendered, rejected, desirable) = match ex {
+                    Example::Text { text } => (text.clone(), None, None),
+                    Example::Chat { messages } => (lines(messages), None, None),
+                    Example::Pair {
+                        prompt,
+                        chosen,
+                        rejected,
+                    } => (
+                        format!("{}\n{}", lines(prompt), lines(chosen)),
+                        Some(lines(rejected)),
+                        None,
+                    ),
+                    Example::Rated {
+                        prompt,
+                        completion,
+                        desirable,
+                    } => (
+                        format!("{}\n{}", lines(prompt), lines(completion)),
+                        None,
+                        Some(*desirable),
+                    ),
+                };
+                PreviewExample {
+                    at: at.to_string(),
+                    rendered,
+                    rejected,
+                    desirable,
+                }
             })
             .collect();
         return Ok(Inspection {
@@ -308,23 +333,15 @@ pub fn inspect(
             .map_err(|e| DatasetsError::User(format!("{}: {at}: {e}", rec.original_path)))?;
         lengths.push((t.ids.len(), t.trained_count()));
         if preview.len() < n_preview {
-            // decode runs of equally-masked tokens, marking the learned ones
-            let mut out = String::new();
-            let mut start = 0;
-            for i in 1..=t.ids.len() {
-                if i == t.ids.len() || t.trained[i] != t.trained[start] {
-                    let piece = tok.decode(&t.ids[start..i], false).unwrap_or_default();
-                    if t.trained[start] {
-                        out.push_str(&format!("⟦{piece}⟧"));
-                    } else {
-                        out.push_str(&piece);
-                    }
-                    start = i;
-                }
-            }
             preview.push(PreviewExample {
                 at: at.to_string(),
-                rendered: out,
+                rendered: marked(tok, &t.ids, &t.trained),
+                rejected: t.pair.as_deref().map(|r| {
+                    // the rejected answer alone: its prompt is the chosen one's
+                    let s = r.trained.iter().position(|&x| x).unwrap_or(r.ids.len());
+                    marked(tok, &r.ids[s..], &r.trained[s..])
+                }),
+                desirable: t.desirable,
             });
         }
     }
@@ -333,6 +350,33 @@ pub fn inspect(
         preview,
         stats: Some(whetstone_data::length_stats(&lengths, seq_len)),
     })
+}
+
+/// Decode runs of equally-masked tokens, wrapping the learned ones in ⟦ ⟧.
+fn marked(tok: &whetstone_formats::ModelTokenizer, ids: &[u32], trained: &[bool]) -> String {
+    let mut out = String::new();
+    let mut start = 0;
+    for i in 1..=ids.len() {
+        if i == ids.len() || trained[i] != trained[start] {
+            let piece = tok.decode(&ids[start..i], false).unwrap_or_default();
+            if trained[start] {
+                out.push_str(&format!("⟦{piece}⟧"));
+            } else {
+                out.push_str(&piece);
+            }
+            start = i;
+        }
+    }
+    out
+}
+
+/// Messages as `role: content` lines.
+fn lines(messages: &[whetstone_data::ChatMessage]) -> String {
+    messages
+        .iter()
+        .map(|m| format!("{}: {}", m.role, m.content))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[cfg(test)]

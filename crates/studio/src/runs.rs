@@ -250,17 +250,16 @@ pub fn prepare_data(
     for (at, ex) in &dataset.examples {
         let mut t = tokenize_example(ex, template.as_ref(), &tok.inner, eos, cfg.train_on_prompt)
             .map_err(|e| RunError::User(format!("{display_path}: {at}: {e}")))?;
-        if t.ids.len() > cfg.seq_len && !cfg.packing {
+        if t.max_len() > cfg.seq_len && !cfg.packing {
             if cfg.truncate {
-                t.ids.truncate(cfg.seq_len);
-                t.trained.truncate(cfg.seq_len);
+                t.truncate(cfg.seq_len);
             } else {
                 long += 1;
-                first_long.get_or_insert((*at, t.ids.len()));
+                first_long.get_or_insert((*at, t.max_len()));
                 continue;
             }
         }
-        if t.trained.iter().skip(1).any(|&x| x) {
+        if t.has_targets() {
             rows.push(t);
         } else {
             empty += 1;
@@ -283,6 +282,8 @@ pub fn prepare_data(
             "{display_path}: no record has tokens to learn"
         )));
     }
+    whetstone_engine::train::preference::check_rows(cfg.objective, &rows)
+        .map_err(|e| RunError::User(format!("{display_path}: {e}")))?;
     let (train_idx, eval_idx) =
         whetstone_data::dataset::split(rows.len(), cfg.eval_fraction, cfg.seed);
     let pick = |idx: &[usize]| idx.iter().map(|&i| rows[i].clone()).collect::<Vec<_>>();

@@ -616,7 +616,7 @@ export class MockBackend {
         (p) => `${basename(d.original_path)}:${p.at}: field \`${p.field}\`: ${p.message}`,
       ),
       preview: model
-        ? EXTRACT_RECORDS.slice(0, Math.max(0, n)).map(([input, output], i) => ({ at: `line ${i + 1}`, rendered: renderChatML(input, output) }))
+        ? EXTRACT_RECORDS.slice(0, Math.max(0, n)).map(([input, output], i) => ({ at: `line ${i + 1}`, rendered: renderChatML(input, output), rejected: null, desirable: null }))
         : [],
       stats: model
         ? {

@@ -9,7 +9,7 @@ use KeyKind::{Bool, Integer, Number, Text};
 
 /// The keys of the run itself (not of a method), in the order forms show them.
 pub const GENERAL_KEYS: &[KeyInfo] = &[
-    choice("objective", "Training", &["sft"], "What the run optimises: sft = next-token loss on the trained tokens."),
+    choice("objective", "Training", &["sft", "dpo", "orpo", "kto"], "What the run optimises: sft = next-token loss on the answers; dpo = prefer each pair's chosen answer over the rejected one, relative to the model before training; orpo = SFT on the chosen answer plus an odds-ratio term (no reference pass, the cheapest); kto = answers rated desirable or undesirable."),
     key("max_steps", "Training", Integer, "Stop after this many optimizer steps (none: train for `epochs`)."),
     key("epochs", "Training", Number, "Passes over the training split."),
     key("batch_size", "Training", Integer, "Examples per micro-batch."),
@@ -29,6 +29,12 @@ pub const GENERAL_KEYS: &[KeyInfo] = &[
     key("save_every", "Evaluation", Integer, "Checkpoint every N steps (0 = only at the end)."),
     key("early_stopping_patience", "Evaluation", Integer, "Stop after this many evaluations without a better eval loss (0 = off)."),
     key("sample_tokens", "Evaluation", Integer, "Tokens generated from an eval prompt at each evaluation (0 = no samples)."),
+    key("dpo.beta", "Preference", Number, "DPO: how closely the policy stays to the model before training (higher = closer)."),
+    key("dpo.label_smoothing", "Preference", Number, "DPO: the share of pairs assumed mislabelled (conservative DPO; 0 = plain DPO)."),
+    key("orpo.beta", "Preference", Number, "ORPO: the weight of the odds-ratio term beside the SFT loss on the chosen answer."),
+    key("kto.beta", "Preference", Number, "KTO: how closely the policy stays to the model before training."),
+    key("kto.desirable_weight", "Preference", Number, "KTO: loss weight of desirable answers."),
+    key("kto.undesirable_weight", "Preference", Number, "KTO: loss weight of undesirable answers."),
     key("gradient_checkpointing", "Device", Bool, "Recompute activations in the backward pass: less memory, about a third slower."),
     key("device", "Device", Text, "cpu, cuda, cuda:N or metal."),
     choice("dtype", "Device", &["auto", "f32", "bf16"], "Compute type: bf16 halves weight and activation memory (trainable weights and optimizer state stay f32); auto = bf16 on GPUs with native bf16, f32 elsewhere."),
@@ -61,7 +67,9 @@ impl TrainConfig {
                 self.objective = ObjectiveKind::ALL
                     .into_iter()
                     .find(|o| o.as_str() == v)
-                    .ok_or_else(|| format!("`objective`: `{v}` is not one of sft"))?
+                    .ok_or_else(|| {
+                        format!("`objective`: `{v}` is not one of sft, dpo, orpo, kto")
+                    })?
             }
             "epochs" => self.epochs = float_in(key, v, 1e-6, 1e6)?,
             "batch_size" => self.batch_size = positive(key, v)?,
@@ -102,6 +110,12 @@ impl TrainConfig {
             }
             "sample_tokens" => self.sample_tokens = num(key, v, "a whole number")?,
             "seed" => self.seed = num(key, v, "a whole number")?,
+            "dpo.beta" => self.dpo.beta = float_in(key, v, 1e-6, 1e3)?,
+            "dpo.label_smoothing" => self.dpo.label_smoothing = float_in(key, v, 0.0, 0.49)?,
+            "orpo.beta" => self.orpo.beta = float_in(key, v, 0.0, 1e3)?,
+            "kto.beta" => self.kto.beta = float_in(key, v, 1e-6, 1e3)?,
+            "kto.desirable_weight" => self.kto.desirable_weight = float_in(key, v, 0.0, 1e3)?,
+            "kto.undesirable_weight" => self.kto.undesirable_weight = float_in(key, v, 0.0, 1e3)?,
             "gradient_checkpointing" => self.gradient_checkpointing = boolean(key, v)?,
             "device" => self.device = v.to_string(),
             "dtype" => {
@@ -149,6 +163,12 @@ impl TrainConfig {
             "early_stopping_patience" => self.early_stopping_patience.to_string(),
             "sample_tokens" => self.sample_tokens.to_string(),
             "seed" => self.seed.to_string(),
+            "dpo.beta" => self.dpo.beta.to_string(),
+            "dpo.label_smoothing" => self.dpo.label_smoothing.to_string(),
+            "orpo.beta" => self.orpo.beta.to_string(),
+            "kto.beta" => self.kto.beta.to_string(),
+            "kto.desirable_weight" => self.kto.desirable_weight.to_string(),
+            "kto.undesirable_weight" => self.kto.undesirable_weight.to_string(),
             "gradient_checkpointing" => self.gradient_checkpointing.to_string(),
             "device" => self.device.clone(),
             "dtype" => self.dtype.clone(),
@@ -159,6 +179,7 @@ impl TrainConfig {
     /// Whether `key` changes anything for this config's method.
     pub fn key_applies(&self, key: &str) -> bool {
         match key.split_once('.') {
+            Some((section @ ("dpo" | "orpo" | "kto"), _)) => self.objective.as_str() == section,
             Some((section, _)) => self.method.spec().facts().sections.contains(&section),
             None => true,
         }
@@ -197,6 +218,12 @@ impl TrainConfig {
             seq_len: self.seq_len,
             model,
         })?;
+        if self.objective.is_preference() && self.packing {
+            return Err(format!(
+                "`packing` cannot be used with objective {}: each pair or rated answer must stay a row of its own",
+                self.objective.as_str()
+            ));
+        }
         if let Some((key, p)) = model.dropouts.first() {
             return Err(format!(
                 "the model's config.json sets `{key}` = {p}: training with the model's own dropout is not supported, and ignoring it would train a different function from transformers; set it to 0.0 in config.json to train without it"

@@ -14,14 +14,98 @@ pub enum ObjectiveKind {
     /// Supervised fine-tuning: next-token NLL over the trained tokens.
     #[default]
     Sft,
+    /// Direct preference optimisation (Rafailov et al. 2023) over chosen / rejected pairs.
+    Dpo,
+    /// Odds-ratio preference optimisation (Hong et al. 2024): SFT on the chosen answer plus
+    /// an odds-ratio term; no reference model.
+    Orpo,
+    /// Kahneman–Tversky optimisation (Ethayarajh et al. 2024) over answers rated desirable
+    /// or undesirable.
+    Kto,
 }
 
 impl ObjectiveKind {
-    pub const ALL: [ObjectiveKind; 1] = [ObjectiveKind::Sft];
+    pub const ALL: [ObjectiveKind; 4] = [
+        ObjectiveKind::Sft,
+        ObjectiveKind::Dpo,
+        ObjectiveKind::Orpo,
+        ObjectiveKind::Kto,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ObjectiveKind::Sft => "sft",
+            ObjectiveKind::Dpo => "dpo",
+            ObjectiveKind::Orpo => "orpo",
+            ObjectiveKind::Kto => "kto",
+        }
+    }
+
+    /// Whether the objective learns from preferences (pairs or ratings) rather than text.
+    pub fn is_preference(self) -> bool {
+        self != ObjectiveKind::Sft
+    }
+
+    /// Whether it compares the policy with the model before training (DPO, KTO): those
+    /// log-probabilities are computed once, before the first step, and kept with the run.
+    pub fn needs_reference(self) -> bool {
+        matches!(self, ObjectiveKind::Dpo | ObjectiveKind::Kto)
+    }
+}
+
+/// DPO's settings (`dpo.*`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[serde(default)]
+#[ts(export)]
+pub struct DpoConfig {
+    /// How strongly the policy is tied to the reference (the KL weight).
+    pub beta: f64,
+    /// The share of pairs assumed mislabelled (conservative DPO); 0 = plain DPO.
+    pub label_smoothing: f64,
+}
+
+impl Default for DpoConfig {
+    fn default() -> Self {
+        Self {
+            beta: 0.1,
+            label_smoothing: 0.0,
+        }
+    }
+}
+
+/// ORPO's settings (`orpo.*`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[serde(default)]
+#[ts(export)]
+pub struct OrpoConfig {
+    /// The weight of the odds-ratio term beside the SFT loss (the paper's lambda).
+    pub beta: f64,
+}
+
+impl Default for OrpoConfig {
+    fn default() -> Self {
+        Self { beta: 0.1 }
+    }
+}
+
+/// KTO's settings (`kto.*`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[serde(default)]
+#[ts(export)]
+pub struct KtoConfig {
+    pub beta: f64,
+    /// Loss weight of desirable answers.
+    pub desirable_weight: f64,
+    /// Loss weight of undesirable answers.
+    pub undesirable_weight: f64,
+}
+
+impl Default for KtoConfig {
+    fn default() -> Self {
+        Self {
+            beta: 0.1,
+            desirable_weight: 1.0,
+            undesirable_weight: 1.0,
         }
     }
 }
@@ -70,6 +154,10 @@ pub struct TrainConfig {
     pub gradient_checkpointing: bool,
     pub device: String,
     pub dtype: String,
+    /// The preference objectives' settings.
+    pub dpo: DpoConfig,
+    pub orpo: OrpoConfig,
+    pub kto: KtoConfig,
     /// Every method's settings section (`lora`, `ia3`, ...), at the top level of the
     /// saved config.
     #[serde(flatten)]
@@ -120,6 +208,9 @@ impl Default for TrainConfig {
             gradient_checkpointing: false,
             device: "cpu".into(),
             dtype: "auto".into(),
+            dpo: DpoConfig::default(),
+            orpo: OrpoConfig::default(),
+            kto: KtoConfig::default(),
             methods: MethodSections::default(),
         }
     }

@@ -15,6 +15,8 @@ pub struct Batch {
     pub n_targets: usize,
     /// Real (unpadded) input tokens.
     pub tokens: usize,
+    /// Preference objectives: which targets belong to which sequence, and the references.
+    pub pref: Option<super::preference::PrefBatch>,
 }
 
 /// Build a right-padded micro-batch: position `i` predicts token `i + 1` where that token is
@@ -43,6 +45,7 @@ pub fn make_batch(rows: &[&Tokenized], device: &Device) -> candle_core::Result<B
         targets: Tensor::from_vec(targets, n_targets, device)?,
         n_targets,
         tokens,
+        pref: None,
     })
 }
 
@@ -50,22 +53,13 @@ pub fn make_batch(rows: &[&Tokenized], device: &Device) -> candle_core::Result<B
 /// shorter row is kept. Attention crosses example boundaries, as in TRL's packing.
 pub fn pack(examples: &[Tokenized], seq_len: usize) -> Vec<Tokenized> {
     let mut out = vec![];
-    let mut cur = Tokenized {
-        ids: vec![],
-        trained: vec![],
-    };
+    let mut cur = Tokenized::default();
     for e in examples {
         for (&id, &tr) in e.ids.iter().zip(&e.trained) {
             cur.ids.push(id);
             cur.trained.push(tr);
             if cur.ids.len() == seq_len + 1 {
-                out.push(std::mem::replace(
-                    &mut cur,
-                    Tokenized {
-                        ids: vec![],
-                        trained: vec![],
-                    },
-                ));
+                out.push(std::mem::take(&mut cur));
             }
         }
     }

@@ -20,6 +20,7 @@ mod events;
 pub mod explicit;
 mod objective;
 mod policy;
+pub mod preference;
 mod run;
 mod step;
 

@@ -73,11 +73,12 @@ impl Objective for Sft {
     }
 }
 
-/// The objective a run's configuration asks for (`objective`; supervised fine-tuning is the
-/// only one yet).
+/// The objective a run's configuration asks for (`objective`): supervised fine-tuning, or
+/// one of the preference objectives ([`super::preference`]).
 pub fn for_config(cfg: &TrainConfig) -> Box<dyn Objective> {
     match cfg.objective {
         ObjectiveKind::Sft => Box::new(Sft),
+        _ => super::preference::objective(cfg).unwrap_or_else(|| Box::new(Sft)),
     }
 }
 

@@ -36,6 +36,8 @@ struct Loop<'a> {
     total_steps: u64,
     trainable_params: usize,
     total_params: usize,
+    /// What the run's setup has to say before the first step.
+    notes: Vec<String>,
 }
 
 impl Loop<'_> {
@@ -153,16 +155,36 @@ fn prepare<'a>(
     if spec.data.train.is_empty() {
         return Err(TrainError::Invalid("no training examples".into()));
     }
+    let mut notes = vec![];
+    let shape = |rows| {
+        super::preference::shape_rows(cfg.objective, rows, cfg.batch_size)
+            .map_err(TrainError::Invalid)
+    };
+    let (mut data, note) = shape(std::mem::take(&mut spec.data.train))?;
+    let (mut eval, _) = shape(std::mem::take(&mut spec.data.eval))?;
+    notes.extend(note);
+    // The reference is the model before training. With a new adapter that is the base with
+    // the adapter off: computed before the method is applied (over the NF4 base for QLoRA).
+    // An adapter training on from `init` is its own reference, as TRL keeps a copy of it.
+    let init = cfg.method.spec().init_dir(&cfg.methods);
+    if cfg.objective.needs_reference() && init.is_none() {
+        if cfg.method.spec().facts().quantizes_base {
+            methods::quantize_linears(model)?;
+        }
+        notes.push(references(model, cfg, spec, &mut data, &mut eval)?);
+    }
     let params = methods::apply(model, &cfg.method_args())?;
     let trainable_params: usize = params.iter().map(|p| p.var.elem_count()).sum();
     let total_params = methods::count_params(model);
     let mut opt = AdamW::new(params, AdamWSettings::default())?;
-    if let Some(init) = cfg.method.spec().init_dir(&cfg.methods) {
+    if let Some(init) = init {
         let wf = Path::new(init).join("adapter_model.safetensors");
         let w = candle_core::safetensors::load(&wf, &model.device).map_err(io(&wf))?;
         opt.load_values(&w).map_err(io(&wf))?;
+        if cfg.objective.needs_reference() {
+            notes.push(references(model, cfg, spec, &mut data, &mut eval)?);
+        }
     }
-    let data = std::mem::take(&mut spec.data.train);
     let train = if cfg.packing {
         pack(&data, cfg.seq_len)
     } else {
@@ -198,7 +220,7 @@ fn prepare<'a>(
         cfg,
         objective: objective::for_config(cfg),
         opt,
-        eval: std::mem::take(&mut spec.data.eval),
+        eval,
         state,
         train,
         perm: (u64::MAX, vec![]),
@@ -206,7 +228,65 @@ fn prepare<'a>(
         total_steps,
         trainable_params,
         total_params,
+        notes,
     })
+}
+
+/// The reference log-probabilities of every row (see [`super::preference`]): computed from
+/// the model as loaded and kept in `<run_dir>/reference_logps.json`, which a resumed run
+/// reads back instead, so it compares against the very same numbers.
+fn references(
+    model: &DecoderModel,
+    cfg: &TrainConfig,
+    spec: &TrainSpec,
+    train: &mut [Tokenized],
+    eval: &mut [Tokenized],
+) -> Result<String, TrainError> {
+    let path = spec.run_dir.join("reference_logps.json");
+    if spec.resume_from.is_some() && path.exists() {
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        let saved: HashMap<String, Vec<[f64; 2]>> =
+            serde_json::from_str(&text).map_err(io(&path))?;
+        for (name, rows) in [("train", &mut *train), ("eval", &mut *eval)] {
+            let got = saved.get(name).map_or(&[][..], |v| v.as_slice());
+            if got.len() != rows.len() {
+                return Err(TrainError::Checkpoint {
+                    path: path.clone(),
+                    message: format!(
+                        "holds {} {name} rows, the data has {}: the dataset changed since the run started",
+                        got.len(),
+                        rows.len()
+                    ),
+                });
+            }
+            for (r, v) in rows.iter_mut().zip(got) {
+                r.reference = v.to_vec();
+            }
+        }
+        return Ok(format!(
+            "reference log-probabilities read back from {}",
+            path.display()
+        ));
+    }
+    let started = Instant::now();
+    for rows in [&mut *train, &mut *eval] {
+        super::preference::compute_references(model, rows, cfg.batch_size, |_, _| {})?;
+    }
+    let pairs = |rows: &[Tokenized]| {
+        rows.iter()
+            .map(|r| [r.reference[0], r.reference[1]])
+            .collect::<Vec<_>>()
+    };
+    let doc = serde_json::json!({"train": pairs(train), "eval": pairs(eval)});
+    let tmp = path.with_extension("json.tmp");
+    std::fs::create_dir_all(&spec.run_dir).map_err(io(&spec.run_dir))?;
+    std::fs::write(&tmp, doc.to_string()).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    Ok(format!(
+        "reference log-probabilities of {} rows computed in {:.1} s (the model before training)",
+        train.len() + eval.len(),
+        started.elapsed().as_secs_f64(),
+    ))
 }
 
 /// The gradients of the first optimizer step and the batches they came from, written to
@@ -232,6 +312,19 @@ fn dump_first_step(lp: &mut Loop, path: &Path) -> Result<Summary, TrainError> {
         out.insert(format!("batch.{i}.input"), b.input.clone());
         out.insert(format!("batch.{i}.rows"), b.rows.clone());
         out.insert(format!("batch.{i}.targets"), b.targets.clone());
+        if let Some(p) = &b.pref {
+            if !p.reference.is_empty() {
+                out.insert(
+                    format!("batch.{i}.reference"),
+                    Tensor::new(p.reference.as_slice(), &lp.model.device)?,
+                );
+            }
+            let d: Vec<u8> = p.desirable.iter().map(|&d| d as u8).collect();
+            out.insert(
+                format!("batch.{i}.desirable"),
+                Tensor::new(d.as_slice(), &lp.model.device)?,
+            );
+        }
     }
     out.insert(
         "loss".into(),
@@ -274,6 +367,13 @@ pub fn train(
         total_params,
         resumed_from,
     });
+    for message in std::mem::take(&mut lp.notes) {
+        emit(TrainEvent::Log {
+            step: lp.state.step,
+            level: "info".into(),
+            message,
+        });
+    }
     let dtype = lp.model.dtype;
     emit(TrainEvent::Log {
         step: lp.state.step,

@@ -81,7 +81,7 @@ fn copy_task(n: usize, seed: u64) -> Vec<Tokenized> {
             ids.extend(&half);
             ids.extend(&half);
             let trained = (0..ids.len()).map(|j| j > half.len()).collect();
-            Tokenized { ids, trained }
+            Tokenized::new(ids, trained)
         })
         .collect()
 }

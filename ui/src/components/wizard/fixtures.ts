@@ -207,7 +207,7 @@ export const CHATML =
 export function inspection(over: Partial<Inspection> = {}): Inspection {
   return {
     problems: [],
-    preview: [{ at: "line 1", rendered: CHATML }],
+    preview: [{ at: "line 1", rendered: CHATML, rejected: null, desirable: null }],
     stats: {
       records: 300,
       min_tokens: 61,

@@ -3,4 +3,4 @@
 /**
  * What a run optimises (see `train::objective`).
  */
-export type ObjectiveKind = "sft";
+export type ObjectiveKind = "sft" | "dpo" | "orpo" | "kto";

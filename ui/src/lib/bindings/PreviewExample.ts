@@ -6,6 +6,15 @@ export type PreviewExample = {
  */
 at: string, 
 /**
- * The text the model sees; with a model, trained spans are wrapped in ⟦ ⟧.
+ * The text the model sees; with a model, trained spans are wrapped in ⟦ ⟧. For a
+ * preference pair, the prompt and the chosen answer.
  */
-rendered: string, };
+rendered: string, 
+/**
+ * A preference pair's rejected answer (its prompt is the chosen one's).
+ */
+rejected: string | null, 
+/**
+ * A rated answer's label (KTO): desirable or not.
+ */
+desirable: boolean | null, };

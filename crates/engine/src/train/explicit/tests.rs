@@ -35,7 +35,7 @@ fn rows() -> Vec<Tokenized> {
                 .map(|x| (((x + 1.0) * 19.0) as u32) % 40)
                 .collect();
             let trained = (0..len).map(|j| j % 3 != 0).collect();
-            Tokenized { ids, trained }
+            Tokenized::new(ids, trained)
         })
         .collect()
 }
