@@ -11,7 +11,7 @@ import json
 
 import pytest
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import PeftModel
 from safetensors.torch import load_file
 
 import tiny_models as tm
@@ -137,11 +137,8 @@ def test_lora_gradients_match_peft_on_new_families(run, tmp_path, text_data, var
     spec = GRADIENT_VARIANTS[variant]
     model = tm.make_model(tmp_path / variant, seed=6, **spec)
     ref = tm.load_reference(model)
-    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
-    peft_model = get_peft_model(ref, cfg)
-    tm.randomize_adapter(peft_model, seed=5, scale=0.2)
     adapter = tmp_path / "adapter"
-    peft_model.save_pretrained(adapter)
+    peft_model = tm.random_lora(ref, adapter)
     dump = tmp_path / "grads.safetensors"
     run("train", "--model", str(model), "--data", str(text_data), "--method", "lora",
         "--set", f"lora.init={adapter}", "--set", "lora.r=4", "--set", "lora.alpha=8",

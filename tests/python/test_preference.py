@@ -6,11 +6,10 @@ import math
 
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file
 
 import tiny_models as tm
-from test_train import events, kill_at_first_checkpoint, step_losses
+from test_train import events, kill_at_first_checkpoint, step_losses, tiny  # noqa: F401 (a fixture)
 
 QUESTIONS = [
     ("What is the capital of France?", " Paris", " Berlin"),
@@ -20,11 +19,6 @@ QUESTIONS = [
     ("What do low-rank adapters train?", " two small matrices per layer", " the whole model"),
     ("What is the capital of Germany?", " Berlin", " Paris"),
 ]
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    return tm.make_model(tmp_path / "tiny-llama", "llama", seed=11)
 
 
 @pytest.fixture
@@ -66,13 +60,8 @@ def full_rows(ours, i=0):
 
 
 def peft_lora(tiny, tmp_path):
-    ref = tm.load_reference(tiny)
-    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
-    model = get_peft_model(ref, cfg)
-    tm.randomize_adapter(model, seed=5, scale=0.2)
     adapter = tmp_path / "adapter"
-    model.save_pretrained(adapter)
-    return model, adapter
+    return tm.random_lora(tm.load_reference(tiny), adapter), adapter
 
 
 def compare_grads(model, ours):

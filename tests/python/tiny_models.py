@@ -124,6 +124,17 @@ def randomize_adapter(peft_model, seed: int, scale: float):
                 p.copy_(scale * torch.randn(p.shape, generator=g))
 
 
+def random_lora(ref, out: Path):
+    """A PEFT LoRA (r 4, alpha 8, every linear, no dropout) on `ref` with random A *and* B,
+    saved to `out`: B = 0 at init would make A's gradient zero."""
+    from peft import LoraConfig, get_peft_model
+    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    model = get_peft_model(ref, cfg)
+    randomize_adapter(model, seed=5, scale=0.2)
+    model.save_pretrained(out)
+    return model
+
+
 def compare_peft_gradients(peft_model, ours, vocab_size):
     """Run PEFT's forward and backward on the batch Whetstone dumped (`--dump-first-grads`)
     and compare: the loss within 1e-5, every LoRA gradient within 1e-4 of the tensor's max.
