@@ -22,6 +22,7 @@ use whetstone_studio::hub::{self, DownloadUpdate, HubModelInfo, TokenStatus};
 use whetstone_studio::inference::{self, ChatAnswer, Loaded};
 use whetstone_studio::methods::{self, EstimateReport, MethodRow, SettingSpec};
 use whetstone_studio::models::{self, ModelRecord};
+use whetstone_studio::preferences::{self, Collected};
 use whetstone_studio::queue::RunQueue;
 use whetstone_studio::runs::{self, NewRun, RunError};
 use whetstone_studio::samples::{self, SampleDataset};
@@ -306,6 +307,14 @@ async fn runs_report(s: State<'_>, ids: Vec<String>, by: String) -> CommandResul
 #[tauri::command]
 fn queue_positions(s: State<'_>) -> Vec<(String, Vec<String>)> {
     s.queue.positions()
+}
+
+/// Keep a Playground judgement in the library's preference dataset (DPO pairs or KTO ratings).
+#[tauri::command]
+async fn preference_record(s: State<'_>, collected: Collected) -> CommandResult<DatasetRecord> {
+    preferences::record(&s.store, &s.dir.datasets(), &collected)
+        .await
+        .map_err(err)
 }
 
 #[tauri::command]

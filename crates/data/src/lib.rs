@@ -7,6 +7,7 @@
 pub mod dataset;
 mod namespace_check;
 mod preference;
+mod record;
 pub mod template;
 pub mod tokenize;
 

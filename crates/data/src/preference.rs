@@ -2,7 +2,7 @@
 //! have (TRL's "standard" strings, its conversational message lists, and conversations that
 //! share their prompt turns with no `prompt` field). Every problem names its field.
 
-use crate::dataset::{as_object, bad, kind_of, message_list, Check, Example};
+use crate::record::{as_object, bad, kind_of, message_list, Check, Example};
 use crate::template::ChatMessage;
 use serde_json::Value;
 

@@ -16,6 +16,7 @@ pub mod inference;
 pub mod methods;
 pub mod models;
 pub mod paths;
+pub mod preferences;
 pub mod queue;
 pub mod report;
 pub mod run_state;

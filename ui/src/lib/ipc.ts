@@ -5,6 +5,7 @@ import { invoke } from "@tauri-apps/api/core";
 import { listen, type UnlistenFn } from "@tauri-apps/api/event";
 import type { AppError } from "./bindings/AppError";
 import type { ChatAnswer } from "./bindings/ChatAnswer";
+import type { Collected } from "./bindings/Collected";
 import type { Comparison } from "./bindings/Comparison";
 import type { CuratedModel } from "./bindings/CuratedModel";
 import type { DatasetRecord } from "./bindings/DatasetRecord";
@@ -29,6 +30,7 @@ import type { TokenStatus } from "./bindings/TokenStatus";
 
 export type {
   ChatAnswer,
+  Collected,
   Comparison,
   CuratedModel,
   DatasetRecord,
@@ -56,6 +58,7 @@ export type { TrainEvent } from "./bindings/TrainEvent";
 export type { MethodKind } from "./bindings/MethodKind";
 export type { Curves } from "./bindings/Curves";
 export type { PreviewExample } from "./bindings/PreviewExample";
+export type { Judgement } from "./bindings/Judgement";
 export type { LengthStats } from "./bindings/LengthStats";
 
 /** A rejected command: the backend's `{kind, message}` (`whetstone_studio::error::AppError`,
@@ -161,6 +164,9 @@ export const api = {
   /** The same prompt answered by the base (`null`) and by each run's adapter, in order. */
   chat: (model: string, adapters: (string | null)[], prompt: string, maxTokens: number, temperature: number) =>
     call<ChatAnswer[]>("chat", { model, adapters, prompt, maxTokens, temperature }),
+  /** Keep a Playground judgement: appended to the library's `playground-pairs` (preferred
+   * answer) or `playground-ratings` (thumbs) dataset, which this returns as it is now. */
+  preferenceRecord: (collected: Collected) => call<DatasetRecord>("preference_record", { collected }),
   /** Export a run; stages arrive by `onExport`. */
   exportRun: (run: string, format: ExportFormat, dtype?: string) =>
     call<ExportReport>("export_run", { run, format, dtype }),

@@ -9,3 +9,9 @@ import { t } from "./locale.svelte";
 export function phraseText(key: string, english: string): string {
   return isMessageKey(key) ? t(key) : english;
 }
+
+/** An objective's metric title (`reward_accuracy`, ...) in the current language; its name as
+ * it came when the catalog has none. */
+export function metricTitle(name: string): string {
+  return phraseText(`runs.metric.named.${name}`, name.replaceAll("_", " "));
+}

@@ -3,7 +3,7 @@
 import type { DatasetRecord, MethodKind, ModelRecord } from "./ipc";
 import { PRESETS } from "./wizard";
 
-export const STEPS = ["model", "dataset", "method", "settings", "review"] as const;
+export const STEPS = ["model", "dataset", "goal", "method", "settings", "review"] as const;
 export type StepId = (typeof STEPS)[number];
 
 export type Draft = {
@@ -13,11 +13,13 @@ export type Draft = {
   method: MethodKind | null;
   /** True once the person picked a method: the recommendation then no longer overrides it. */
   methodChosen: boolean;
+  /** True once the person picked a goal: the dataset's suggestion then no longer overrides it. */
+  goalChosen: boolean;
   sets: string[];
 };
 
 function fresh(): Draft {
-  return { step: 0, model: null, dataset: null, method: null, methodChosen: false, sets: [...PRESETS.balanced] };
+  return { step: 0, model: null, dataset: null, method: null, methodChosen: false, goalChosen: false, sets: [...PRESETS.balanced] };
 }
 
 export const draft = $state<Draft>(fresh());

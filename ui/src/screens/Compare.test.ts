@@ -46,6 +46,18 @@ describe("Compare screen", () => {
     api.runMetrics.mockImplementation((id) => Promise.resolve(id === "run-a" ? metrics(A, 0) : metrics(B, 1)));
   });
 
+  it("overlays the objectives' metrics, one chart per name any run has", async () => {
+    const dpo = (run: RunView, acc: number): RunMetrics => ({
+      ...metrics(run, 0),
+      named: [{ name: "reward_accuracy", train_step: [1, 2], train: [0.5, acc], eval_step: [0, 2], eval: [0, acc] }],
+    });
+    api.runMetrics.mockImplementation((id) => Promise.resolve(id === "run-a" ? dpo(A, 0.75) : metrics(B, 1)));
+    render(Compare, { arg: "run-a,run-b" });
+    const chart = await screen.findByTestId("compare-named-reward_accuracy");
+    expect(Number(chart.dataset.points)).toBe(3);
+    expect(chart.textContent).toContain("Reward accuracy");
+  });
+
   it("marks the best value of each metric with text, not colour only", async () => {
     render(Compare, { arg: "run-a,run-b" });
     const table = await screen.findByTestId("compare-table");

@@ -95,6 +95,14 @@ describe("New run wizard", () => {
     expect(next().disabled).toBe(false);
     await fireEvent.click(next());
 
+    // goal: supervised fine-tuning for an alpaca file; the preference goals say what they need
+    expect(screen.getByTestId("wizard-step-goal")).toBeTruthy();
+    const goal = (o: string) => screen.getAllByTestId("goal-option").find((g) => g.dataset.objective === o)!;
+    expect(goal("sft").dataset.selected).toBe("true");
+    expect((within(goal("dpo")).getByRole("radio") as HTMLInputElement).disabled).toBe(true);
+    expect(goal("dpo").textContent).toContain("Needs preference pairs");
+    await fireEvent.click(next());
+
     // method: the recommended row is pre-selected
     expect(screen.getByTestId("wizard-step-method")).toBeTruthy();
     await screen.findByTestId("method-table");
@@ -105,10 +113,12 @@ describe("New run wizard", () => {
 
     // back to the dataset and forward again: the choice is still there
     await fireEvent.click(screen.getByTestId("wizard-back"));
+    await fireEvent.click(screen.getByTestId("wizard-back"));
     expect(screen.getByTestId("wizard-step-dataset")).toBeTruthy();
     await waitFor(() =>
       expect((within(screen.getByTestId("dataset-option")).getByRole("radio") as HTMLInputElement).checked).toBe(true),
     );
+    await fireEvent.click(next());
     await fireEvent.click(next());
     await screen.findByTestId("method-table");
     await fireEvent.click(next());
@@ -135,10 +145,27 @@ describe("New run wizard", () => {
     await waitFor(() => expect(location.hash).toBe("#run/run-7"));
   });
 
+  it("suggests DPO for preference pairs and sends the goal as the objective", async () => {
+    m.runStart.mockResolvedValue({ id: "run-9" } as Awaited<ReturnType<typeof api.runStart>>);
+    const PAIRS = { ...SAMPLE, id: "pairs", name: "pairs", format: "preference" };
+    Object.assign(draft, { step: 2, model: SMOL, dataset: PAIRS });
+    render(NewRun);
+    const goal = (o: string) => screen.getAllByTestId("goal-option").find((g) => g.dataset.objective === o)!;
+    await waitFor(() => expect(goal("dpo").dataset.selected).toBe("true"));
+    expect(draft.sets).toContain("objective=dpo");
+    await fireEvent.click(within(goal("orpo")).getByRole("radio"));
+    expect(draft.sets).toContain("objective=orpo");
+    expect(goal("orpo").textContent).toContain("cheapest");
+    // a dataset that cannot train the chosen goal brings the goal back to one it can
+    draft.dataset = SAMPLE;
+    await waitFor(() => expect(draft.sets.some((p) => p.startsWith("objective="))).toBe(false));
+    expect(goal("sft").dataset.selected).toBe("true");
+  });
+
   it("sends the device chosen in Settings unless a pair names one", async () => {
     m.runStart.mockResolvedValue({ id: "run-8" } as Awaited<ReturnType<typeof api.runStart>>);
     localStorage.setItem("whetstone.device", "cuda:1");
-    Object.assign(draft, { step: 4, model: SMOL, dataset: SAMPLE, method: "lora", methodChosen: true });
+    Object.assign(draft, { step: 5, model: SMOL, dataset: SAMPLE, method: "lora", methodChosen: true });
     const { unmount } = render(NewRun);
     await waitFor(() => expect(m.estimate).toHaveBeenCalled());
     expect(m.estimate.mock.calls[0][3]).toBe("cuda:1");
@@ -149,7 +176,7 @@ describe("New run wizard", () => {
 
     // a device named in the Advanced panel wins, even `cpu` (the schema's default)
     vi.clearAllMocks();
-    Object.assign(draft, { step: 4, sets: [...draft.sets, "device=cpu"] });
+    Object.assign(draft, { step: 5, sets: [...draft.sets, "device=cpu"] });
     render(NewRun);
     await waitFor(() => expect(m.estimate).toHaveBeenCalled());
     expect(m.estimate.mock.calls[0][3]).toBe("cpu");
@@ -161,7 +188,7 @@ describe("New run wizard", () => {
   });
 
   it("shows why a run could not start", async () => {
-    Object.assign(draft, { step: 4, model: SMOL, dataset: SAMPLE, method: "lora", methodChosen: true });
+    Object.assign(draft, { step: 5, model: SMOL, dataset: SAMPLE, method: "lora", methodChosen: true });
     m.runStart.mockRejectedValue("dataset whetstone-demo-extract: line 12: 1 record is longer than seq_len 256 (set truncate=true)");
     render(NewRun);
     await fireEvent.click(screen.getByTestId("wizard-start"));
@@ -178,7 +205,7 @@ describe("New run wizard", () => {
       const bytes = method === "qlora" ? 5e9 : ckpt ? 6.5e9 : 9e9;
       return estimateReport(method as "lora", { est_memory_bytes: bytes, fits_device: bytes <= usable, usable_bytes: usable });
     });
-    Object.assign(draft, { step: 4, model: SMOL, dataset: SAMPLE, method: "full", methodChosen: true });
+    Object.assign(draft, { step: 5, model: SMOL, dataset: SAMPLE, method: "full", methodChosen: true });
     render(NewRun);
     const fix = await screen.findByTestId("review-fix");
     expect(fix.textContent).toContain("Does not fit.");

@@ -6,7 +6,7 @@ import { deferred, model, run } from "../components/tools/test-fixtures";
 import { clearPlaygroundHistory } from "../components/tools/playground-history.svelte";
 
 vi.mock("../lib/ipc", () => ({
-  api: { modelsList: vi.fn(), runsList: vi.fn(), runShow: vi.fn(), chat: vi.fn() },
+  api: { modelsList: vi.fn(), runsList: vi.fn(), runShow: vi.fn(), chat: vi.fn(), preferenceRecord: vi.fn() },
 }));
 
 const other = model({ id: "qwen2-5-0-5b-instruct", name: "Qwen2.5 0.5B Instruct" });
@@ -26,7 +26,42 @@ beforeEach(() => {
 
 const answer = (adapter: string | null, text: string) => ({ adapter, text, tokens: 20, seconds: 0.5, tokens_per_s: 40, switch_s: adapter ? 0.12 : 0 });
 
+const kept = (name: string, records: number) => ({ id: "playground-pairs", name, records }) as Awaited<ReturnType<typeof api.preferenceRecord>>;
+
 describe("Playground", () => {
+  it("keeps a preferred answer, edited, as pairs and a thumbs-down as a rating", async () => {
+    vi.mocked(api.chat).mockResolvedValue([answer(null, "I think it is Mei."), answer("run-1", '{"name": "Mei"}'), answer("run-2", "Mei?")]);
+    vi.mocked(api.preferenceRecord).mockResolvedValueOnce(kept("Playground preferences", 1)).mockResolvedValueOnce(kept("Playground preferences", 2))
+      .mockResolvedValueOnce(kept("Playground ratings", 1));
+    render(Playground, { arg: "run-1" });
+    await waitFor(() => expect((screen.getByTestId("playground-adapter-a") as HTMLSelectElement).value).toBe("run-1"));
+    await fireEvent.change(screen.getByTestId("playground-adapter-b"), { target: { value: "run-2" } });
+    await fireEvent.input(screen.getByTestId("playground-prompt"), { target: { value: "Mei Nilsson, 69, Cluj" } });
+    await fireEvent.click(screen.getByTestId("playground-send"));
+    await screen.findAllByTestId("playground-answer");
+
+    const better = screen.getAllByTestId("playground-better").find((b) => b.dataset.adapter === "run-1")!;
+    await fireEvent.click(better);
+    const edit = screen.getByTestId("playground-chosen-text") as HTMLTextAreaElement;
+    expect(edit.value).toBe('{"name": "Mei"}');
+    await fireEvent.input(edit, { target: { value: '{"name": "Mei", "age": 69}' } });
+    await fireEvent.click(screen.getByTestId("playground-save-pair"));
+    // one pair per other answer, the edit as the chosen answer, the source kept with it
+    await waitFor(() => expect(api.preferenceRecord).toHaveBeenCalledTimes(2));
+    const [first, second] = vi.mocked(api.preferenceRecord).mock.calls.map((c) => c[0]);
+    expect(first).toMatchObject({ prompt: "Mei Nilsson, 69, Cluj", judgement: { kind: "pair", chosen: '{"name": "Mei", "age": 69}', rejected: "I think it is Mei." } });
+    expect(first.source).toMatchObject({ model: "smollm2-135m-instruct-q4-1", chosen_by: "run-1", rejected_by: null, edited: true });
+    expect(second.judgement).toMatchObject({ rejected: "Mei?" });
+    expect((await screen.findByTestId("playground-kept")).textContent).toContain("Playground preferences (records: 2)");
+    expect(screen.queryByTestId("playground-chosen-text")).toBeNull();
+
+    const bad = screen.getAllByTestId("playground-bad").find((b) => b.dataset.adapter === "base")!;
+    await fireEvent.click(bad);
+    await waitFor(() => expect(api.preferenceRecord).toHaveBeenCalledTimes(3));
+    expect(vi.mocked(api.preferenceRecord).mock.calls[2][0].judgement).toEqual({ kind: "rating", completion: "I think it is Mei.", desirable: false });
+    await waitFor(() => expect(screen.getAllByTestId("playground-kept")).toHaveLength(2));
+  });
+
   it("preselects the run's model and adapter and offers only usable runs of that model", async () => {
     render(Playground, { arg: "run-1" });
     const a = (await screen.findByTestId("playground-adapter-a")) as HTMLSelectElement;

@@ -6,6 +6,7 @@ import { emit } from "@tauri-apps/api/event";
 import { methodFacts } from "./engine-facts";
 import type {
   ChatAnswer,
+  Collected,
   Comparison,
   DatasetRecord,
   DownloadUpdate,
@@ -79,6 +80,7 @@ export const COMMANDS = [
   "runs_report",
   "queue_positions",
   "chat",
+  "preference_record",
   "export_run",
   "token_status",
   "token_set",
@@ -312,6 +314,8 @@ export class MockBackend {
   readonly calls: Call[] = [];
   private models: ModelRecord[];
   private datasets: DatasetRecord[];
+  /** Every Playground judgement kept, in order. */
+  collected: Collected[] = [];
   private runs = new Map<string, RunState>();
   private lane: string[] = [];
   private nextRun = 1;
@@ -432,6 +436,8 @@ export class MockBackend {
       // --- playground and export
       case "chat":
         return this.chat(str(a, "model"), a.adapters, str(a, "prompt"), num(a, "maxTokens"), num(a, "temperature"));
+      case "preference_record":
+        return this.preferenceRecord(a.collected as Collected);
       case "export_run":
         return this.exportRun(str(a, "run"), str(a, "format"), optStr(a, "dtype"));
       // --- settings
@@ -599,6 +605,38 @@ export class MockBackend {
       created_at: now(),
     };
     this.datasets.push(rec);
+    return { ...rec };
+  }
+
+  /** Playground judgements: a growing library dataset per kind, as the studio keeps them. */
+  private preferenceRecord(c: Collected): DatasetRecord {
+    const pair = c.judgement.kind === "pair";
+    if (!c.prompt.trim()) fail("the judgement cannot be kept: field `prompt`: is empty");
+    if (c.judgement.kind === "pair" && c.judgement.chosen === c.judgement.rejected)
+      fail("the judgement cannot be kept: field `rejected`: is identical to `chosen`, so the pair prefers nothing");
+    const id = pair ? "playground-pairs" : "playground-ratings";
+    let rec = this.datasets.find((d) => d.id === id);
+    if (!rec) {
+      const path = `${DATA_DIR}/datasets/${id}.jsonl`;
+      rec = {
+        id,
+        name: pair ? "Playground preferences" : "Playground ratings",
+        original_path: path,
+        path,
+        format: pair ? "preference" : "kto",
+        columns: null,
+        records: 0,
+        dropped: 0,
+        problems: "[]",
+        size_bytes: 0,
+        sha256: "",
+        created_at: now(),
+      };
+      this.datasets.push(rec);
+    }
+    rec.records += 1;
+    rec.size_bytes += 200;
+    this.collected.push(c);
     return { ...rec };
   }
 

@@ -1,4 +1,4 @@
-// The whole path of a first run: Home → New run → model → sample dataset → LoRA → Quick →
+// The whole path of a first run: Home → New run → model → sample dataset → SFT → LoRA → Quick →
 // Review → Start → the live Run screen fills its loss chart → Stop → Runs lists the run.
 import { expect, test } from "@playwright/test";
 import { backend, calls, collectErrors, openApp } from "./helpers";
@@ -17,6 +17,10 @@ test("a LoRA run from Home to Runs", async ({ page }) => {
   await expect(page.getByTestId("wizard-step-dataset")).toBeVisible();
   await page.getByTestId("dataset-sample").first().click();
   await expect(page.locator('[data-testid="dataset-option"][data-id="whetstone-demo-extract"] input')).toBeChecked();
+  await page.getByTestId("wizard-next").click();
+
+  await expect(page.getByTestId("wizard-step-goal")).toBeVisible();
+  await expect(page.locator('[data-testid="goal-option"][data-objective="sft"]')).toHaveAttribute("data-selected", "true");
   await page.getByTestId("wizard-next").click();
 
   await expect(page.getByTestId("wizard-step-method")).toBeVisible();

@@ -11,6 +11,8 @@ export type Exchange = {
   temperature: number;
   answers: ChatAnswer[] | null;
   error: string | null;
+  /** What was kept from this exchange for preference tuning, newest last. */
+  kept?: string[];
 };
 
 export const playground = $state<{ history: Exchange[]; nextId: number }>({ history: [], nextId: 0 });
