@@ -188,15 +188,17 @@ pub fn estimate(c: &ModelConfig, cfg: &TrainConfig, native_bf16: bool, cpu: bool
     let per_param = if shape.trains_base { 20 - e } else { 20 };
     let optimizer_bytes = per_param * trainable;
     let t = cfg.seq_len;
-    // a preference row is two sequences (the pair, or KTO's KL sequence), on the autograd path
+    // a preference row is two sequences (the pair, or KTO's KL sequence); ORPO over whole
+    // rows takes the autograd path
     let pref = cfg.objective.is_preference();
+    let whole_rows = cfg.objective == crate::config::ObjectiveKind::Orpo && cfg.train_on_prompt;
     let cfg = &TrainConfig {
         batch_size: cfg.batch_size * if pref { 2 } else { 1 },
         ..cfg.clone()
     };
     let rows = (cfg.batch_size * (t + shape.extra_rows)) as u64;
     let explicit = shape.explicit_floats.filter(|_| {
-        cpu && !pref && dtype == DType::F32 && crate::model::beyond_plain_decoder(c).is_none()
+        cpu && !whole_rows && dtype == DType::F32 && crate::model::beyond_plain_decoder(c).is_none()
     });
     let activation_bytes = match explicit {
         Some(adapters) => {

@@ -214,7 +214,9 @@ pub struct ChatAnswer {
     pub switch_s: f64,
 }
 
-/// The same prompt answered by the base and by each adapter, on one loaded base.
+/// The same prompt answered by the base and by each adapter, on one loaded base. Each answer
+/// samples with its own seed (`params.seed` plus its place), so the same adapter listed
+/// twice gives two samples.
 pub fn answer_each(
     loaded: &Loaded,
     adapters: &[(Option<String>, Option<std::path::PathBuf>)],
@@ -223,10 +225,14 @@ pub fn answer_each(
 ) -> Result<Vec<ChatAnswer>, InferenceError> {
     let ids = chat_prompt(&loaded.source, prompt, None, false)?;
     let mut out = vec![];
-    for (name, dir) in adapters {
+    for (i, (name, dir)) in adapters.iter().enumerate() {
         let (model, switch_s) = with_adapter(loaded, dir.as_deref())?;
         let started = Instant::now();
-        let g = chat(loaded, &model, &ids, params, |_| {})?;
+        let params = SamplingParams {
+            seed: params.seed.wrapping_add(i as u64),
+            ..params.clone()
+        };
+        let g = chat(loaded, &model, &ids, &params, |_| {})?;
         out.push(ChatAnswer {
             adapter: name.clone(),
             text: g.text.trim().to_string(),

@@ -62,6 +62,20 @@ describe("Playground", () => {
     await waitFor(() => expect(screen.getAllByTestId("playground-kept")).toHaveLength(2));
   });
 
+  it("asks one model twice for two samples to judge", async () => {
+    vi.mocked(api.chat).mockResolvedValue([answer("run-1", "Mei"), answer("run-1", "Mei Nilsson")]);
+    render(Playground, { arg: "run-1" });
+    await waitFor(() => expect((screen.getByTestId("playground-adapter-a") as HTMLSelectElement).value).toBe("run-1"));
+    await fireEvent.click(screen.getByTestId("playground-two-samples"));
+    expect((screen.getByTestId("playground-adapter-b") as HTMLSelectElement).disabled).toBe(true);
+    await fireEvent.input(screen.getByTestId("playground-prompt"), { target: { value: "Who?" } });
+    await fireEvent.click(screen.getByTestId("playground-send"));
+    expect(api.chat).toHaveBeenCalledWith("smollm2-135m-instruct-q4-1", ["run-1", "run-1"], "Who?", 128, 0.7);
+    const cols = await screen.findAllByTestId("playground-answer");
+    expect(cols.map((c) => c.querySelector("h3")!.textContent)).toEqual(["Adapter A · run-1 (lora) · sample 1", "Adapter A · run-1 (lora) · sample 2"]);
+    expect(screen.getAllByTestId("playground-better")).toHaveLength(2);
+  });
+
   it("preselects the run's model and adapter and offers only usable runs of that model", async () => {
     render(Playground, { arg: "run-1" });
     const a = (await screen.findByTestId("playground-adapter-a")) as HTMLSelectElement;

@@ -19,17 +19,56 @@ pub struct XentSums {
     pub hits: f64,
 }
 
+/// How much each row's loss weighs in the gradient.
+#[derive(Debug, Clone, Copy)]
+pub enum Scale<'a> {
+    /// The same for every row (a mean over the step's targets).
+    All(f32),
+    /// One per row (a preference objective's `∂loss / ∂nll` of each target).
+    Each(&'a [f32]),
+}
+
+impl Scale<'_> {
+    fn at(&self, row: usize) -> f32 {
+        match self {
+            Scale::All(s) => *s,
+            Scale::Each(v) => v[row],
+        }
+    }
+}
+
 /// For hidden rows `h` `[n, hidden]`, output weight `w` `[vocab, hidden]` and `targets`:
-/// the summed loss and hits, and with `dh` the gradient of `loss · grad_scale` with respect
-/// to `h` (overwritten), with `dw` the one with respect to `w` (added to a row-major
+/// the summed loss and hits, and with `dh` the gradient of `Σ loss_row · scale_row` with
+/// respect to `h` (overwritten), with `dw` the one with respect to `w` (added to a row-major
 /// `[vocab, hidden]` buffer).
 pub fn linear_cross_entropy(
     h: &[f32],
     w: Mat,
     targets: &[u32],
-    grad_scale: f32,
+    scale: Scale,
+    dh: Option<&mut [f32]>,
+    dw: Option<&mut [f32]>,
+) -> XentSums {
+    pass(h, w, targets, scale, dh, dw, None)
+}
+
+/// Each row's `−log p(target)` and the count of rows whose most likely token is the target,
+/// no gradient (evaluation, and the first pass of a preference objective, whose row scales
+/// depend on these).
+pub fn target_nll(h: &[f32], w: Mat, targets: &[u32]) -> (Vec<f64>, f64) {
+    let mut out = vec![0.0; targets.len()];
+    let sums = pass(h, w, targets, Scale::All(0.0), None, None, Some(&mut out));
+    (out, sums.hits)
+}
+
+fn pass(
+    h: &[f32],
+    w: Mat,
+    targets: &[u32],
+    scale: Scale,
     mut dh: Option<&mut [f32]>,
     mut dw: Option<&mut [f32]>,
+    mut nll_out: Option<&mut [f64]>,
 ) -> XentSums {
     let (vocab, hidden) = (w.rows, w.cols);
     let n = targets.len();
@@ -41,10 +80,12 @@ pub fn linear_cross_entropy(
         let lg = &mut logits[..rows * vocab];
         matmul(lg, vocab, hb, w.t(), false);
         let tg = &targets[r0..r0 + rows];
+        let grads = dh.is_some() || dw.is_some();
         let per_row: Vec<(f64, bool)> = lg
             .par_chunks_mut(vocab)
             .zip(tg)
-            .map(|(row, &t)| {
+            .enumerate()
+            .map(|(i, (row, &t))| {
                 let t = t as usize;
                 let (mut max, mut arg) = (f32::NEG_INFINITY, 0);
                 for (j, &v) in row.iter().enumerate() {
@@ -60,17 +101,23 @@ pub fn linear_cross_entropy(
                 let nll = (lse - target) as f64;
                 // hits count the first maximum, as argmax does
                 let hit = arg == t;
-                let k = grad_scale / sum;
-                for v in row.iter_mut() {
-                    *v *= k;
+                if grads {
+                    let s = scale.at(r0 + i);
+                    let k = s / sum;
+                    for v in row.iter_mut() {
+                        *v *= k;
+                    }
+                    row[t] -= s;
                 }
-                row[t] -= grad_scale;
                 (nll, hit)
             })
             .collect();
-        for (nll, hit) in per_row {
+        for (i, (nll, hit)) in per_row.into_iter().enumerate() {
             sums.loss += nll;
             sums.hits += hit as u8 as f64;
+            if let Some(out) = nll_out.as_deref_mut() {
+                out[r0 + i] = nll;
+            }
         }
         if let Some(dh) = dh.as_deref_mut() {
             let out = &mut dh[r0 * hidden..(r0 + rows) * hidden];
@@ -99,14 +146,17 @@ mod tests {
         let targets: Vec<u32> = (0..n).map(|i| (i * 3 % vocab) as u32).collect();
         let mut dh = vec![0f32; n * hidden];
         let mut dw = vec![0f32; vocab * hidden];
+        // a scale per row, as a preference objective gives them
+        let scales: Vec<f32> = (0..n).map(|i| 0.5 + 0.01 * (i % 7) as f32).collect();
         let got = linear_cross_entropy(
             &h,
             Mat::new(&w, vocab, hidden),
             &targets,
-            0.5,
+            Scale::Each(&scales),
             Some(&mut dh),
             Some(&mut dw),
         );
+        let (nll, nll_hits) = target_nll(&h, Mat::new(&w, vocab, hidden), &targets);
         let mut want_dw = vec![0f64; vocab * hidden];
         let (mut loss, mut hits) = (0f64, 0f64);
         for i in 0..n {
@@ -121,9 +171,11 @@ mod tests {
             let lse = m + z.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
             let t = targets[i] as usize;
             loss += lse - z[t];
+            assert!((nll[i] - (lse - z[t])).abs() < 1e-4, "nll[{i}]");
+            let s = scales[i] as f64;
             let arg = z.iter().position(|&x| x == m).unwrap();
             for v in 0..vocab {
-                let g = ((z[v] - lse).exp() - (v == t) as u8 as f64) * 0.5;
+                let g = ((z[v] - lse).exp() - (v == t) as u8 as f64) * s;
                 for e in 0..hidden {
                     want_dw[v * hidden + e] += g * h[i * hidden + e] as f64;
                 }
@@ -135,7 +187,7 @@ mod tests {
                         ((z[v] - lse).exp() - (v == t) as u8 as f64) * w[v * hidden + e] as f64
                     })
                     .sum::<f64>()
-                    * 0.5;
+                    * s;
                 assert!((dh[i * hidden + e] as f64 - g).abs() < 1e-5, "dh[{i},{e}]");
             }
         }
@@ -144,7 +196,7 @@ mod tests {
             "{} vs {loss}",
             got.loss
         );
-        assert_eq!(got.hits, hits);
+        assert_eq!((got.hits, nll_hits), (hits, hits));
         for (g, w) in dw.iter().zip(&want_dw) {
             assert!((*g as f64 - w).abs() < 1e-4, "dw {g} vs {w}");
         }

@@ -35,6 +35,17 @@ pub trait Objective: Send + Sync {
     /// How many terms [`Objective::loss_sum`] adds up: the mean loss of a step or an
     /// evaluation is the sum over its batches divided by the sum of these.
     fn terms(&self, batch: &Batch) -> usize;
+    /// The loss (and metrics) from each target's NLL `[targets]`, for an objective whose
+    /// loss depends on the final hidden states only through those: the explicit path
+    /// computes the NLLs itself and differentiates this small function for each target's
+    /// gradient scale. `None` when it needs more (SFT has its own explicit loss).
+    fn loss_from_nll(&self, _nll: &Tensor, _batch: &Batch) -> Option<Result<LossSum>> {
+        None
+    }
+    /// Whether [`Objective::loss_from_nll`] gives this objective's loss.
+    fn nll_is_enough(&self) -> bool {
+        false
+    }
 }
 
 /// Supervised fine-tuning: next-token negative log-likelihood over the trained positions.

@@ -114,22 +114,15 @@ fn target_nll(
     ops::cross_entropy_rows(&logits, targets)
 }
 
-/// The per-target NLL and each sequence's summed log-probability `[2n]` (f64).
-fn sequence_logps(
-    model: &DecoderModel,
-    hidden: &Tensor,
-    batch: &Batch,
-) -> Result<(Tensor, Tensor)> {
-    let pb = pref(batch)?;
-    let nll = target_nll(model, hidden, &batch.rows, &batch.targets)?;
-    let lp = pb
+/// Each sequence's summed log-probability `[2n]` (f64), from the per-target NLL.
+fn sequence_logps(nll: &Tensor, batch: &Batch) -> Result<Tensor> {
+    pref(batch)?
         .member
         .to_dtype(nll.dtype())?
         .matmul(&nll.unsqueeze(1)?)?
         .squeeze(1)?
         .neg()?
-        .to_dtype(DType::F64)?;
-    Ok((nll, lp))
+        .to_dtype(DType::F64)
 }
 
 /// `log(1 + e^x)`, stable for either sign.
@@ -150,23 +143,57 @@ fn metrics(pairs: &[(&str, f64)]) -> Metrics {
     pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
 
+/// The [`Objective`] of a preference objective whose loss is a function of the answer
+/// tokens' NLLs alone (its `loss_of_nll`): on either training path.
+macro_rules! nll_objective {
+    ($ty:ty, $name:literal) => {
+        impl Objective for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn batch(&self, rows: &[&Tokenized], device: &Device) -> Result<Batch> {
+                make_pref_batch(rows, device, false)
+            }
+
+            fn loss_sum(
+                &self,
+                model: &DecoderModel,
+                hidden: &Tensor,
+                batch: &Batch,
+            ) -> Result<LossSum> {
+                self.loss_of_nll(
+                    &target_nll(model, hidden, &batch.rows, &batch.targets)?,
+                    batch,
+                )
+            }
+
+            fn loss_from_nll(&self, nll: &Tensor, batch: &Batch) -> Option<Result<LossSum>> {
+                Some(self.loss_of_nll(nll, batch))
+            }
+
+            fn nll_is_enough(&self) -> bool {
+                true
+            }
+
+            fn terms(&self, batch: &Batch) -> usize {
+                batch.pref.as_ref().map_or(0, |p| p.n)
+            }
+        }
+    };
+}
+
 /// DPO: `-log σ(β[(log π(y_w) - log π_ref(y_w)) - (log π(y_l) - log π_ref(y_l))])` per pair,
 /// with conservative DPO's label smoothing.
 pub struct Dpo(pub DpoConfig);
 
-impl Objective for Dpo {
-    fn name(&self) -> &'static str {
-        "dpo"
-    }
+nll_objective!(Dpo, "dpo");
 
-    fn batch(&self, rows: &[&Tokenized], device: &Device) -> Result<Batch> {
-        make_pref_batch(rows, device, false)
-    }
-
-    fn loss_sum(&self, model: &DecoderModel, hidden: &Tensor, batch: &Batch) -> Result<LossSum> {
+impl Dpo {
+    fn loss_of_nll(&self, nll: &Tensor, batch: &Batch) -> Result<LossSum> {
         let pb = pref(batch)?;
         let n = pb.n;
-        let (_, lp) = sequence_logps(model, hidden, batch)?;
+        let lp = sequence_logps(nll, batch)?;
         let reference = Tensor::new(pb.reference.as_slice(), lp.device())?;
         if pb.reference.len() != 2 * n {
             return Err(Error::Msg(
@@ -202,10 +229,6 @@ impl Objective for Dpo {
             ]),
         })
     }
-
-    fn terms(&self, batch: &Batch) -> usize {
-        batch.pref.as_ref().map_or(0, |p| p.n)
-    }
 }
 
 /// ORPO: the chosen answer's NLL (token mean; the whole row with `train_on_prompt`, as TRL
@@ -226,9 +249,37 @@ impl Objective for Orpo {
     }
 
     fn loss_sum(&self, model: &DecoderModel, hidden: &Tensor, batch: &Batch) -> Result<LossSum> {
+        let nll = target_nll(model, hidden, &batch.rows, &batch.targets)?;
+        let whole = match &pref(batch)?.whole {
+            Some((rows, targets)) => {
+                let all = target_nll(model, hidden, rows, targets)?;
+                Some((all.sum_all()?.to_dtype(DType::F64)? / rows.dim(0)?.max(1) as f64)?)
+            }
+            None => None,
+        };
+        self.loss_of_nll(&nll, batch, whole)
+    }
+
+    fn loss_from_nll(&self, nll: &Tensor, batch: &Batch) -> Option<Result<LossSum>> {
+        // over whole rows, the SFT term needs the prompt positions' NLLs too
+        (!self.whole_row).then(|| self.loss_of_nll(nll, batch, None))
+    }
+
+    fn nll_is_enough(&self) -> bool {
+        !self.whole_row
+    }
+
+    fn terms(&self, batch: &Batch) -> usize {
+        batch.pref.as_ref().map_or(0, |p| p.n)
+    }
+}
+
+impl Orpo {
+    /// `whole`: the SFT term over the whole chosen rows, when `train_on_prompt` asks for it.
+    fn loss_of_nll(&self, nll: &Tensor, batch: &Batch, whole: Option<Tensor>) -> Result<LossSum> {
         let pb = pref(batch)?;
         let n = pb.n;
-        let (nll, lp) = sequence_logps(model, hidden, batch)?;
+        let lp = sequence_logps(nll, batch)?;
         let counts: Vec<f64> = pb.counts.iter().map(|&c| c as f64).collect();
         let avg = (&lp / Tensor::new(counts.as_slice(), lp.device())?)?;
         let (ac, ar) = (avg.narrow(0, 0, n)?, avg.narrow(0, n, n)?);
@@ -236,11 +287,8 @@ impl Objective for Orpo {
         let log1m = |x: &Tensor| (x.exp()?.neg()? + 1.0)?.log();
         let log_odds = ((&ac - &ar)? - (log1m(&ac)? - log1m(&ar)?)?)?;
         let ratio = log_sigmoid(&log_odds)?;
-        let sft = match &pb.whole {
-            Some((rows, targets)) => {
-                let all = target_nll(model, hidden, rows, targets)?;
-                (all.sum_all()?.to_dtype(DType::F64)? / rows.dim(0)?.max(1) as f64)?
-            }
+        let sft = match whole {
+            Some(s) => s,
             None => {
                 let k: usize = pb.counts[..n].iter().sum();
                 (nll.narrow(0, 0, k)?.sum_all()?.to_dtype(DType::F64)? / k.max(1) as f64)?
@@ -268,10 +316,6 @@ impl Objective for Orpo {
         }
         Ok(LossSum { loss, metrics: m })
     }
-
-    fn terms(&self, batch: &Batch) -> usize {
-        batch.pref.as_ref().map_or(0, |p| p.n)
-    }
 }
 
 /// KTO: desirable answers `w_d (1 - σ(β (r - z)))`, undesirable `w_u (1 - σ(β (z - r)))`,
@@ -279,16 +323,10 @@ impl Objective for Orpo {
 /// mismatched pairs (mean log-ratio, at least 0, not differentiated), as TRL computes it.
 pub struct Kto(pub KtoConfig);
 
-impl Objective for Kto {
-    fn name(&self) -> &'static str {
-        "kto"
-    }
+nll_objective!(Kto, "kto");
 
-    fn batch(&self, rows: &[&Tokenized], device: &Device) -> Result<Batch> {
-        make_pref_batch(rows, device, false)
-    }
-
-    fn loss_sum(&self, model: &DecoderModel, hidden: &Tensor, batch: &Batch) -> Result<LossSum> {
+impl Kto {
+    fn loss_of_nll(&self, nll: &Tensor, batch: &Batch) -> Result<LossSum> {
         let pb = pref(batch)?;
         let n = pb.n;
         if pb.reference.len() != 2 * n {
@@ -296,7 +334,7 @@ impl Objective for Kto {
                 "KTO needs the reference log-probabilities".into(),
             ));
         }
-        let (_, lp) = sequence_logps(model, hidden, batch)?;
+        let lp = sequence_logps(nll, batch)?;
         let ratio = (&lp - Tensor::new(pb.reference.as_slice(), lp.device())?)?;
         let ratio_h = host(&ratio)?;
         let kl = (ratio_h[n..].iter().sum::<f64>() / n as f64).max(0.0);
@@ -348,10 +386,6 @@ impl Objective for Kto {
             loss: loss.sum_all()?,
             metrics: m,
         })
-    }
-
-    fn terms(&self, batch: &Batch) -> usize {
-        batch.pref.as_ref().map_or(0, |p| p.n)
     }
 }
 
@@ -476,10 +510,22 @@ pub fn compute_references(
     let mut done = 0;
     for chunk in rows.chunks_mut(batch_size.max(1)) {
         let batch = make_pref_batch(&chunk.iter().collect::<Vec<_>>(), &model.device, false)?;
-        let h = model
-            .hidden_states(&batch.input, 0, None, Ops::Fused)?
-            .detach();
-        let (_, lp) = sequence_logps(model, &h, &batch)?;
+        // forward only: the explicit path's kernels where they apply
+        let nll = if super::explicit::unsupported(model, &[], &super::objective::Sft).is_none() {
+            let (nll, _) = super::explicit::target_nll(model, &batch)?;
+            let n = nll.len();
+            Tensor::from_vec(
+                nll.into_iter().map(|x| x as f32).collect::<Vec<_>>(),
+                n,
+                &Device::Cpu,
+            )?
+        } else {
+            let h = model
+                .hidden_states(&batch.input, 0, None, Ops::Fused)?
+                .detach();
+            target_nll(model, &h, &batch.rows, &batch.targets)?
+        };
+        let lp = sequence_logps(&nll, &batch)?;
         let lp = lp.to_vec1::<f64>()?;
         let n = chunk.len();
         for (i, r) in chunk.iter_mut().enumerate() {

@@ -75,14 +75,29 @@ impl Loop<'_> {
             if terms == 0 {
                 continue;
             }
-            // inference kernels: no gradients are needed, nothing is kept
-            let h = self
-                .model
-                .hidden_states(&batch.input, 0, None, Ops::Fused)?
-                .detach();
-            let out = self.objective.loss_sum(self.model, &h, &batch)?;
-            sum += out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            add_metrics(&mut metrics, &out.metrics);
+            // forward only, nothing kept: the explicit path's kernels where they apply, else
+            // candle's inference kernels
+            let (loss, m) = if super::explicit::unsupported(
+                self.model,
+                &self.opt.params,
+                self.objective.as_ref(),
+            )
+            .is_none()
+            {
+                super::explicit::evaluate(self.model, self.objective.as_ref(), &batch)?
+            } else {
+                let h = self
+                    .model
+                    .hidden_states(&batch.input, 0, None, Ops::Fused)?
+                    .detach();
+                let out = self.objective.loss_sum(self.model, &h, &batch)?;
+                (
+                    out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?,
+                    out.metrics,
+                )
+            };
+            sum += loss;
+            add_metrics(&mut metrics, &m);
             count += terms;
         }
         self.model.mode.set_inference(false);
@@ -150,6 +165,7 @@ fn prepare<'a>(
     cfg: &'a TrainConfig,
     spec: &mut TrainSpec,
     base_model: &str,
+    emit: &mut dyn FnMut(TrainEvent),
 ) -> Result<Loop<'a>, TrainError> {
     cfg.validate(&model.config).map_err(TrainError::Invalid)?;
     if spec.data.train.is_empty() {
@@ -171,7 +187,7 @@ fn prepare<'a>(
         if cfg.method.spec().facts().quantizes_base {
             methods::quantize_linears(model)?;
         }
-        notes.push(references(model, cfg, spec, &mut data, &mut eval)?);
+        notes.push(references(model, cfg, spec, &mut data, &mut eval, emit)?);
     }
     let params = methods::apply(model, &cfg.method_args())?;
     let trainable_params: usize = params.iter().map(|p| p.var.elem_count()).sum();
@@ -182,7 +198,7 @@ fn prepare<'a>(
         let w = candle_core::safetensors::load(&wf, &model.device).map_err(io(&wf))?;
         opt.load_values(&w).map_err(io(&wf))?;
         if cfg.objective.needs_reference() {
-            notes.push(references(model, cfg, spec, &mut data, &mut eval)?);
+            notes.push(references(model, cfg, spec, &mut data, &mut eval, emit)?);
         }
     }
     let train = if cfg.packing {
@@ -233,19 +249,22 @@ fn prepare<'a>(
 }
 
 /// The reference log-probabilities of every row (see [`super::preference`]): computed from
-/// the model as loaded and kept in `<run_dir>/reference_logps.json`, which a resumed run
-/// reads back instead, so it compares against the very same numbers.
+/// the model as loaded and kept in `<run_dir>/reference_logps.json` (each f64 as its bits,
+/// `{"train": [[chosen, pair], ...], "eval": [...]}`), which a resumed run reads back
+/// instead, so it compares against the very same numbers.
 fn references(
     model: &DecoderModel,
     cfg: &TrainConfig,
     spec: &TrainSpec,
     train: &mut [Tokenized],
     eval: &mut [Tokenized],
+    emit: &mut dyn FnMut(TrainEvent),
 ) -> Result<String, TrainError> {
     let path = spec.run_dir.join("reference_logps.json");
     if spec.resume_from.is_some() && path.exists() {
         let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-        let saved: HashMap<String, Vec<[f64; 2]>> =
+        // the values as their bits: a decimal JSON number may not parse back to the same f64
+        let saved: HashMap<String, Vec<[u64; 2]>> =
             serde_json::from_str(&text).map_err(io(&path))?;
         for (name, rows) in [("train", &mut *train), ("eval", &mut *eval)] {
             let got = saved.get(name).map_or(&[][..], |v| v.as_slice());
@@ -260,7 +279,7 @@ fn references(
                 });
             }
             for (r, v) in rows.iter_mut().zip(got) {
-                r.reference = v.to_vec();
+                r.reference = v.iter().map(|&b| f64::from_bits(b)).collect();
             }
         }
         return Ok(format!(
@@ -269,12 +288,27 @@ fn references(
         ));
     }
     let started = Instant::now();
+    // a progress line every 10 % of the rows, or every 5 s (the pass runs at evaluation speed)
+    let total = train.len() + eval.len();
+    let (mut before, mut shown, mut last) = (0, 0, Instant::now());
     for rows in [&mut *train, &mut *eval] {
-        super::preference::compute_references(model, rows, cfg.batch_size, |_, _| {})?;
+        super::preference::compute_references(model, rows, cfg.batch_size, |done, _| {
+            let done = before + done;
+            if done < total && (done - shown >= total.div_ceil(10) || last.elapsed().as_secs() >= 5)
+            {
+                (shown, last) = (done, Instant::now());
+                emit(TrainEvent::Log {
+                    step: 0,
+                    level: "info".into(),
+                    message: format!("reference log-probabilities: {done} of {total} rows"),
+                });
+            }
+        })?;
+        before += rows.len();
     }
     let pairs = |rows: &[Tokenized]| {
         rows.iter()
-            .map(|r| [r.reference[0], r.reference[1]])
+            .map(|r| [r.reference[0].to_bits(), r.reference[1].to_bits()])
             .collect::<Vec<_>>()
     };
     let doc = serde_json::json!({"train": pairs(train), "eval": pairs(eval)});
@@ -349,7 +383,7 @@ pub fn train(
     mut emit: impl FnMut(TrainEvent),
 ) -> Result<Summary, TrainError> {
     let cfg = spec.config.clone();
-    let mut lp = prepare(model, &cfg, &mut spec, base_model)?;
+    let mut lp = prepare(model, &cfg, &mut spec, base_model, &mut emit)?;
     let (total_steps, trainable_params, total_params) =
         (lp.total_steps, lp.trainable_params, lp.total_params);
     let warmup = (cfg.warmup_ratio * total_steps as f64).ceil() as u64;

@@ -40,7 +40,15 @@ pub fn forward_backward(
     acc: &mut [Option<Tensor>],
 ) -> candle_core::Result<(f64, Metrics)> {
     if super::explicit::unsupported(model, params, objective).is_none() {
-        return super::explicit::forward_backward(model, params, batch, denom, checkpointing, acc);
+        return super::explicit::forward_backward(
+            model,
+            params,
+            objective,
+            batch,
+            denom,
+            checkpointing,
+            acc,
+        );
     }
     forward_backward_autograd(model, params, objective, batch, denom, checkpointing, acc)
 }

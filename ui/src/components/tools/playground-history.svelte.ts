@@ -11,6 +11,8 @@ export type Exchange = {
   temperature: number;
   answers: ChatAnswer[] | null;
   error: string | null;
+  /** Two samples of one model rather than one answer per model. */
+  samples?: boolean;
   /** What was kept from this exchange for preference tuning, newest last. */
   kept?: string[];
 };

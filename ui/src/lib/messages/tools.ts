@@ -73,6 +73,9 @@ export const en = {
   "tools.playground.bad": "Bad",
   "tools.playground.editChosen": "The better answer, from {who}: edit it if it could be better still.",
   "tools.playground.savePair": "Keep preference",
+  "tools.playground.twoSamples": "Two samples (of adapter A, else the base)",
+  "tools.playground.sample": "sample {n}",
+  "tools.playground.greedySame": "At temperature 0 both samples are the same answer.",
   "tools.playground.kept": "Kept in the dataset {name} (records: {n}).",
 
   "tools.export.title": "Export",
@@ -222,6 +225,9 @@ export const zh: Record<keyof typeof en, string> = {
   "tools.playground.bad": "不好",
   "tools.playground.editChosen": "更好的回答来自 {who}：如果还能更好，可以修改。",
   "tools.playground.savePair": "保留偏好",
+  "tools.playground.twoSamples": "两个样本（来自适配器 A，否则来自基础模型）",
+  "tools.playground.sample": "样本 {n}",
+  "tools.playground.greedySame": "温度为 0 时两个样本是同一个回答。",
   "tools.playground.kept": "已保留到数据集 {name}（{n} 条记录）。",
 
   "tools.export.title": "导出",

@@ -4,7 +4,10 @@
 //!
 //! It runs where it computes exactly what the autograd path computes (see [`unsupported`]):
 //! f32 on the CPU, the plain pre-norm decoder, adapters that supply explicit pieces (LoRA,
-//! LoRA+, QLoRA, DoRA) or a trainable base (Full, Freeze, BitFit), supervised fine-tuning.
+//! LoRA+, QLoRA, DoRA) or a trainable base (Full, Freeze, BitFit), supervised fine-tuning or
+//! an objective whose loss is a function of the targets' NLL (DPO, KTO, ORPO on answers):
+//! the path computes those NLLs, differentiates the objective's small function of them with
+//! candle, and runs the fused output projection's backward with one scale per target.
 //! Everything else, and `WHETSTONE_TRAIN_PATH=autograd`,
 //! takes the autograd path, which stays the reference the tests compare against.
 
@@ -33,7 +36,10 @@ pub fn unsupported(
     let checks = [
         (!matches!(model.device, Device::Cpu), "not on the CPU"),
         (model.dtype != DType::F32, "not f32"),
-        (objective.name() != "sft", "not supervised fine-tuning"),
+        (
+            objective.name() != "sft" && !objective.nll_is_enough(),
+            "an objective that needs more than the targets' NLL (ORPO over whole rows)",
+        ),
         (
             model.prompt.is_some() || model.prefix.is_some(),
             "virtual tokens",
@@ -106,45 +112,15 @@ enum Kept {
 pub fn forward_backward(
     model: &DecoderModel,
     params: &[Param],
+    objective: &dyn Objective,
     batch: &Batch,
     denom: f64,
     checkpointing: bool,
     acc: &mut [Option<Tensor>],
 ) -> Result<(f64, Metrics)> {
+    let (sh, (cos, sin), mut x, ids) = prologue(model, batch)?;
+    let (n, h) = (sh.n, sh.hidden);
     let c = &model.config;
-    let (b, t) = batch.input.dims2()?;
-    let (n, h) = (b * t, c.hidden_size);
-    let sh = Shape {
-        n,
-        hidden: h,
-        inter: c.intermediate_size,
-        attn: Dims {
-            batch: b,
-            seq: t,
-            heads: c.num_heads,
-            kv_heads: c.num_kv_heads,
-            head_dim: c.head_dim,
-            scale: c
-                .query_pre_attn_scalar
-                .map_or(1.0 / (c.head_dim as f64).sqrt(), |s| 1.0 / s.sqrt())
-                as f32,
-        },
-    };
-    let rope = model.rope_tables(0, t)?;
-    let (cos, sin) = (values(&rope.global.0)?, values(&rope.global.1)?);
-
-    // embeddings
-    let ids = batch.input.flatten_all()?.to_vec1::<u32>()?;
-    let mut x = pool::take(n * h);
-    with_f32(&model.embed_tokens, |d, l| {
-        let e = view(d, l)?;
-        for (row, &id) in x.chunks_mut(h).zip(&ids) {
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = e.data[id as usize * e.rs + j * e.cs];
-            }
-        }
-        Ok(())
-    })?;
 
     // each layer's saved activations, or with checkpointing only its input and the dropout
     // stream's state there: the backward pass replays the layer's forward from them
@@ -181,13 +157,25 @@ pub fn forward_backward(
     let mut grads = Grads::for_params(params.iter().map(|p| p.var.as_tensor()));
     let head = model.lm_head.as_ref().unwrap_or(&model.embed_tokens);
     let mut dhead = grads.trains(head).then(|| std::mem::take(grads.of(head)));
+    // SFT: the mean NLL, one scale for every target. Another objective: the targets' NLLs
+    // first, then its loss of them, differentiated for one scale per target.
+    let preference = match objective.name() {
+        "sft" => None,
+        _ => Some(loss_of_target_nll(
+            objective, head, &hp, &targets, batch, denom,
+        )?),
+    };
+    let scale = match &preference {
+        Some((_, _, scales)) => xent::Scale::Each(scales),
+        None => xent::Scale::All((1.0 / denom) as f32),
+    };
     let sums = with_f32(head, |d, l| {
         let w: Mat = view(d, l)?;
         Ok(xent::linear_cross_entropy(
             &hp,
             w,
             &targets,
-            (1.0 / denom) as f32,
+            scale,
             Some(&mut dhp),
             dhead.as_deref_mut(),
         ))
@@ -238,8 +226,158 @@ pub fn forward_backward(
             });
         }
     }
-    let metrics = Metrics::from([("token_accuracy".to_string(), sums.hits)]);
-    Ok((sums.loss, metrics))
+    Ok(match preference {
+        Some((loss, metrics, _)) => (loss, metrics),
+        None => (
+            sums.loss,
+            Metrics::from([("token_accuracy".to_string(), sums.hits)]),
+        ),
+    })
+}
+
+/// The step's shape, the rope tables and the embedded input rows `[b·t, hidden]`, with the
+/// input ids.
+#[allow(clippy::type_complexity)]
+fn prologue(
+    model: &DecoderModel,
+    batch: &Batch,
+) -> Result<(Shape, (Vec<f32>, Vec<f32>), pool::Buf, Vec<u32>)> {
+    let c = &model.config;
+    let (b, t) = batch.input.dims2()?;
+    let (n, h) = (b * t, c.hidden_size);
+    let sh = Shape {
+        n,
+        hidden: h,
+        inter: c.intermediate_size,
+        attn: Dims {
+            batch: b,
+            seq: t,
+            heads: c.num_heads,
+            kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim,
+            scale: c
+                .query_pre_attn_scalar
+                .map_or(1.0 / (c.head_dim as f64).sqrt(), |s| 1.0 / s.sqrt())
+                as f32,
+        },
+    };
+    let rope = model.rope_tables(0, t)?;
+    let (cos, sin) = (values(&rope.global.0)?, values(&rope.global.1)?);
+
+    // embeddings
+    let ids = batch.input.flatten_all()?.to_vec1::<u32>()?;
+    let mut x = pool::take(n * h);
+    with_f32(&model.embed_tokens, |d, l| {
+        let e = view(d, l)?;
+        for (row, &id) in x.chunks_mut(h).zip(&ids) {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = e.data[id as usize * e.rs + j * e.cs];
+            }
+        }
+        Ok(())
+    })?;
+
+    Ok((sh, (cos, sin), x, ids))
+}
+
+/// Forward only: each target's NLL (and whether it is the most likely token), for the
+/// evaluation and a preference objective's reference pass. Nothing is kept for a backward
+/// pass; the dropout stream is not touched outside training mode.
+pub fn target_nll(model: &DecoderModel, batch: &Batch) -> Result<(Vec<f64>, f64)> {
+    let (sh, (cos, sin), mut x, _) = prologue(model, batch)?;
+    let (n, h) = (sh.n, sh.hidden);
+    for l in 0..model.layers.len() {
+        x = layer::forward(model, l, x, sh, (&cos, &sin))?.0;
+    }
+    let c = &model.config;
+    let mut hf = pool::take(n * h);
+    let mut rstd = pool::take(n);
+    rows::rms_norm(
+        &x,
+        &values(&model.norm)?,
+        c.rms_norm_eps as f32,
+        &mut hf,
+        &mut rstd,
+    );
+    let picked = batch.rows.to_vec1::<u32>()?;
+    let targets = batch.targets.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+    let mut hp = Vec::with_capacity(picked.len() * h);
+    for &r in &picked {
+        hp.extend_from_slice(&hf[r as usize * h..(r as usize + 1) * h]);
+    }
+    let head = model.lm_head.as_ref().unwrap_or(&model.embed_tokens);
+    with_f32(head, |d, l| {
+        Ok(xent::target_nll(&hp, view(d, l)?, &targets))
+    })
+}
+
+/// A batch's evaluation on the explicit path, forward only: the objective's loss sum and
+/// metric sums, as [`Objective::loss_sum`] gives them.
+pub fn evaluate(
+    model: &DecoderModel,
+    objective: &dyn Objective,
+    batch: &Batch,
+) -> Result<(f64, Metrics)> {
+    let (nll, hits) = target_nll(model, batch)?;
+    if objective.name() == "sft" {
+        let metrics = Metrics::from([("token_accuracy".to_string(), hits)]);
+        return Ok((nll.iter().sum(), metrics));
+    }
+    let n = nll.len();
+    let t = Tensor::from_vec(
+        nll.into_iter().map(|x| x as f32).collect::<Vec<_>>(),
+        n,
+        &Device::Cpu,
+    )?;
+    let out = objective.loss_from_nll(&t, batch).ok_or_else(|| {
+        candle_core::Error::Msg(format!(
+            "objective {} is not a function of the targets' NLL",
+            objective.name()
+        ))
+    })??;
+    Ok((
+        out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?,
+        out.metrics,
+    ))
+}
+
+/// An objective's loss sum and metrics from the targets' NLLs (the picked hidden rows `hp`
+/// through the output head), and each target's gradient scale: `∂loss / ∂nll / denom`.
+fn loss_of_target_nll(
+    objective: &dyn Objective,
+    head: &Tensor,
+    hp: &[f32],
+    targets: &[u32],
+    batch: &Batch,
+    denom: f64,
+) -> Result<(f64, Metrics, Vec<f32>)> {
+    let (nll, _) = with_f32(head, |d, l| Ok(xent::target_nll(hp, view(d, l)?, targets)))?;
+    let n = nll.len();
+    let v = candle_core::Var::from_vec(
+        nll.into_iter().map(|x| x as f32).collect::<Vec<_>>(),
+        n,
+        &Device::Cpu,
+    )?;
+    let out = objective
+        .loss_from_nll(v.as_tensor(), batch)
+        .ok_or_else(|| {
+            candle_core::Error::Msg(format!(
+                "objective {} is not a function of the targets' NLL",
+                objective.name()
+            ))
+        })??;
+    let loss = out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    let grads = out.loss.backward()?;
+    let scales = match grads.get(v.as_tensor()) {
+        Some(g) => g
+            .to_dtype(DType::F64)?
+            .to_vec1::<f64>()?
+            .into_iter()
+            .map(|g| (g / denom) as f32)
+            .collect(),
+        None => vec![0.0; n],
+    };
+    Ok((loss, out.metrics, scales))
 }
 
 #[cfg(test)]
