@@ -134,7 +134,7 @@ async fn datasets_add(
     let format = match format.as_deref() {
         None | Some("") | Some("auto") => None,
         Some(f) => Some(DatasetFormat::parse(f).ok_or_else(|| {
-            format!("format `{f}`: not one of alpaca, chat, sharegpt, text, csv")
+            format!("format `{f}`: not one of alpaca, chat, sharegpt, text, csv, preference, kto")
         })?),
     };
     let columns = columns

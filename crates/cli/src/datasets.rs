@@ -24,7 +24,7 @@ pub async fn add(
     let format = match format {
         Some(f) => Some(DatasetFormat::parse(f).ok_or_else(|| {
             UserError(format!(
-                "`--format {f}`: not one of alpaca, chat, sharegpt, text, csv"
+                "`--format {f}`: not one of alpaca, chat, sharegpt, text, csv, preference, kto"
             ))
         })?),
         None => None,

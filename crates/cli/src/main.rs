@@ -51,7 +51,7 @@ enum Command {
         #[command(subcommand)]
         command: HubCommand,
     },
-    /// Register, list and inspect datasets (alpaca, chat, ShareGPT, text, CSV/TSV).
+    /// Register, list and inspect datasets (alpaca, chat, ShareGPT, text, CSV/TSV, preference pairs, KTO ratings).
     Datasets {
         #[command(subcommand)]
         command: DatasetsCommand,
@@ -261,7 +261,7 @@ enum DatasetsCommand {
     /// Validate and register a dataset file; the format is detected unless given.
     Add {
         file: PathBuf,
-        /// alpaca, chat, sharegpt, text or csv.
+        /// alpaca, chat, sharegpt, text, csv, preference or kto.
         #[arg(long)]
         format: Option<String>,
         /// CSV/TSV columns, e.g. prompt=question,response=answer (or text=body).

@@ -117,7 +117,7 @@ export const api = {
   datasetsList: () => call<DatasetRecord[]>("datasets_list"),
   /** The sample datasets that ship with the app. */
   datasetsSamples: () => call<SampleDataset[]>("datasets_samples"),
-  /** Register a dataset file; `format` forces one (alpaca, chat, sharegpt, text, csv). */
+  /** Register a dataset file; `format` forces one (alpaca, chat, sharegpt, text, csv, preference, kto). */
   datasetsAdd: (path: string, format?: string, columns?: string) =>
     call<DatasetRecord>("datasets_add", { path, format, columns }),
   /** Problems (with line numbers), a preview through the model's chat template (trained spans
