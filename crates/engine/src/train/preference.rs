@@ -508,17 +508,13 @@ pub fn compute_references(
     model.mode.set_inference(true);
     let total = rows.len();
     let mut done = 0;
+    // forward only: the explicit path's kernels where they apply
+    let explicit = super::explicit::unsupported(model, &[], &super::objective::Sft).is_none();
     for chunk in rows.chunks_mut(batch_size.max(1)) {
         let batch = make_pref_batch(&chunk.iter().collect::<Vec<_>>(), &model.device, false)?;
-        // forward only: the explicit path's kernels where they apply
-        let nll = if super::explicit::unsupported(model, &[], &super::objective::Sft).is_none() {
+        let nll = if explicit {
             let (nll, _) = super::explicit::target_nll(model, &batch)?;
-            let n = nll.len();
-            Tensor::from_vec(
-                nll.into_iter().map(|x| x as f32).collect::<Vec<_>>(),
-                n,
-                &Device::Cpu,
-            )?
+            super::explicit::nll_var(nll)?.as_tensor().clone()
         } else {
             let h = model
                 .hidden_states(&batch.input, 0, None, Ops::Fused)?

@@ -68,6 +68,11 @@ impl Loop<'_> {
         self.model.mode.set_inference(true);
         let (mut sum, mut count) = (0f64, 0usize);
         let mut metrics = Metrics::new();
+        // forward only, nothing kept: the explicit path's kernels where they apply, else
+        // candle's inference kernels
+        let explicit =
+            super::explicit::unsupported(self.model, &self.opt.params, self.objective.as_ref())
+                .is_none();
         for chunk in self.eval.chunks(self.cfg.batch_size) {
             let rows: Vec<&Tokenized> = chunk.iter().collect();
             let batch = self.objective.batch(&rows, &self.model.device)?;
@@ -75,15 +80,7 @@ impl Loop<'_> {
             if terms == 0 {
                 continue;
             }
-            // forward only, nothing kept: the explicit path's kernels where they apply, else
-            // candle's inference kernels
-            let (loss, m) = if super::explicit::unsupported(
-                self.model,
-                &self.opt.params,
-                self.objective.as_ref(),
-            )
-            .is_none()
-            {
+            let (loss, m) = if explicit {
                 super::explicit::evaluate(self.model, self.objective.as_ref(), &batch)?
             } else {
                 let h = self

@@ -323,22 +323,40 @@ pub fn evaluate(
         let metrics = Metrics::from([("token_accuracy".to_string(), hits)]);
         return Ok((nll.iter().sum(), metrics));
     }
-    let n = nll.len();
-    let t = Tensor::from_vec(
-        nll.into_iter().map(|x| x as f32).collect::<Vec<_>>(),
-        n,
-        &Device::Cpu,
-    )?;
-    let out = objective.loss_from_nll(&t, batch).ok_or_else(|| {
-        candle_core::Error::Msg(format!(
-            "objective {} is not a function of the targets' NLL",
-            objective.name()
-        ))
-    })??;
+    let (_, out) = loss_of_nll(objective, nll, batch)?;
     Ok((
         out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?,
         out.metrics,
     ))
+}
+
+/// The targets' NLLs as an f32 variable (so the objective's function of them can be
+/// differentiated), for [`Objective::loss_from_nll`] and the reference pass.
+pub(crate) fn nll_var(nll: Vec<f64>) -> Result<candle_core::Var> {
+    let n = nll.len();
+    candle_core::Var::from_vec(
+        nll.into_iter().map(|x| x as f32).collect::<Vec<_>>(),
+        n,
+        &Device::Cpu,
+    )
+}
+
+/// `objective`'s loss of the targets' NLLs, with the variable they were given as.
+fn loss_of_nll(
+    objective: &dyn Objective,
+    nll: Vec<f64>,
+    batch: &Batch,
+) -> Result<(candle_core::Var, super::objective::LossSum)> {
+    let v = nll_var(nll)?;
+    let out = objective
+        .loss_from_nll(v.as_tensor(), batch)
+        .ok_or_else(|| {
+            candle_core::Error::Msg(format!(
+                "objective {} is not a function of the targets' NLL",
+                objective.name()
+            ))
+        })??;
+    Ok((v, out))
 }
 
 /// An objective's loss sum and metrics from the targets' NLLs (the picked hidden rows `hp`
@@ -353,19 +371,7 @@ fn loss_of_target_nll(
 ) -> Result<(f64, Metrics, Vec<f32>)> {
     let (nll, _) = with_f32(head, |d, l| Ok(xent::target_nll(hp, view(d, l)?, targets)))?;
     let n = nll.len();
-    let v = candle_core::Var::from_vec(
-        nll.into_iter().map(|x| x as f32).collect::<Vec<_>>(),
-        n,
-        &Device::Cpu,
-    )?;
-    let out = objective
-        .loss_from_nll(v.as_tensor(), batch)
-        .ok_or_else(|| {
-            candle_core::Error::Msg(format!(
-                "objective {} is not a function of the targets' NLL",
-                objective.name()
-            ))
-        })??;
+    let (v, out) = loss_of_nll(objective, nll, batch)?;
     let loss = out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     let grads = out.loss.backward()?;
     let scales = match grads.get(v.as_tensor()) {
