@@ -24,7 +24,11 @@ pub struct LoadHow<'a> {
     pub dtype: &'a str,
 }
 
-async fn load(model: &str, adapter: Option<&str>, how: LoadHow<'_>) -> anyhow::Result<Loaded> {
+pub(crate) async fn load(
+    model: &str,
+    adapter: Option<&str>,
+    how: LoadHow<'_>,
+) -> anyhow::Result<Loaded> {
     let store = open_store().await?;
     let path: PathBuf = models::resolve(&store, model).await.map_err(model_error)?;
     let adapter = match adapter {

@@ -10,6 +10,7 @@ mod infer;
 mod methods;
 mod models;
 mod runs;
+mod serve;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -137,6 +138,8 @@ enum Command {
     Score(infer::ScoreArgs),
     /// Talk to a model: the prompt goes through its chat template; the answer streams.
     Chat(infer::ChatArgs),
+    /// Serve the model and its adapters over an OpenAI-compatible HTTP API.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Subcommand)]
@@ -406,6 +409,7 @@ fn main() -> ExitCode {
             } => export::run(run, &format, out, checkpoint, dtype, json).await,
             Command::Score(a) => infer::score(a).await,
             Command::Chat(a) => infer::chat(a).await,
+            Command::Serve(a) => serve::serve(a).await,
         }
     });
     match result {

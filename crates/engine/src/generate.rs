@@ -58,6 +58,8 @@ pub enum FinishReason {
     Eos,
     StopString,
     Length,
+    /// The caller stopped it (a client that went away).
+    Cancelled,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -168,6 +170,21 @@ pub fn generate(
     params: &SamplingParams,
     mut on_text: impl FnMut(&str),
 ) -> Result<Generation> {
+    generate_while(model, tokenizer, prompt_ids, params, |t| {
+        on_text(t);
+        true
+    })
+}
+
+/// [`generate`] whose `on_text` answers whether to go on: `false` ends the generation with
+/// [`FinishReason::Cancelled`] before another token is computed.
+pub fn generate_while(
+    model: &DecoderModel,
+    tokenizer: &ModelTokenizer,
+    prompt_ids: &[u32],
+    params: &SamplingParams,
+    mut on_text: impl FnMut(&str) -> bool,
+) -> Result<Generation> {
     if prompt_ids.is_empty() {
         candle_core::bail!("the prompt is empty");
     }
@@ -224,8 +241,12 @@ pub fn generate(
             settled -= 1;
         }
         if settled > emitted {
-            on_text(&text[emitted..settled]);
+            let go_on = on_text(&text[emitted..settled]);
             emitted = settled;
+            if !go_on {
+                finish = FinishReason::Cancelled;
+                break;
+            }
         }
         if out.len() == params.max_tokens {
             break;
@@ -242,7 +263,7 @@ pub fn generate(
             logits = model.forward_last(&step, context.len() - 1, Some(&mut cache))?;
         }
     }
-    if text.len() > emitted {
+    if text.len() > emitted && finish != FinishReason::Cancelled {
         on_text(&text[emitted..]);
     }
     let decode_s = decode_start.elapsed().as_secs_f64();

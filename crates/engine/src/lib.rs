@@ -24,7 +24,7 @@ pub mod train;
 
 pub use config::{MethodKind, ObjectiveKind, Schedule, TrainConfig};
 pub use device::{detect_devices, DeviceInfo, DeviceKind};
-pub use generate::{generate, FinishReason, Generation, SamplingParams};
+pub use generate::{generate, generate_while, FinishReason, Generation, SamplingParams};
 pub use model::{DecoderModel, KvCache};
 pub use ops::Ops;
 pub use train::{train, RunStatus, Summary, TrainData, TrainError, TrainEvent, TrainSpec};

@@ -153,33 +153,48 @@ pub fn chat_prompt(
     system: Option<&str>,
     raw: bool,
 ) -> Result<Vec<u32>, InferenceError> {
+    if raw || source.chat_template.is_none() {
+        return raw_prompt(source, prompt);
+    }
+    let mut messages = vec![];
+    if let Some(s) = system {
+        messages.push(ChatMessage::new("system", s));
+    }
+    messages.push(ChatMessage::new("user", prompt));
+    conversation_prompt(source, &messages)
+}
+
+/// A plain text prompt, tokenized with the tokenizer's own special tokens (no template).
+pub fn raw_prompt(source: &ModelSource, text: &str) -> Result<Vec<u32>, InferenceError> {
+    source
+        .tokenizer
+        .encode(text, true)
+        .map_err(|e| InferenceError::User(format!("cannot tokenize the prompt: {e}")))
+}
+
+/// The prompt ids of a whole conversation rendered by the model's chat template, ending
+/// where the assistant's next reply begins. A model without a template is refused.
+pub fn conversation_prompt(
+    source: &ModelSource,
+    messages: &[ChatMessage],
+) -> Result<Vec<u32>, InferenceError> {
     let tok = &source.tokenizer;
-    let template = if raw {
-        None
-    } else {
-        source.chat_template.as_deref()
+    let Some(t) = source.chat_template.as_deref() else {
+        return Err(InferenceError::User(format!(
+            "{}: the model has no chat template; send plain text instead",
+            source.path.display()
+        )));
     };
-    let (text, add_special) = match template {
-        Some(t) => {
-            let tpl = ChatTemplate::new(
-                t,
-                tok.bos_token.as_deref().unwrap_or(""),
-                tok.eos_token.as_deref().unwrap_or(""),
-            )
-            .map_err(|e| InferenceError::User(format!("{}: {e}", source.path.display())))?;
-            let mut messages = vec![];
-            if let Some(s) = system {
-                messages.push(ChatMessage::new("system", s));
-            }
-            messages.push(ChatMessage::new("user", prompt));
-            let text = tpl.render(&messages, true).map_err(|e| {
-                InferenceError::User(format!("{}: chat template: {e}", source.path.display()))
-            })?;
-            (text, false)
-        }
-        None => (prompt.to_string(), true),
-    };
-    tok.encode(&text, add_special)
+    let tpl = ChatTemplate::new(
+        t,
+        tok.bos_token.as_deref().unwrap_or(""),
+        tok.eos_token.as_deref().unwrap_or(""),
+    )
+    .map_err(|e| InferenceError::User(format!("{}: {e}", source.path.display())))?;
+    let text = tpl.render(messages, true).map_err(|e| {
+        InferenceError::User(format!("{}: chat template: {e}", source.path.display()))
+    })?;
+    tok.encode(&text, false)
         .map_err(|e| InferenceError::User(format!("cannot tokenize the prompt: {e}")))
 }
 

@@ -22,6 +22,7 @@ pub mod report;
 pub mod run_state;
 pub mod runs;
 pub mod samples;
+pub mod serve;
 pub mod store;
 
 pub use doctor::{doctor, DoctorReport};
