@@ -13,6 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tauri::{Emitter, Manager};
 use tokio::sync::broadcast::error::RecvError;
+
+mod serve;
+use serve::*;
 use whetstone_studio::datasets::{self, DatasetRecord, Inspection};
 use whetstone_studio::error::AppError;
 use whetstone_studio::export::{self, ExportFormat, ExportReport, ExportRequest, ExportUpdate};
@@ -47,6 +50,8 @@ struct Studio {
     queue: RunQueue,
     /// The last base model the playground loaded, kept so the next prompt answers at once.
     loaded: tokio::sync::Mutex<Option<(PathBuf, Arc<Loaded>)>>,
+    /// The OpenAI-compatible server, while one runs.
+    server: tokio::sync::Mutex<Option<whetstone_studio::serve::ServerHandle>>,
     exiting: AtomicBool,
 }
 
@@ -317,6 +322,26 @@ async fn preference_record(s: State<'_>, collected: Collected) -> CommandResult<
         .map_err(err)
 }
 
+/// The base model at `path`, loaded once on the studio's device and kept: the playground's
+/// next prompt and the server share it.
+async fn loaded_model(s: &Studio, path: PathBuf) -> CommandResult<Arc<Loaded>> {
+    let mut slot = s.loaded.lock().await;
+    if let Some((p, l)) = slot.as_ref() {
+        if *p == path {
+            return Ok(l.clone());
+        }
+    }
+    let p = path.clone();
+    let device = methods::pick_device(None)?.label();
+    let l = tokio::task::spawn_blocking(move || inference::load(&p, &device, None, false))
+        .await
+        .map_err(err)?
+        .map_err(err)?;
+    let l = Arc::new(l);
+    *slot = Some((path, l.clone()));
+    Ok(l)
+}
+
 #[tauri::command]
 async fn chat(
     s: State<'_>,
@@ -338,24 +363,7 @@ async fn chat(
         };
         dirs.push((a, dir));
     }
-    let loaded = {
-        let mut slot = s.loaded.lock().await;
-        match slot.as_ref() {
-            Some((p, l)) if *p == path => l.clone(),
-            _ => {
-                let p = path.clone();
-                let device = methods::pick_device(None)?.label();
-                let l =
-                    tokio::task::spawn_blocking(move || inference::load(&p, &device, None, false))
-                        .await
-                        .map_err(err)?
-                        .map_err(err)?;
-                let l = Arc::new(l);
-                *slot = Some((path, l.clone()));
-                l
-            }
-        }
-    };
+    let loaded = loaded_model(&s, path).await?;
     let params = SamplingParams {
         max_tokens: max_tokens.clamp(1, 2048),
         temperature,
@@ -446,6 +454,7 @@ async fn open_studio(app: tauri::AppHandle) -> Result<Studio, AppError> {
         store,
         queue,
         loaded: tokio::sync::Mutex::new(None),
+        server: tokio::sync::Mutex::new(None),
         exiting: AtomicBool::new(false),
     })
 }

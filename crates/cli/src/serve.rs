@@ -83,9 +83,15 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         max_queue: a.max_queue,
     };
     let base = serve::base_name(&a.model);
-    let mut handle = serve::start(loaded, &base, &adapters, &options, Some(store))
-        .await
-        .map_err(UserError)?;
+    let mut handle = serve::start(
+        std::sync::Arc::new(loaded),
+        &base,
+        &adapters,
+        &options,
+        Some(store),
+    )
+    .await
+    .map_err(UserError)?;
     let status = handle.status();
     if a.json {
         println!(

@@ -2,14 +2,15 @@
 // from one file per area (lib/messages/*.ts). Method names stay English.
 import * as core from "./messages/core";
 import * as runs from "./messages/runs";
+import * as serve from "./messages/serve";
 import * as tools from "./messages/tools";
 import * as wizard from "./messages/wizard";
 
-const en = { ...core.en, ...wizard.en, ...runs.en, ...tools.en };
+const en = { ...core.en, ...wizard.en, ...runs.en, ...tools.en, ...serve.en };
 
 export type MessageKey = keyof typeof en;
 
-const zh: Record<MessageKey, string> = { ...core.zh, ...wizard.zh, ...runs.zh, ...tools.zh };
+const zh: Record<MessageKey, string> = { ...core.zh, ...wizard.zh, ...runs.zh, ...tools.zh, ...serve.zh };
 
 export type Locale = "en" | "zh";
 const catalogs: Record<Locale, Record<MessageKey, string>> = { en, zh };

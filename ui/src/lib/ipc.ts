@@ -25,6 +25,7 @@ import type { ReportFiles } from "./bindings/ReportFiles";
 import type { RunMetrics } from "./bindings/RunMetrics";
 import type { RunView } from "./bindings/RunView";
 import type { SampleDataset } from "./bindings/SampleDataset";
+import type { ServeStatus } from "./bindings/ServeStatus";
 import type { SettingSpec } from "./bindings/SettingSpec";
 import type { TokenStatus } from "./bindings/TokenStatus";
 
@@ -49,6 +50,7 @@ export type {
   RunMetrics,
   RunView,
   SampleDataset,
+  ServeStatus,
   SettingSpec,
   TokenStatus,
 };
@@ -58,6 +60,7 @@ export type { TrainEvent } from "./bindings/TrainEvent";
 export type { MethodKind } from "./bindings/MethodKind";
 export type { Curves } from "./bindings/Curves";
 export type { PreviewExample } from "./bindings/PreviewExample";
+export type { ServedModel } from "./bindings/ServedModel";
 export type { Judgement } from "./bindings/Judgement";
 export type { LengthStats } from "./bindings/LengthStats";
 
@@ -170,6 +173,17 @@ export const api = {
   /** Export a run; stages arrive by `onExport`. */
   exportRun: (run: string, format: ExportFormat, dtype?: string) =>
     call<ExportReport>("export_run", { run, format, dtype }),
+
+  // --- serve ----------------------------------------------------------------------------
+  /** Start the OpenAI-compatible server: `model` with the runs' adapters (named by run id);
+   * `public` listens on every interface instead of 127.0.0.1. */
+  serveStart: (model: string, adapters: string[], port: number, isPublic: boolean, apiKey: string | null) =>
+    call<ServeStatus>("serve_start", { model, adapters, port, public: isPublic, apiKey }),
+  /** The running server's state and live counters; `null` when none runs. */
+  serveStatus: () => call<ServeStatus | null>("serve_status"),
+  serveStop: () => call<null>("serve_stop"),
+  serveAddAdapter: (name: string, source: string) => call<ServeStatus>("serve_add_adapter", { name, source }),
+  serveRemoveAdapter: (name: string) => call<ServeStatus>("serve_remove_adapter", { name }),
 
   // --- settings -------------------------------------------------------------------------
   tokenStatus: () => call<TokenStatus>("token_status"),

@@ -6,12 +6,13 @@ export type Screen =
   | "runs"
   | "compare"
   | "playground"
+  | "serve"
   | "models"
   | "datasets"
   | "settings"
   | "export";
 
-const SCREENS: Screen[] = ["home", "new", "run", "runs", "compare", "playground", "models", "datasets", "settings", "export"];
+const SCREENS: Screen[] = ["home", "new", "run", "runs", "compare", "playground", "serve", "models", "datasets", "settings", "export"];
 
 function parse(hash: string): { screen: Screen; arg: string | null } {
   const [head, ...rest] = hash.replace(/^#\/?/, "").split("/");

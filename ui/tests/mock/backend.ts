@@ -23,6 +23,7 @@ import type {
   ReportFiles,
   RunMetrics,
   RunView,
+  ServeStatus,
   SettingSpec,
   TokenStatus,
   TrainEvent,
@@ -85,6 +86,11 @@ export const COMMANDS = [
   "token_status",
   "token_set",
   "token_remove",
+  "serve_start",
+  "serve_status",
+  "serve_stop",
+  "serve_add_adapter",
+  "serve_remove_adapter",
 ] as const;
 
 export type Options = {
@@ -320,6 +326,8 @@ export class MockBackend {
   private lane: string[] = [];
   private nextRun = 1;
   private token: TokenStatus = { present: false, source: "none" };
+  /** The simulated OpenAI-compatible server: a client calls it about twice a second. */
+  private server: { status: ServeStatus; since: number } | null = null;
   private batchMs: number;
   private batches: number;
 
@@ -455,6 +463,25 @@ export class MockBackend {
         await sleep(40);
         this.token = { present: false, source: "none" };
         return { ...this.token };
+      // --- serve
+      case "serve_start":
+        return this.serveStart(str(a, "model"), strList(a, "adapters"), num(a, "port"), a.public === true, optStr(a, "apiKey") ?? null);
+      case "serve_status":
+        return this.server ? this.serveSnapshot() : null;
+      case "serve_stop":
+        await sleep(60);
+        this.server = null;
+        return null;
+      case "serve_add_adapter":
+        return this.serveAdd(str(a, "name"), str(a, "source"));
+      case "serve_remove_adapter": {
+        const s = this.serving();
+        const name = str(a, "name");
+        if (name === s.status.base) fail(`\`${name}\` is the base model; it cannot be removed`);
+        if (!s.status.models.some((m) => m.id === name)) fail(`no adapter named \`${name}\` is served`);
+        s.status.models = s.status.models.filter((m) => m.id !== name);
+        return this.serveSnapshot();
+      }
       // --- plugins the UI reaches through ipc.ts
       case "plugin:opener|reveal_item_in_dir":
         return null;
@@ -1055,6 +1082,68 @@ export class MockBackend {
         eval_by_tokens: pairs(r.metrics.eval.tokens, r.metrics.eval.loss),
       })),
     };
+  }
+
+  // --- serve ------------------------------------------------------------------------------
+  private serving() {
+    if (!this.server) fail("no server is running");
+    return this.server as { status: ServeStatus; since: number };
+  }
+
+  private async serveStart(model: string, adapters: string[], port: number, isPublic: boolean, apiKey: string | null): Promise<ServeStatus> {
+    if (this.server) fail(`a server is already running at ${this.server.status.url}; stop it first`);
+    const m = this.requireModel(model);
+    if (port !== 0 && port < 1024) fail(`cannot listen on 127.0.0.1:${port}: permission denied`);
+    await sleep(150);
+    const now = Math.floor(Date.now() / 1000);
+    this.server = {
+      since: Date.now(),
+      status: {
+        url: `http://${isPublic ? "192.168.1.20" : "127.0.0.1"}:${port || 41234}/v1`,
+        base: model,
+        models: [{ id: model, kind: "base", source: m.path, load_s: 1.8, created: now }],
+        stats: {
+          requests: 0, failed: 0, cancelled: 0, queued: 0, active: null, prompt_tokens: 0, completion_tokens: 0,
+          decode_s: 0, busy_s: 0, last_tokens_per_s: 0, last_model: null,
+        },
+        uptime_s: 0,
+        context_tokens: 8192,
+        api_key_required: !!apiKey,
+        resident_bytes: 612 * 1024 * 1024,
+      },
+    };
+    for (const a of adapters) await this.serveAdd(a, a);
+    return this.serveSnapshot();
+  }
+
+  private async serveAdd(name: string, source: string): Promise<ServeStatus> {
+    const s = this.serving();
+    if (s.status.models.some((m) => m.id === name)) fail(`a model named \`${name}\` is already served; remove it first`);
+    const r = this.require(source);
+    if (!["completed", "paused", "cancelled"].includes(r.view.status)) fail(`run ${source} has no checkpoint yet`);
+    await sleep(40);
+    s.status.models.push({ id: name, kind: "adapter", source, load_s: 0.012, created: Math.floor(Date.now() / 1000) });
+    s.status.resident_bytes += 3 * 1024 * 1024;
+    return this.serveSnapshot();
+  }
+
+  private serveSnapshot(): ServeStatus {
+    const s = this.serving();
+    const up = (Date.now() - s.since) / 1000;
+    const requests = Math.floor(up * 2);
+    const names = s.status.models.map((m) => m.id);
+    s.status.uptime_s = up;
+    s.status.stats = {
+      ...s.status.stats,
+      requests,
+      prompt_tokens: requests * 31,
+      completion_tokens: requests * 24,
+      decode_s: requests * 0.8,
+      busy_s: requests * 0.9,
+      last_tokens_per_s: requests ? 30 : 0,
+      last_model: requests ? names[requests % names.length] : null,
+    };
+    return JSON.parse(JSON.stringify(s.status)) as ServeStatus;
   }
 
   // --- playground -------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 // Shared helpers for the specs: open the mocked app and collect console errors.
 import { expect, type Page } from "@playwright/test";
 
-export const SCREENS = ["home", "new", "runs", "compare", "playground", "models", "datasets", "settings"] as const;
+export const SCREENS = ["home", "new", "runs", "compare", "playground", "serve", "models", "datasets", "settings"] as const;
 
 /** Open the app on the mocked backend at `hash` (without `#`); `query` like "?state=empty". */
 export async function openApp(page: Page, hash = "home", query = ""): Promise<void> {

@@ -25,7 +25,7 @@ async function expectVisibleFocus(page: Page): Promise<void> {
 
 test("Tab reaches every nav link with a visible focus ring", async ({ page }) => {
   await openApp(page, "home");
-  for (const screen of ["home", "new", "runs", "compare", "playground", "models", "datasets", "settings"]) {
+  for (const screen of ["home", "new", "runs", "compare", "playground", "serve", "models", "datasets", "settings"]) {
     await tabTo(page, `nav-${screen}`, 3);
     await expectVisibleFocus(page);
   }

@@ -165,3 +165,36 @@ test.describe("settings", () => {
     await expect(page.getByRole("radio", { name: "深色" })).toBeChecked();
   });
 });
+
+test.describe("serve", () => {
+  test("starts a server with an adapter, shows the URL, a snippet and live counters, adds and removes adapters", async ({ page }) => {
+    const errors = collectErrors(page);
+    await openApp(page, "serve");
+    await expect(page.getByTestId("serve-model")).toHaveValue("smollm2-135m-instruct-q4-1");
+    await page.getByTestId("serve-adapter").first().check();
+    await page.getByTestId("serve-public").check();
+    await expect(page.getByRole("note")).toContainText("API key");
+    await page.getByTestId("serve-key").fill("sk-local");
+    await page.getByTestId("serve-start").click();
+    await expect(page.getByTestId("serve-url")).toHaveText(/^http:\/\/[\d.]+:8080\/v1$/);
+    const start = (await calls(page, "serve_start"))[0].args;
+    expect(start).toMatchObject({ model: "smollm2-135m-instruct-q4-1", port: 8080, public: true, apiKey: "sk-local" });
+    const adapters = start.adapters as string[];
+    expect(adapters).toHaveLength(1);
+    const rows = page.getByTestId("serve-model-row");
+    await expect(rows).toHaveCount(2);
+    // the snippet names the first adapter and hides the key
+    await expect(page.getByTestId("serve-snippet")).toContainText(`model="${adapters[0]}"`);
+    await expect(page.getByTestId("serve-snippet")).not.toContainText("sk-local");
+    // counters move while the screen is open (the mock's client calls twice a second)
+    await expect(page.getByTestId("serve-requests")).not.toHaveText("0", { timeout: 5000 });
+    await page.getByTestId("serve-remove").first().click();
+    await expect(rows).toHaveCount(1);
+    await page.getByTestId("serve-add-pick").selectOption(adapters[0]);
+    await page.getByTestId("serve-add").click();
+    await expect(rows).toHaveCount(2);
+    await page.getByTestId("serve-stop").click();
+    await expect(page.getByTestId("serve-setup")).toBeVisible();
+    expect(errors).toEqual([]);
+  });
+});

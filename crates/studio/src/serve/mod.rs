@@ -308,7 +308,7 @@ pub fn is_loopback(host: &str) -> bool {
 /// Start serving `loaded` as `base`, with `adapters` (name, run id or folder) applied.
 /// Run ids resolve through `store` when one is given.
 pub async fn start(
-    loaded: Loaded,
+    loaded: Arc<Loaded>,
     base: &str,
     adapters: &[(String, String)],
     options: &ServeOptions,
@@ -327,7 +327,6 @@ pub async fn start(
             IpAddr::V4(ip) => ip.to_string(),
         }
     };
-    let loaded = Arc::new(loaded);
     let stats = Arc::new(Mutex::new(ServeStats::default()));
     let (tx, rx) = std::sync::mpsc::sync_channel(options.max_queue.max(1));
     let base_entry = Arc::new(Entry {
