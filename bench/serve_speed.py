@@ -8,8 +8,8 @@ for each server (greedy, the same prompts):
 - time to first token: a streamed request's first content chunk (median of 5);
 - tokens/s, 1 client: completion tokens over wall time of a 64-token answer (median of 3);
 - tokens/s, 8 concurrent clients: all completion tokens over the wall time of 8 requests;
-- adapter switch: the mean latency of 1-token requests that alternate between the two
-  adapters, less that of 1-token requests to one adapter (Whetstone keeps every adapter
+- adapter switch: the median latency of 1-token requests that each name another adapter
+  than the one before, less that of 1-token requests to the adapter just used (Whetstone keeps every adapter
   loaded; llama-cpp-python serves several models from one config file and reloads the
   model when a request names another, which is what its server offers for many adapters);
 - memory: the server's resident set with the base only, and per extra adapter (Whetstone:
@@ -64,7 +64,7 @@ def wait_ready(url, proc, timeout=300):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"the server exited: {proc.stderr.read() if proc.stderr else ''}")
+            raise SystemExit(f"the server exited with status {proc.returncode} (its log is next to the runs)")
         try:
             with urllib.request.urlopen(url + "/models", timeout=5) as r:
                 if r.status == 200:
@@ -108,8 +108,12 @@ def measure(name, url, pid, models):
     with ThreadPoolExecutor(8) as pool:
         done = list(pool.map(lambda i: chat(url, (base, a1, a2)[i % 3], PROMPTS[i], 32), range(8)))
     eight = sum(n for n, _ in done) / (time.monotonic() - started)
-    same = statistics.mean(chat(url, a1, PROMPTS[1], 1)[1] for _ in range(6))
-    alternating = statistics.mean(chat(url, (a1, a2)[i % 2], PROMPTS[1], 1)[1] for i in range(6))
+    # blocks of "same adapter" and "other adapter" requests in turn, so drift hits both
+    same, alternating = [], []
+    for _ in range(4):
+        same += [chat(url, a1, PROMPTS[1], 1)[1] for _ in range(3)]
+        alternating += [chat(url, (a2, a1)[i % 2], PROMPTS[1], 1)[1] for i in range(4)][1:]
+    same, alternating = statistics.median(same), statistics.median(alternating)
     return {"server": name, "ttft_s": ttft, "tok_s_1": statistics.median(one), "tok_s_8": eight,
             "switch_ms": (alternating - same) * 1e3, "rss_gib": rss_bytes(pid) / 2**30}
 
@@ -140,7 +144,7 @@ def main():
     # --- Whetstone: one base, adapters named a1 and a2
     port = free_port()
     proc = subprocess.Popen([cli, "serve", "--model", demo, "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=open(home / "whetstone-serve.log", "w"))
     url = f"http://127.0.0.1:{port}/v1"
     try:
         wait_ready(url, proc)
@@ -171,8 +175,9 @@ def main():
     ]}
     cfg = home / "llama-config.json"
     cfg.write_text(json.dumps(config))
+    # its log goes to a file: a pipe nobody reads fills up and stalls the server
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--config_file", str(cfg)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=open(home / "llama-server.log", "w"))
     url = f"http://127.0.0.1:{port}/v1"
     try:
         wait_ready(url, proc)

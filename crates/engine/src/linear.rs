@@ -83,11 +83,18 @@ impl BaseWeight {
     /// `x Wᵀ`; while training, with the input gradient only unless `W` itself trains.
     pub fn matmul_t(&self, x: &Tensor, training: bool) -> Result<Tensor> {
         match self {
-            BaseWeight::Dense(w) if training => frozen_linear(x, w),
+            // the blocked kernel wins from a few rows up (training, a prompt's prefill);
+            // candle's gemm wins on the one row of a decoding step
+            BaseWeight::Dense(w) if training || rows(x) >= 8 => frozen_linear(x, w),
             BaseWeight::Dense(w) => ops::matmul_2d(&x.contiguous()?, &w.t()?),
             BaseWeight::Nf4(_) => frozen_weight_linear(x, self),
         }
     }
+}
+
+/// Rows of `x` seen as a matrix `[rows, features]`.
+fn rows(x: &Tensor) -> usize {
+    x.elem_count() / x.dims().last().copied().unwrap_or(1).max(1)
 }
 
 /// `x Wᵀ` for a weight that does not train.

@@ -549,28 +549,23 @@ mod tests {
                 r#"{"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}"#,
                 "messages[0].content[0].type",
             ),
-            (
-                r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 3}"#,
-                "temperature",
-            ),
-            (
-                r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}"#,
-                "max_tokens",
-            ),
-            (
-                r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 2}"#,
-                "n",
-            ),
-            (
-                r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "presence_penalty": 1}"#,
-                "presence_penalty",
-            ),
-            (
-                r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "stop": 3}"#,
-                "stop",
-            ),
         ];
+        // one good message plus one bad field
+        let with = |extra: &str| {
+            format!(
+                r#"{{"model": "m", "messages": [{{"role": "user", "content": "x"}}], {extra}}}"#
+            )
+        };
+        let extra = [
+            (with(r#""temperature": 3"#), "temperature"),
+            (with(r#""max_tokens": 0"#), "max_tokens"),
+            (with(r#""n": 2"#), "n"),
+            (with(r#""presence_penalty": 1"#), "presence_penalty"),
+            (with(r#""stop": 3"#), "stop"),
+        ];
+        let cases = cases.iter().map(|(b, f)| (b.to_string(), *f)).chain(extra);
         for (body, field) in cases {
+            let body = body.as_str();
             let e = chat(body).unwrap_err();
             assert_eq!(e.status, 400, "{body}");
             assert_eq!(e.param.as_deref(), Some(field), "{body}: {}", e.message);
