@@ -32,13 +32,13 @@ def peft_made_lora(demo_model: Path, out: Path) -> Path:
 
     base = AutoModelForCausalLM.from_pretrained(demo_model.parent, gguf_file=demo_model.name,
                                                 dtype=torch.float32)
-    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj"],
                                             lora_dropout=0.0))
     gen = torch.Generator().manual_seed(5)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
     model.save_pretrained(out)
     return out
 
@@ -110,10 +110,9 @@ def test_greedy_answers_equal_whetstone_chat_token_for_token(served, lone):
         assert ids == out["token_ids"], model
         assert text == out["text"], model
         answers[model] = ids
-    base = answers[served["base"]]
-    assert answers["peft"] != base, "the PEFT adapter changed nothing"
-    assert answers["tuned"] != base or any(lone[("tuned", p)][1] != lone[(served["base"], p)][1]
-                                           for p in PROMPTS), "the trained adapter changed nothing"
+    for adapter in ("peft", "tuned"):
+        assert any(lone[(adapter, p)][1] != lone[(served["base"], p)][1] for p in PROMPTS), \
+            f"the {adapter} adapter changed no answer"
 
 
 def test_usage_counts_and_finish_reasons(served):

@@ -7,6 +7,7 @@
 //! nothing for the backward pass; an NF4 weight is dequantized on each call.
 
 use crate::kernels::gemm::Operand;
+use crate::kernels::gemv;
 use crate::ops::{self, matmul_2d};
 use crate::quant::Nf4Tensor;
 use candle_core::backend::BackendStorage;
@@ -83,10 +84,13 @@ impl BaseWeight {
     /// `x Wᵀ`; while training, with the input gradient only unless `W` itself trains.
     pub fn matmul_t(&self, x: &Tensor, training: bool) -> Result<Tensor> {
         match self {
-            // the blocked kernel wins from a few rows up (training, a prompt's prefill);
-            // candle's gemm wins on the one row of a decoding step
-            BaseWeight::Dense(w) if training || rows(x) >= 8 => frozen_linear(x, w),
-            BaseWeight::Dense(w) => ops::matmul_2d(&x.contiguous()?, &w.t()?),
+            // the blocked kernel from a few rows up (training, a prompt's prefill); one dot
+            // product per output for the few rows of a decoding step
+            BaseWeight::Dense(w) if training || rows(x) > gemv::MAX_ROWS => frozen_linear(x, w),
+            BaseWeight::Dense(w) => match gemv::linear(x, w)? {
+                Some(y) => Ok(y),
+                None => ops::matmul_2d(&x.contiguous()?, &w.t()?),
+            },
             BaseWeight::Nf4(_) => frozen_weight_linear(x, self),
         }
     }

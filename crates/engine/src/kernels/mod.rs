@@ -6,6 +6,7 @@ pub mod attention;
 pub mod dropout;
 pub mod exp;
 pub mod gemm;
+pub mod gemv;
 pub mod nf4;
 pub mod pool;
 pub mod rows;
