@@ -505,8 +505,18 @@ pub async fn execute(
                 run.id, run.dataset_id
             ))
         })?;
-    // A resumed run forgets what the interrupted process logged after its checkpoint.
+    // A resumed run forgets what the interrupted process logged after its checkpoint; one
+    // that starts from the beginning (it was stopped in the queue, perhaps just as it began
+    // and logged its start) forgets everything that attempt logged.
     let mut seq: i64 = 0;
+    if resume_from.is_none() {
+        for table in ["run_metrics", "run_metric_values", "run_events"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE run_id = ?"))
+                .bind(&run.id)
+                .execute(store.pool())
+                .await?;
+        }
+    }
     if let Some(ckpt) = &resume_from {
         let state: whetstone_engine::train::CheckpointState =
             std::fs::read_to_string(ckpt.join("state.json"))
