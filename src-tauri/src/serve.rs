@@ -7,10 +7,6 @@ use whetstone_studio::error::AppError;
 use whetstone_studio::models;
 use whetstone_studio::serve::{self, ServeOptions, ServeStatus};
 
-fn user(e: String) -> AppError {
-    AppError::user(e)
-}
-
 /// Serve `model` with the given runs' adapters (each served under its run id). `public`
 /// listens on every interface instead of 127.0.0.1.
 #[tauri::command]
@@ -38,9 +34,9 @@ pub async fn serve_start(
         ..ServeOptions::default()
     };
     let pairs: Vec<(String, String)> = adapters.iter().map(|a| (a.clone(), a.clone())).collect();
-    let handle = serve::start(loaded, &model, &pairs, &options, Some(s.store.clone()))
+    let handle = serve::start(loaded, &model, &pairs, &options, s.store.clone())
         .await
-        .map_err(user)?;
+        .map_err(AppError::user)?;
     let status = handle.status();
     *slot = Some(handle);
     Ok(status)
@@ -72,7 +68,9 @@ pub async fn serve_add_adapter(
     let h = slot
         .as_ref()
         .ok_or_else(|| AppError::user("no server is running"))?;
-    h.add_adapter(&name, &source).await.map_err(user)?;
+    h.add_adapter(&name, &source)
+        .await
+        .map_err(AppError::user)?;
     Ok(h.status())
 }
 
@@ -82,6 +80,6 @@ pub async fn serve_remove_adapter(s: State<'_>, name: String) -> CommandResult<S
     let h = slot
         .as_ref()
         .ok_or_else(|| AppError::user("no server is running"))?;
-    h.remove_adapter(&name).map_err(user)?;
+    h.remove_adapter(&name).map_err(AppError::user)?;
     Ok(h.status())
 }

@@ -88,7 +88,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         &base,
         &adapters,
         &options,
-        Some(store),
+        store,
     )
     .await
     .map_err(UserError)?;

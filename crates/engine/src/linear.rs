@@ -87,12 +87,18 @@ impl BaseWeight {
             // the blocked kernel from a few rows up (training, a prompt's prefill); one dot
             // product per output for the few rows of a decoding step
             BaseWeight::Dense(w) if training || rows(x) > gemv::MAX_ROWS => frozen_linear(x, w),
-            BaseWeight::Dense(w) => match gemv::linear(x, w)? {
-                Some(y) => Ok(y),
-                None => ops::matmul_2d(&x.contiguous()?, &w.t()?),
-            },
+            BaseWeight::Dense(w) => dense_product(x, w),
             BaseWeight::Nf4(_) => frozen_weight_linear(x, self),
         }
+    }
+}
+
+/// `x Wᵀ` outside training for a dense `[out, in]` weight: the row-streaming kernel for the
+/// few rows of a decoding step, candle's matmul otherwise.
+pub fn dense_product(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    match gemv::linear(x, w)? {
+        Some(y) => Ok(y),
+        None => ops::matmul_2d(&x.contiguous()?, &w.t()?),
     }
 }
 

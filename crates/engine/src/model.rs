@@ -671,10 +671,8 @@ impl DecoderModel {
         let w = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
         let logits = if self.mode.training() {
             crate::linear::frozen_linear(hidden, w)?
-        } else if let Some(y) = crate::kernels::gemv::linear(hidden, w)? {
-            y
         } else {
-            ops::matmul_2d(&hidden.contiguous()?, &w.t()?)?
+            crate::linear::dense_product(hidden, w)?
         };
         match self.config.final_softcap {
             Some(c) => ops::softcap(&logits, c),

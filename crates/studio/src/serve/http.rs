@@ -186,9 +186,9 @@ async fn complete(s: Arc<Shared>, body: Bytes, chat: bool) -> Result<Response, A
         let sender = jobs
             .as_ref()
             .ok_or_else(|| ApiError::internal("the server is stopping"))?;
-        s.stats.lock().map(|mut st| st.queued += 1).ok();
+        super::lock_stats(&s.stats).queued += 1;
         if let Err(e) = sender.try_send(job) {
-            s.stats.lock().map(|mut st| st.queued -= 1).ok();
+            super::lock_stats(&s.stats).queued -= 1;
             return Err(match e {
                 std::sync::mpsc::TrySendError::Full(_) => ApiError::busy(s.stats().queued),
                 std::sync::mpsc::TrySendError::Disconnected(_) => {
@@ -279,15 +279,12 @@ fn stream(
     let s = futures::stream::unfold((a, rx, Phase::Open), move |(a, mut rx, phase)| async move {
         match phase {
             Phase::Open => {
-                let first = if a.chat {
-                    a.head().chunk(Some(""), true, None)
-                } else {
-                    a.head().chunk(Some(""), false, None)
-                };
+                // chat opens with the role; completions with an empty text
+                let first = a.head().chunk(Some(""), a.chat, None);
                 Some((vec![data(first)], (a, rx, Phase::Body)))
             }
             Phase::Body => {
-                let out = match rx.recv().await {
+                let mut out = match rx.recv().await {
                     Some(Event::Text(t)) => {
                         return Some((
                             vec![data(a.head().chunk(Some(&t), false, None))],
@@ -308,7 +305,6 @@ fn stream(
                         ApiError::internal("the model thread stopped before answering").body(),
                     )],
                 };
-                let mut out = out;
                 out.push(Ok(SseEvent::default().data("[DONE]")));
                 Some((out, (a, rx, Phase::Closed)))
             }

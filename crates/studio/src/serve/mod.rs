@@ -15,7 +15,6 @@ use crate::store::Store;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use whetstone_engine::DecoderModel;
@@ -101,6 +100,13 @@ pub struct ServeStatus {
     pub resident_bytes: u64,
 }
 
+/// The counters, also after a thread panicked holding them (they are plain numbers).
+fn lock_stats(stats: &Mutex<ServeStats>) -> std::sync::MutexGuard<'_, ServeStats> {
+    stats
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -115,7 +121,7 @@ struct Shared {
     stats: Arc<Mutex<ServeStats>>,
     jobs: Mutex<Option<std::sync::mpsc::SyncSender<worker::Job>>>,
     api_key: Option<String>,
-    store: Option<Store>,
+    store: Store,
     started: Instant,
     url: String,
     next_id: std::sync::atomic::AtomicU64,
@@ -145,10 +151,7 @@ impl Shared {
     }
 
     fn stats(&self) -> ServeStats {
-        match self.stats.lock() {
-            Ok(s) => s.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        lock_stats(&self.stats).clone()
     }
 
     fn status(&self) -> ServeStatus {
@@ -173,18 +176,9 @@ impl Shared {
                 "a model named `{name}` is already served; remove it first"
             ));
         }
-        let dir = match &self.store {
-            Some(store) => crate::runs::adapter_dir(store, source)
-                .await
-                .map_err(|e| e.to_string())?,
-            None => {
-                let p = PathBuf::from(source);
-                if !p.is_dir() {
-                    return Err(format!("no adapter folder `{source}`"));
-                }
-                p
-            }
-        };
+        let dir = crate::runs::adapter_dir(&self.store, source)
+            .await
+            .map_err(|e| e.to_string())?;
         let loaded = self.loaded.clone();
         let (model, load_s) =
             tokio::task::spawn_blocking(move || inference::with_adapter(&loaded, Some(&dir)))
@@ -305,14 +299,14 @@ pub fn is_loopback(host: &str) -> bool {
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Start serving `loaded` as `base`, with `adapters` (name, run id or folder) applied.
-/// Run ids resolve through `store` when one is given.
+/// Start serving `loaded` as `base`, with `adapters` (name, run id or folder) applied;
+/// run ids resolve through `store`.
 pub async fn start(
     loaded: Arc<Loaded>,
     base: &str,
     adapters: &[(String, String)],
     options: &ServeOptions,
-    store: Option<Store>,
+    store: Store,
 ) -> Result<ServerHandle, String> {
     let addr = format!("{}:{}", options.host, options.port);
     let listener = tokio::net::TcpListener::bind(&addr)

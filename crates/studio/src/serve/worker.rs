@@ -2,7 +2,7 @@
 //! at a time, each with its own KV cache, so concurrent clients never share state. A request
 //! whose client has gone is skipped, and one that goes mid-answer is stopped at the next token.
 
-use super::{Entry, ServeStats};
+use super::{lock_stats as lock, Entry, ServeStats};
 use crate::inference::Loaded;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
@@ -27,13 +27,6 @@ pub(super) enum Event {
         queue_s: f64,
     },
     Failed(String),
-}
-
-fn lock(stats: &Mutex<ServeStats>) -> std::sync::MutexGuard<'_, ServeStats> {
-    match stats.lock() {
-        Ok(s) => s,
-        Err(poisoned) => poisoned.into_inner(),
-    }
 }
 
 pub(super) fn run(jobs: Receiver<Job>, loaded: Arc<Loaded>, stats: Arc<Mutex<ServeStats>>) {
