@@ -15,7 +15,9 @@ use tauri::{Emitter, Manager};
 use tokio::sync::broadcast::error::RecvError;
 
 mod serve;
+mod sweeps;
 use serve::*;
+use sweeps::*;
 use whetstone_studio::datasets::{self, DatasetRecord, Inspection};
 use whetstone_studio::error::AppError;
 use whetstone_studio::export::{self, ExportFormat, ExportReport, ExportRequest, ExportUpdate};

@@ -11,6 +11,7 @@ mod methods;
 mod models;
 mod runs;
 mod serve;
+mod sweep;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -140,6 +141,21 @@ enum Command {
     Chat(infer::ChatArgs),
     /// Serve the model and its adapters over an OpenAI-compatible HTTP API.
     Serve(serve::ServeArgs),
+    /// Train one model, dataset and method under several settings (a grid and/or random
+    /// draws), one run after another through the queue; the runs share their eval split.
+    Sweep(sweep::SweepArgs),
+    /// Average finished runs of one base and method family into one model (a model soup),
+    /// measured on their shared eval split and kept as a new run.
+    Soup {
+        /// Two or more run ids.
+        #[arg(required = true, num_args = 2..)]
+        runs: Vec<String>,
+        /// Greedy soup: add each run (best eval loss first) only if the soup does not get worse.
+        #[arg(long)]
+        greedy: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -253,6 +269,17 @@ enum RunsCommand {
     },
     /// Remove a run's history and its folder (checkpoints included).
     Delete {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The sweeps: their runs finished and their best run.
+    Sweeps {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One sweep's runs ranked by best eval loss, with their settings.
+    Sweep {
         id: String,
         #[arg(long)]
         json: bool,
@@ -384,6 +411,8 @@ fn main() -> ExitCode {
                 RunsCommand::Show { id, json } => runs::show(&id, json).await,
                 RunsCommand::Compare { ids, json } => runs::compare(&ids, json).await,
                 RunsCommand::Delete { id, json } => runs::delete(&id, json).await,
+                RunsCommand::Sweeps { json } => sweep::list(json).await,
+                RunsCommand::Sweep { id, json } => sweep::show(&id, json).await,
                 RunsCommand::Pause { id, json } => {
                     runs::control(&id, whetstone_studio::history::Control::Pause, json).await
                 }
@@ -410,6 +439,8 @@ fn main() -> ExitCode {
             Command::Score(a) => infer::score(a).await,
             Command::Chat(a) => infer::chat(a).await,
             Command::Serve(a) => serve::serve(a).await,
+            Command::Sweep(a) => sweep::sweep(a).await,
+            Command::Soup { runs, greedy, json } => sweep::soup(&runs, greedy, json).await,
         }
     });
     match result {

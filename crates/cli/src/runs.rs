@@ -22,12 +22,12 @@ pub async fn list(json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<8} {:<12} {:<7} {:<28} {:<24} {:>11} {:>10}  created",
-        "id", "status", "method", "model", "dataset", "steps", "best eval"
+        "{:<8} {:<12} {:<7} {:<28} {:<24} {:>11} {:>10}  {:<16}  group",
+        "id", "status", "method", "model", "dataset", "steps", "best eval", "created"
     );
     for r in &runs {
         println!(
-            "{:<8} {:<12} {:<7} {:<28} {:<24} {:>11} {:>10}  {}",
+            "{:<8} {:<12} {:<7} {:<28} {:<24} {:>11} {:>10}  {:<16}  {}",
             r.id,
             r.status,
             r.method,
@@ -39,7 +39,21 @@ pub async fn list(json: bool) -> anyhow::Result<ExitCode> {
                 r.total_steps.map_or("?".into(), |t| t.to_string())
             ),
             opt(r.best_eval_loss, 4),
-            r.created_at.get(..16).unwrap_or(&r.created_at)
+            r.created_at.get(..16).unwrap_or(&r.created_at),
+            match (&r.soup, &r.sweep_id) {
+                (Some(s), _) => format!(
+                    "{} soup of {}",
+                    s.recipe,
+                    s.ingredients
+                        .iter()
+                        .filter(|i| i.used)
+                        .map(|i| i.run_id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                (None, Some(sweep)) => sweep.clone(),
+                (None, None) => String::new(),
+            }
         );
     }
     Ok(ExitCode::SUCCESS)

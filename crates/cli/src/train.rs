@@ -116,7 +116,7 @@ pub async fn train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         .await?
         .0
     } else {
-        execute_queued(&store, &runs_made, a.json).await?
+        execute_queued(&store, &runs_made, a.json, &|r| r.method.clone()).await?
     };
     store.close().await;
     if queued > 1 && !a.json {
@@ -330,8 +330,13 @@ pub async fn execute(
 
 /// Several runs through the studio's queue: one at a time on their device, each run's
 /// events printed as they come (NDJSON adds `queued` lines with each run's place). Ctrl-C
-/// stops the one training and drops the ones waiting.
-async fn execute_queued(store: &Store, made: &[RunRecord], json: bool) -> anyhow::Result<ExitCode> {
+/// stops the one training and drops the ones waiting. `label` names a run in its header line.
+pub async fn execute_queued(
+    store: &Store,
+    made: &[RunRecord],
+    json: bool,
+    label: &dyn Fn(&RunRecord) -> String,
+) -> anyhow::Result<ExitCode> {
     use whetstone_studio::queue::{QueueUpdate, RunQueue};
     let queue = RunQueue::new(store.clone());
     let mut updates = queue.subscribe();
@@ -375,7 +380,7 @@ async fn execute_queued(store: &Store, made: &[RunRecord], json: bool) -> anyhow
                         .expect("submitted here");
                     if !json {
                         let i = made.iter().position(|r| r.id == run_id).unwrap_or(0);
-                        eprintln!("== {} of {total}: {}", i + 1, run.method);
+                        eprintln!("== {} of {total}: {}", i + 1, label(run));
                     }
                     Printer::new(run, json)
                 });

@@ -19,6 +19,7 @@ pub mod params;
 pub mod quant;
 pub mod rope;
 pub mod setting;
+pub mod soup;
 pub mod targets;
 pub mod train;
 

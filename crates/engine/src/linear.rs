@@ -252,6 +252,11 @@ pub trait LinearAdapter: std::fmt::Debug + Send + Sync {
     fn explicit(&self) -> Option<&dyn ExplicitAdapter> {
         None
     }
+    /// `(A [r, in], B [out, r], scale)` where the adapter's whole weight change is
+    /// `scale · B·A` (plain LoRA); `None` for every other kind (model soups average these).
+    fn low_rank(&self) -> Option<(Tensor, Tensor, f64)> {
+        None
+    }
 }
 
 /// What an adapter keeps from its forward pass for the backward pass of the explicit

@@ -38,6 +38,12 @@ pub struct RunView {
     pub notes: Option<String>,
     pub dataset_sha256: Option<String>,
     pub app_version: Option<String>,
+    /// `train`, or `soup` (its recipe in `soup`).
+    pub kind: String,
+    /// The sweep the run belongs to, and the settings it swept (key -> value).
+    pub sweep_id: Option<String>,
+    pub settings: Option<std::collections::BTreeMap<String, String>>,
+    pub soup: Option<crate::soup::SoupRecipe>,
 }
 
 fn dir_size(dir: &Path) -> Option<u64> {
@@ -93,6 +99,13 @@ impl RunView {
             notes: r.notes.clone(),
             dataset_sha256: r.dataset_sha256.clone(),
             app_version: r.app_version.clone(),
+            kind: r.kind.clone(),
+            sweep_id: r.sweep_id.clone(),
+            settings: r
+                .settings
+                .as_deref()
+                .and_then(|s| serde_json::from_str(s).ok()),
+            soup: r.soup.as_deref().and_then(|s| serde_json::from_str(s).ok()),
         }
     }
 }
@@ -110,6 +123,14 @@ pub type MetricRow = (&'static str, fn(&RunView) -> String);
 pub fn metric_rows() -> Vec<MetricRow> {
     vec![
         ("status", |r| r.status.to_string()),
+        ("kind", |r| match &r.soup {
+            Some(s) => format!(
+                "{} soup of {}",
+                s.recipe,
+                s.ingredients.iter().filter(|i| i.used).count()
+            ),
+            None => r.kind.clone(),
+        }),
         ("method", |r| r.method.clone()),
         ("model", |r| r.model.clone()),
         ("dataset", |r| r.dataset.clone()),

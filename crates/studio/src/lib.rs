@@ -23,7 +23,9 @@ pub mod run_state;
 pub mod runs;
 pub mod samples;
 pub mod serve;
+pub mod soup;
 pub mod store;
+pub mod sweep;
 
 pub use doctor::{doctor, DoctorReport};
 pub use paths::DataDir;

@@ -79,6 +79,14 @@ pub struct RunRecord {
     /// sha256 of the dataset file the run was made with.
     pub dataset_sha256: Option<String>,
     pub app_version: Option<String>,
+    /// `train`, or `soup` for a model soup of other runs.
+    pub kind: String,
+    /// The sweep the run belongs to.
+    pub sweep_id: Option<String>,
+    /// A sweep run's swept settings (JSON object, key -> value).
+    pub settings: Option<String>,
+    /// A soup's recipe and ingredients (JSON, [`crate::soup::SoupRecipe`]).
+    pub soup: Option<String>,
 }
 
 impl RunRecord {
@@ -149,40 +157,19 @@ pub async fn create(store: &Store, dir: &DataDir, req: NewRun) -> Result<RunReco
     .map_err(|e| RunError::Internal(e.to_string()))??;
     let config =
         serde_json::to_string(&req.config).map_err(|e| RunError::Internal(e.to_string()))?;
-    let mut tries = 0;
-    let id = loop {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(CAST(substr(id, 5) AS INTEGER)), 0) + 1 FROM runs WHERE id LIKE 'run-%'",
-        )
-        .fetch_one(store.pool())
-        .await?;
-        let id = format!("run-{n}");
-        let run_dir = dir.runs().join(&id);
-        let inserted = sqlx::query(
-            "INSERT OR IGNORE INTO runs (id, status, method, model_id, model_path, dataset_id, dataset_sha256, config, run_dir, app_version)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&id)
-        .bind(crate::run_state::RunState::Queued)
-        .bind(req.config.method.as_str())
-        .bind(&model_id)
-        .bind(model_path.to_string_lossy())
-        .bind(&dataset.id)
-        .bind(&dataset.sha256)
-        .bind(&config)
-        .bind(run_dir.to_string_lossy())
-        .bind(crate::APP_VERSION)
-        .execute(store.pool())
-        .await?
-        .rows_affected();
-        tries += 1;
-        if inserted == 1 {
-            break id;
-        }
-        if tries > 20 {
-            return Err(RunError::Internal("cannot allocate a run id".into()));
-        }
-    };
+    let id = insert_row(
+        store,
+        dir,
+        &RunRow {
+            kind: "train",
+            method: req.config.method.as_str(),
+            model_id: &model_id,
+            model_path: &model_path,
+            dataset: &dataset,
+            config: &config,
+        },
+    )
+    .await?;
     let run = get(store, &id)
         .await?
         .ok_or_else(|| RunError::Internal(format!("run {id} vanished")))?;
@@ -198,8 +185,58 @@ pub async fn create(store: &Store, dir: &DataDir, req: NewRun) -> Result<RunReco
     Ok(run)
 }
 
+/// What a new row of `runs` holds (it starts `queued`).
+pub(crate) struct RunRow<'a> {
+    pub kind: &'a str,
+    pub method: &'a str,
+    pub model_id: &'a Option<String>,
+    pub model_path: &'a Path,
+    pub dataset: &'a DatasetRecord,
+    pub config: &'a str,
+}
+
+/// Insert a `queued` run under the next free id (`run-N`) and return the id; two processes
+/// creating runs at once get different ids.
+pub(crate) async fn insert_row(
+    store: &Store,
+    dir: &DataDir,
+    row: &RunRow<'_>,
+) -> Result<String, RunError> {
+    for _ in 0..20 {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(CAST(substr(id, 5) AS INTEGER)), 0) + 1 FROM runs WHERE id LIKE 'run-%'",
+        )
+        .fetch_one(store.pool())
+        .await?;
+        let id = format!("run-{n}");
+        let run_dir = dir.runs().join(&id);
+        let inserted = sqlx::query(
+            "INSERT OR IGNORE INTO runs (id, status, kind, method, model_id, model_path, dataset_id, dataset_sha256, config, run_dir, app_version)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(crate::run_state::RunState::Queued)
+        .bind(row.kind)
+        .bind(row.method)
+        .bind(row.model_id)
+        .bind(row.model_path.to_string_lossy())
+        .bind(&row.dataset.id)
+        .bind(&row.dataset.sha256)
+        .bind(row.config)
+        .bind(run_dir.to_string_lossy())
+        .bind(crate::APP_VERSION)
+        .execute(store.pool())
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(id);
+        }
+    }
+    Err(RunError::Internal("cannot allocate a run id".into()))
+}
+
 /// `run.json`: what the run is made of, beside its checkpoints.
-fn write_manifest(
+pub(crate) fn write_manifest(
     run_dir: &Path,
     id: &str,
     model_path: &Path,
@@ -285,7 +322,7 @@ pub fn prepare_data(
     whetstone_engine::train::preference::check_rows(cfg.objective, &rows)
         .map_err(|e| RunError::User(format!("{display_path}: {e}")))?;
     let (train_idx, eval_idx) =
-        whetstone_data::dataset::split(rows.len(), cfg.eval_fraction, cfg.seed);
+        whetstone_data::dataset::split(rows.len(), cfg.eval_fraction, cfg.split_seed());
     let pick = |idx: &[usize]| idx.iter().map(|&i| rows[i].clone()).collect::<Vec<_>>();
     Ok(TrainData {
         train: pick(&train_idx),

@@ -3,14 +3,15 @@
 import * as core from "./messages/core";
 import * as runs from "./messages/runs";
 import * as serve from "./messages/serve";
+import * as sweeps from "./messages/sweeps";
 import * as tools from "./messages/tools";
 import * as wizard from "./messages/wizard";
 
-const en = { ...core.en, ...wizard.en, ...runs.en, ...tools.en, ...serve.en };
+const en = { ...core.en, ...wizard.en, ...runs.en, ...tools.en, ...serve.en, ...sweeps.en };
 
 export type MessageKey = keyof typeof en;
 
-const zh: Record<MessageKey, string> = { ...core.zh, ...wizard.zh, ...runs.zh, ...tools.zh, ...serve.zh };
+const zh: Record<MessageKey, string> = { ...core.zh, ...wizard.zh, ...runs.zh, ...tools.zh, ...serve.zh, ...sweeps.zh };
 
 export type Locale = "en" | "zh";
 const catalogs: Record<Locale, Record<MessageKey, string>> = { en, zh };

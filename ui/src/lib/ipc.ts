@@ -27,6 +27,11 @@ import type { RunView } from "./bindings/RunView";
 import type { SampleDataset } from "./bindings/SampleDataset";
 import type { ServeStatus } from "./bindings/ServeStatus";
 import type { SettingSpec } from "./bindings/SettingSpec";
+import type { SoupReport } from "./bindings/SoupReport";
+import type { PlannedRun } from "./bindings/PlannedRun";
+import type { SweepSpec } from "./bindings/SweepSpec";
+import type { SweepSummary } from "./bindings/SweepSummary";
+import type { SweepView } from "./bindings/SweepView";
 import type { TokenStatus } from "./bindings/TokenStatus";
 
 export type {
@@ -52,8 +57,16 @@ export type {
   SampleDataset,
   ServeStatus,
   SettingSpec,
+  SoupReport,
+  PlannedRun,
+  SweepSpec,
+  SweepSummary,
+  SweepView,
   TokenStatus,
 };
+export type { GridAxis } from "./bindings/GridAxis";
+export type { Ingredient } from "./bindings/Ingredient";
+export type { SoupRecipe } from "./bindings/SoupRecipe";
 export type { DeviceInfo } from "./bindings/DeviceInfo";
 export type { DemoModelStatus } from "./bindings/DemoModelStatus";
 export type { TrainEvent } from "./bindings/TrainEvent";
@@ -160,6 +173,15 @@ export const api = {
   /** Markdown report with charts (PNG, SVG) of the runs, written under the data directory. */
   runsReport: (ids: string[], by: "step" | "tokens") =>
     call<ReportFiles>("runs_report", { ids, by }),
+  // --- sweeps and soups -----------------------------------------------------------------
+  /** The runs a sweep would make (each validated; a bad key or value rejects by name). */
+  sweepPlan: (spec: SweepSpec) => call<PlannedRun[]>("sweep_plan", { spec }),
+  /** Register a sweep and queue its runs. */
+  sweepStart: (spec: SweepSpec) => call<SweepView>("sweep_start", { spec }),
+  sweepsList: () => call<SweepSummary[]>("sweeps_list"),
+  sweepShow: (id: string) => call<SweepView>("sweep_show", { id }),
+  /** Average finished runs into a new `soup` run: uniform, or greedy by eval loss. */
+  soupMake: (runs: string[], greedy: boolean) => call<SoupReport>("soup_make", { runs, greedy }),
   /** Ids of the runs training or waiting, per device. */
   queuePositions: () => call<[string, string[]][]>("queue_positions"),
 

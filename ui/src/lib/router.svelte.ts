@@ -1,4 +1,5 @@
-// Hash routes: `#screen` or `#screen/arg` (a run id for `run` and `export`).
+// Hash routes: `#screen` or `#screen/arg` (a run id for `run` and `export`, a sweep id for
+// `sweep`).
 export type Screen =
   | "home"
   | "new"
@@ -10,9 +11,10 @@ export type Screen =
   | "models"
   | "datasets"
   | "settings"
-  | "export";
+  | "export"
+  | "sweep";
 
-const SCREENS: Screen[] = ["home", "new", "run", "runs", "compare", "playground", "serve", "models", "datasets", "settings", "export"];
+const SCREENS: Screen[] = ["home", "new", "run", "runs", "compare", "playground", "serve", "models", "datasets", "settings", "export", "sweep"];
 
 function parse(hash: string): { screen: Screen; arg: string | null } {
   const [head, ...rest] = hash.replace(/^#\/?/, "").split("/");

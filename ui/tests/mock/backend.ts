@@ -23,8 +23,13 @@ import type {
   ReportFiles,
   RunMetrics,
   RunView,
+  PlannedRun,
   ServeStatus,
   SettingSpec,
+  SoupReport,
+  SweepSpec,
+  SweepSummary,
+  SweepView,
   TokenStatus,
   TrainEvent,
 } from "../../src/lib/ipc";
@@ -91,6 +96,11 @@ export const COMMANDS = [
   "serve_stop",
   "serve_add_adapter",
   "serve_remove_adapter",
+  "sweep_plan",
+  "sweep_start",
+  "sweeps_list",
+  "sweep_show",
+  "soup_make",
 ] as const;
 
 export type Options = {
@@ -330,6 +340,7 @@ export class MockBackend {
   private server: { status: ServeStatus; since: number } | null = null;
   private batchMs: number;
   private batches: number;
+  private sweeps: { id: string; name: string; spec: SweepSpec; created_at: string }[] = [];
 
   constructor(opts: Options = {}) {
     this.batchMs = opts.batchMs ?? 50;
@@ -482,6 +493,17 @@ export class MockBackend {
         s.status.models = s.status.models.filter((m) => m.id !== name);
         return this.serveSnapshot();
       }
+      // --- sweeps and soups
+      case "sweep_plan":
+        return this.sweepPlan(a.spec as SweepSpec);
+      case "sweep_start":
+        return this.sweepStart(a.spec as SweepSpec);
+      case "sweeps_list":
+        return this.sweepsList();
+      case "sweep_show":
+        return this.sweepShow(str(a, "id"));
+      case "soup_make":
+        return this.soupMake(strList(a, "runs"), a.greedy === true);
       // --- plugins the UI reaches through ipc.ts
       case "plugin:opener|reveal_item_in_dir":
         return null;
@@ -801,6 +823,10 @@ export class MockBackend {
       notes: null,
       dataset_sha256: dataset.sha256,
       app_version: "0.1.0",
+      kind: "train",
+      sweep_id: null,
+      settings: null,
+      soup: null,
     };
   }
 
@@ -1059,6 +1085,123 @@ export class MockBackend {
       fail(`run ${id} is ${r.view.status}: only a queued or running run can be ${action === "pause" ? "paused" : "stopped"}`);
     }
     return { ...r.view };
+  }
+
+  // --- sweeps and soups --------------------------------------------------------------------
+  private sweepPlan(spec: SweepSpec): PlannedRun[] {
+    const method = parseMethod(spec.method);
+    const keys = spec.grid.map((g) => g.key);
+    for (const k of keys) {
+      if (!KEY_INFO.some((i) => i.key === k) || k === "device") fail(`\`${k}\` cannot be swept: it is not a run setting`);
+      if (keys.indexOf(k) !== keys.lastIndexOf(k)) fail(`\`${k}\` is swept twice`);
+    }
+    const count = spec.grid.reduce((n, g) => n * g.values.length, 1);
+    if (count > 64) fail(`the sweep would make ${count} runs; at most 64 (fewer values, or fewer draws)`);
+    if (count < 2) fail("a sweep needs at least two runs: give a key two or more values");
+    const out: PlannedRun[] = [];
+    for (let point = 0; point < count; point++) {
+      const settings: Record<string, string> = {};
+      let rest = point;
+      for (const g of [...spec.grid].reverse()) {
+        settings[g.key] = g.values[rest % g.values.length];
+        rest = Math.floor(rest / g.values.length);
+      }
+      const pairs = Object.entries(settings).map(([k, v]) => `${k}=${v}`);
+      let config: TrainConfig;
+      try {
+        config = configWith(method, [...spec.sets, ...pairs]);
+      } catch (e) {
+        fail(String(e).replace(/^--set /, ""));
+      }
+      out.push({ settings: Object.fromEntries(Object.entries(settings).sort()), config });
+    }
+    return out;
+  }
+
+  private sweepStart(spec: SweepSpec): SweepView {
+    const planned = this.sweepPlan(spec);
+    const id = `sweep-${this.sweeps.length + 1}`;
+    const name = spec.name?.trim() || `${spec.method} · ${spec.grid.map((g) => g.key).join(" × ")}`;
+    this.sweeps.push({ id, name, spec, created_at: now() });
+    for (const p of planned) {
+      const pairs = Object.entries(p.settings).map(([k, v]) => `${k}=${v}`);
+      const view = this.runStart(spec.model, spec.data, spec.method, [...spec.sets, ...pairs]);
+      const r = this.require(view.id);
+      r.view.sweep_id = id;
+      r.view.settings = p.settings;
+    }
+    return this.sweepShow(id);
+  }
+
+  private sweepRuns(id: string): RunView[] {
+    return [...this.runs.values()].filter((r) => r.view.sweep_id === id && r.view.kind === "train").map((r) => ({ ...r.view }));
+  }
+
+  private bestOf(runs: RunView[]): RunView | null {
+    return runs.filter((r) => r.best_eval_loss != null).sort((a, b) => (a.best_eval_loss ?? 0) - (b.best_eval_loss ?? 0))[0] ?? null;
+  }
+
+  private sweepShow(id: string): SweepView {
+    const s = this.sweeps.find((x) => x.id === id);
+    if (!s) fail(`no sweep \`${id}\` (see \`whetstone runs sweeps\`)`);
+    const runs = this.sweepRuns(id);
+    return { id, name: s.name, created_at: s.created_at, spec: s.spec, keys: s.spec.grid.map((g) => g.key), runs, best: this.bestOf(runs)?.id ?? null };
+  }
+
+  private sweepsList(): SweepSummary[] {
+    return this.sweeps.map((s) => {
+      const runs = this.sweepRuns(s.id);
+      const best = this.bestOf(runs);
+      return {
+        id: s.id,
+        name: s.name,
+        created_at: s.created_at,
+        runs: runs.length,
+        finished: runs.filter((r) => r.status !== "queued" && r.status !== "running").length,
+        best: best?.id ?? null,
+        best_eval_loss: best?.best_eval_loss ?? null,
+      };
+    });
+  }
+
+  private async soupMake(ids: string[], greedy: boolean): Promise<SoupReport> {
+    if (ids.length < 2) fail("a soup needs at least two runs");
+    const runs = ids.map((id) => this.require(id).view);
+    const lora = ["lora", "lora_plus"];
+    for (const r of runs) {
+      if (r.status === "running" || r.status === "queued") fail(`run ${r.id} is still training; make the soup when it has finished`);
+      if (!lora.includes(r.method)) fail(`run ${r.id}: a \`${r.method}\` run cannot go in a soup here`);
+    }
+    await sleep(300);
+    const sorted = [...runs].sort((a, b) => (a.best_eval_loss ?? 9) - (b.best_eval_loss ?? 9));
+    const best = sorted[0].best_eval_loss ?? 1;
+    const used = greedy ? sorted.slice(0, 2).map((r) => r.id) : sorted.map((r) => r.id);
+    const loss = best - (greedy ? 0.02 : 0.01);
+    const ingredients = sorted.map((r) => ({
+      run_id: r.id,
+      eval_loss: r.best_eval_loss ?? 1,
+      used: used.includes(r.id),
+      weight: used.includes(r.id) ? 1 / used.length : 0,
+      checkpoint: "best",
+    }));
+    const first = this.require(sorted[0].id);
+    const view = this.newView(this.models[0], this.datasets[0], { ...first.view.config, method: "lora" }, now());
+    Object.assign(view, {
+      kind: "soup",
+      status: "completed",
+      steps_done: 0,
+      total_steps: 0,
+      best_eval_loss: loss,
+      first_eval_loss: first.view.first_eval_loss,
+      last_eval_loss: loss,
+      finished_at: now(),
+      soup: { recipe: greedy ? "greedy" : "uniform", ingredients, base_eval_loss: first.view.first_eval_loss ?? 2.5 },
+    });
+    const metrics = emptyMetrics(view);
+    pushEval(metrics.eval, 0, loss, 0, 0);
+    metrics.checkpoints.push({ step: 0, path: `${view.run_dir}/checkpoints/best`, best: true });
+    this.runs.set(view.id, { view, metrics, timer: null, time: 0, tokens: 0, started: true });
+    return { run_id: view.id, eval_loss: loss, recipe: view.soup!.recipe, ingredients, base_eval_loss: view.soup!.base_eval_loss, seconds: 0.3 };
   }
 
   private runDelete(id: string): RunView {

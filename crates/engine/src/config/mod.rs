@@ -151,6 +151,10 @@ pub struct TrainConfig {
     pub sample_tokens: usize,
     #[ts(type = "number")]
     pub seed: u64,
+    /// Seed of the train/eval split; `None`: `seed`. A seed sweep fixes it, so every run
+    /// (and a soup of them) is measured on the same held-out records.
+    #[ts(type = "number | null")]
+    pub split_seed: Option<u64>,
     pub gradient_checkpointing: bool,
     pub device: String,
     pub dtype: String,
@@ -205,6 +209,7 @@ impl Default for TrainConfig {
             early_stopping_patience: 0,
             sample_tokens: 32,
             seed: 42,
+            split_seed: None,
             gradient_checkpointing: false,
             device: "cpu".into(),
             dtype: "auto".into(),
@@ -238,6 +243,11 @@ impl TrainConfig {
             seed: self.seed,
             weight_decay: self.weight_decay(),
         }
+    }
+
+    /// The seed that picks the eval split.
+    pub fn split_seed(&self) -> u64 {
+        self.split_seed.unwrap_or(self.seed)
     }
 
     pub fn lr(&self) -> f64 {

@@ -222,6 +222,13 @@ impl LinearAdapter for LoraWeights {
     fn explicit(&self) -> Option<&dyn ExplicitAdapter> {
         Some(self)
     }
+
+    fn low_rank(&self) -> Option<(Tensor, Tensor, f64)> {
+        // DoRA's magnitude rescales the whole weight: its change is not `scale·B·A`
+        self.magnitude
+            .is_none()
+            .then(|| (self.a.detach(), self.b.detach(), self.scale))
+    }
 }
 
 /// The LoRA family on one code path; what differs per member.

@@ -29,7 +29,7 @@ pub use checkpoint::{find_checkpoint, peft_adapter_config, CheckpointState};
 pub use events::{RunStatus, Summary, TrainData, TrainError, TrainEvent, TrainSpec};
 pub use objective::{for_config as objective_for, LossSum, Metrics, Objective, Sft};
 pub use policy::{Checkpointing, EarlyStopping};
-pub use run::train;
+pub use run::{eval_loss, train};
 pub use step::{forward_backward, forward_backward_autograd};
 
 #[cfg(test)]

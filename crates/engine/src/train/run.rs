@@ -65,46 +65,15 @@ impl Loop<'_> {
     /// The mean eval loss and the mean of each of the objective's metrics.
     fn evaluate(&self) -> Result<(f64, Metrics), TrainError> {
         self.model.mode.set_training(false);
-        self.model.mode.set_inference(true);
-        let (mut sum, mut count) = (0f64, 0usize);
-        let mut metrics = Metrics::new();
-        // forward only, nothing kept: the explicit path's kernels where they apply, else
-        // candle's inference kernels
-        let explicit =
-            super::explicit::unsupported(self.model, &self.opt.params, self.objective.as_ref())
-                .is_none();
-        for chunk in self.eval.chunks(self.cfg.batch_size) {
-            let rows: Vec<&Tokenized> = chunk.iter().collect();
-            let batch = self.objective.batch(&rows, &self.model.device)?;
-            let terms = self.objective.terms(&batch);
-            if terms == 0 {
-                continue;
-            }
-            let (loss, m) = if explicit {
-                super::explicit::evaluate(self.model, self.objective.as_ref(), &batch)?
-            } else {
-                let h = self
-                    .model
-                    .hidden_states(&batch.input, 0, None, Ops::Fused)?
-                    .detach();
-                let out = self.objective.loss_sum(self.model, &h, &batch)?;
-                (
-                    out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?,
-                    out.metrics,
-                )
-            };
-            sum += loss;
-            add_metrics(&mut metrics, &m);
-            count += terms;
-        }
-        self.model.mode.set_inference(false);
+        let out = eval_rows(
+            self.model,
+            &self.opt.params,
+            self.objective.as_ref(),
+            &self.eval,
+            self.cfg.batch_size,
+        );
         self.model.mode.set_training(true);
-        let loss = if count == 0 {
-            f64::NAN
-        } else {
-            sum / count as f64
-        };
-        Ok((loss, mean_metrics(metrics, count)))
+        out
     }
 
     fn sample(&self, tokenizer: &ModelTokenizer) -> Result<Option<(String, String)>, TrainError> {
@@ -616,4 +585,74 @@ pub fn train(
         summary: summary.clone(),
     });
     Ok(summary)
+}
+
+/// The mean loss of `objective` over `rows` (in batches of `batch_size`) and the mean of its
+/// metrics, forward only: the explicit path's kernels where they apply, else candle's
+/// inference kernels. `params` are the run's trainable tensors (none for a model loaded for
+/// inference).
+fn eval_rows(
+    model: &DecoderModel,
+    params: &[crate::params::Param],
+    objective: &dyn Objective,
+    rows: &[Tokenized],
+    batch_size: usize,
+) -> Result<(f64, Metrics), TrainError> {
+    model.mode.set_inference(true);
+    let out = (|| {
+        let (mut sum, mut count) = (0f64, 0usize);
+        let mut metrics = Metrics::new();
+        let explicit = super::explicit::unsupported(model, params, objective).is_none();
+        for chunk in rows.chunks(batch_size.max(1)) {
+            let rows: Vec<&Tokenized> = chunk.iter().collect();
+            let batch = objective.batch(&rows, &model.device)?;
+            let terms = objective.terms(&batch);
+            if terms == 0 {
+                continue;
+            }
+            let (loss, m) = if explicit {
+                super::explicit::evaluate(model, objective, &batch)?
+            } else {
+                let h = model
+                    .hidden_states(&batch.input, 0, None, Ops::Fused)?
+                    .detach();
+                let out = objective.loss_sum(model, &h, &batch)?;
+                (
+                    out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?,
+                    out.metrics,
+                )
+            };
+            sum += loss;
+            add_metrics(&mut metrics, &m);
+            count += terms;
+        }
+        let loss = if count == 0 {
+            f64::NAN
+        } else {
+            sum / count as f64
+        };
+        Ok((loss, mean_metrics(metrics, count)))
+    })();
+    model.mode.set_inference(false);
+    out
+}
+
+/// The eval loss a run of `cfg` would report for `model` (an adapter applied for inference)
+/// on the held-out rows `eval`: the same objective, batches and kernels as the training
+/// loop's evaluations. Objectives that compare against the model before training (DPO,
+/// KTO) need the reference pass of a run and are refused.
+pub fn eval_loss(
+    model: &DecoderModel,
+    cfg: &TrainConfig,
+    eval: &[Tokenized],
+) -> Result<f64, TrainError> {
+    if cfg.objective.needs_reference() {
+        return Err(TrainError::Invalid(format!(
+            "objective `{}` measures against the model before training; only a run can evaluate it",
+            cfg.objective.as_str()
+        )));
+    }
+    model.mode.set_training(false);
+    let objective = objective::for_config(cfg);
+    Ok(eval_rows(model, &[], objective.as_ref(), eval, cfg.batch_size)?.0)
 }

@@ -39,6 +39,10 @@ export function runView(id: string, over: Partial<RunView> = {}): RunView {
     notes: null,
     dataset_sha256: null,
     app_version: "0.1.0",
+    kind: "train",
+    sweep_id: null,
+    settings: null,
+    soup: null,
     ...over,
   } as RunView;
 }

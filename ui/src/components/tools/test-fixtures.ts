@@ -46,6 +46,10 @@ export function run(overrides: Partial<RunView> = {}): RunView {
     notes: null,
     dataset_sha256: null,
     app_version: "0.1.0",
+    kind: "train",
+    sweep_id: null,
+    settings: null,
+    soup: null,
     ...overrides,
   };
 }

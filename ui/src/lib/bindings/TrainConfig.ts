@@ -62,7 +62,12 @@ early_stopping_patience: number,
 /**
  * Tokens generated from an eval prompt at each evaluation (0 = no samples).
  */
-sample_tokens: number, seed: number, gradient_checkpointing: boolean, device: string, dtype: string, 
+sample_tokens: number, seed: number, 
+/**
+ * Seed of the train/eval split; `None`: `seed`. A seed sweep fixes it, so every run
+ * (and a soup of them) is measured on the same held-out records.
+ */
+split_seed: number | null, gradient_checkpointing: boolean, device: string, dtype: string, 
 /**
  * The preference objectives' settings.
  */
