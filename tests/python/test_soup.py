@@ -169,3 +169,52 @@ def test_soups_refuse_mixed_families_splits_and_repeats(swept, demo_model):
            "--set", "seq_len=8", check=False)
     assert p.returncode == 1 and "sweep run 1 (seed=1)" in p.stderr, p.stderr
     assert json.loads(go("runs", "sweeps", "--json").stdout)[-1]["id"] == final["sweep"]["id"]
+
+
+def strip_fence(text):
+    t = text.strip()
+    if t.startswith("```") and t.endswith("```"):
+        t = t[3:-3].strip()
+        t = t[4:].strip() if t.startswith("json") else t
+    return t
+
+
+def py_json(text):
+    try:
+        return json.loads(strip_fence(text))
+    except ValueError:
+        return None
+
+
+def test_evaluate_scores_base_and_tuned_answers_on_the_held_out_prompts(swept):
+    """The task metrics, recomputed here from the answers; the base answers the same for
+    every run of the sweep (one base, one held-out split)."""
+    home, go, final = swept
+    reports = [json.loads(go("evaluate", r["run_id"], "--limit", "4", "--json").stdout)
+               for r in final["runs"][:2]]
+    for rep in reports:
+        assert [m["metric"] for m in rep["metrics"]] == ["json_valid", "json_fields", "exact_match"]
+        assert len(rep["examples"]) == 4 and rep["checkpoint"] in ("best", "last")
+        for e in rep["examples"]:
+            ref = json.loads(e["reference"])
+            for side in ("base", "tuned"):
+                answer = e[f"{side}_answer"]
+                got = py_json(answer)
+                fields = (sum(1 for k, v in ref.items() if isinstance(got, dict) and k in got and got[k] == v)
+                          / len(ref))
+                want = [float(got is not None), fields, float(answer.strip() == e["reference"].strip())]
+                assert e[f"{side}_scores"] == pytest.approx(want), (side, answer)
+        for k, m in enumerate(rep["metrics"]):
+            for side in ("base", "tuned"):
+                mean = sum(e[f"{side}_scores"][k] for e in rep["examples"]) / 4
+                assert m[side] == pytest.approx(mean)
+    assert [e["base_answer"] for e in reports[0]["examples"]] == [e["base_answer"] for e in reports[1]["examples"]]
+    assert [e["reference"] for e in reports[0]["examples"]] == [e["reference"] for e in reports[1]["examples"]]
+    run_id = final["runs"][0]["run_id"]
+    p = go("evaluate", run_id, "--metric", "regex", check=False)
+    assert p.returncode == 1 and "--pattern" in p.stderr
+    p = go("evaluate", run_id, "--metric", "bleu", check=False)
+    assert p.returncode == 1 and "unknown metric `bleu`" in p.stderr
+    regex = json.loads(go("evaluate", run_id, "--metric", "regex", "--pattern", r'^\{"name": ', "--limit", "2",
+                          "--json").stdout)
+    assert [m["metric"] for m in regex["metrics"]] == ["regex"]

@@ -388,6 +388,11 @@ def test_demo_lowers_eval_loss_and_learns_the_format(run, home, demo_model):
     assert exported.parent == (home / "exports").resolve()
     assert json.loads((exported / "adapter_config.json").read_text())["peft_type"] == "LORA"
     assert json.loads((exported / "manifest.json").read_text())["run_id"] == summary["run_id"]
+    # base vs tuned answers to held-out prompts: JSON answers get the JSON metrics
+    task = {m["metric"]: m for m in summary["task_metrics"]}
+    assert summary["task_records"] == 10 and list(task) == ["json_valid", "json_fields", "exact_match"]
+    assert all(0 <= m[k] <= 1 for m in task.values() for k in ("base", "tuned"))
+    assert task["exact_match"]["tuned"] > task["exact_match"]["base"], task
 
 
 def test_another_client_pauses_a_run_then_resume_continues_it_exactly(run, run_json, home, whetstone_bin, tiny,

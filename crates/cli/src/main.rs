@@ -5,6 +5,7 @@
 mod common;
 mod datasets;
 mod doctor;
+mod evaluate;
 mod export;
 mod infer;
 mod methods;
@@ -144,6 +145,10 @@ enum Command {
     /// Train one model, dataset and method under several settings (a grid and/or random
     /// draws), one run after another through the queue; the runs share their eval split.
     Sweep(sweep::SweepArgs),
+    /// Task metrics on a run's held-out records: the base's answers and the run's, each
+    /// scored against the reference answer (exact / normalised match, contains, regex, JSON
+    /// validity and fields, ROUGE-L, chrF), kept in the history.
+    Evaluate(evaluate::EvaluateArgs),
     /// Average finished runs of one base and method family into one model (a model soup),
     /// measured on their shared eval split and kept as a new run.
     Soup {
@@ -440,6 +445,7 @@ fn main() -> ExitCode {
             Command::Chat(a) => infer::chat(a).await,
             Command::Serve(a) => serve::serve(a).await,
             Command::Sweep(a) => sweep::sweep(a).await,
+            Command::Evaluate(a) => evaluate::evaluate(a).await,
             Command::Soup { runs, greedy, json } => sweep::soup(&runs, greedy, json).await,
         }
     });

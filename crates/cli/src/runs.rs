@@ -96,6 +96,14 @@ fn print_view(r: &RunView) {
     if let Some(n) = &r.notes {
         println!("notes: {n}");
     }
+    if !r.task_metrics.is_empty() {
+        let figures: Vec<String> = r
+            .task_metrics
+            .iter()
+            .map(|m| format!("{} {:.3} → {:.3}", m.metric.as_str(), m.base, m.tuned))
+            .collect();
+        println!("task metrics (base → tuned): {}", figures.join(" · "));
+    }
     if r.status.is_resumable() {
         println!("continue with: whetstone resume {}", r.id);
     }

@@ -421,6 +421,9 @@ pub async fn execute_queued(
     }
 }
 
+/// Held-out records the demo answers with the base and the tuned model (about 3 s each).
+const DEMO_TASK_RECORDS: usize = 10;
+
 const DEMO_PROMPT: &str = "Extract the person's name, age and city as JSON.\n\nLast spring Ingrid Solberg, 29, moved from Bergen to start a bakery.";
 
 fn generate_demo(loaded: &whetstone_studio::inference::Loaded) -> anyhow::Result<String> {
@@ -504,6 +507,18 @@ pub async fn demo(steps: u64, json: bool) -> anyhow::Result<ExitCode> {
     )
     .await
     .map_err(run_error)?;
+    // did it get better at the task: base vs tuned answers to held-out prompts, scored
+    let task = whetstone_studio::task_eval::evaluate(
+        &store,
+        &whetstone_studio::task_eval::TaskEvalRequest {
+            run: run.id.clone(),
+            limit: Some(DEMO_TASK_RECORDS),
+            ..Default::default()
+        },
+        |_, _| {},
+    )
+    .await
+    .map_err(run_error)?;
     store.close().await;
     let after = tokio::task::spawn_blocking(move || {
         let loaded = whetstone_studio::inference::load(&model_path, "cpu", Some(&adapter), false)
@@ -523,6 +538,8 @@ pub async fn demo(steps: u64, json: bool) -> anyhow::Result<ExitCode> {
                 "generation_after": after,
                 "prompt": DEMO_PROMPT,
                 "peft_export": exported.path,
+                "task_metrics": task.metrics,
+                "task_records": task.examples.len(),
             })
         );
     } else {
@@ -536,6 +553,17 @@ pub async fn demo(steps: u64, json: bool) -> anyhow::Result<ExitCode> {
         );
         println!("generation before: {before}");
         println!("generation after:  {after}");
+        let figures: Vec<String> = task
+            .metrics
+            .iter()
+            .map(|m| format!("{} {:.2} → {:.2}", m.metric.as_str(), m.base, m.tuned))
+            .collect();
+        println!(
+            "task metrics on {} held-out records (base → tuned): {} (`whetstone evaluate {}` for all)",
+            task.examples.len(),
+            figures.join(" · "),
+            run.id
+        );
         println!(
             "run {} is kept: `whetstone chat --model {} --adapter {} \"...\"`",
             run.id, model.id, run.id

@@ -44,6 +44,8 @@ pub struct RunView {
     pub sweep_id: Option<String>,
     pub settings: Option<std::collections::BTreeMap<String, String>>,
     pub soup: Option<crate::soup::SoupRecipe>,
+    /// Its last task evaluation (`whetstone evaluate`): base vs tuned, per metric.
+    pub task_metrics: Vec<crate::task_eval::MetricPair>,
 }
 
 fn dir_size(dir: &Path) -> Option<u64> {
@@ -106,6 +108,7 @@ impl RunView {
                 .as_deref()
                 .and_then(|s| serde_json::from_str(s).ok()),
             soup: r.soup.as_deref().and_then(|s| serde_json::from_str(s).ok()),
+            task_metrics: vec![],
         }
     }
 }
@@ -195,6 +198,10 @@ async fn view(store: &Store, r: &RunRecord) -> Result<RunView, RunError> {
         .bind(&r.id)
         .fetch_all(store.pool())
         .await?;
+    v.task_metrics = crate::task_eval::stored(store, Some(&r.id))
+        .await?
+        .remove(&r.id)
+        .unwrap_or_default();
     Ok(v)
 }
 
@@ -212,11 +219,13 @@ pub async fn list(store: &Store) -> Result<Vec<RunView>, RunError> {
     for (id, tag) in pairs {
         tags.entry(id).or_default().push(tag);
     }
+    let mut task = crate::task_eval::stored(store, None).await?;
     Ok(rows
         .iter()
         .map(|r| {
             let mut v = RunView::from_record(r);
             v.tags = tags.remove(&r.id).unwrap_or_default();
+            v.task_metrics = task.remove(&r.id).unwrap_or_default();
             v
         })
         .collect())

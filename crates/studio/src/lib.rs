@@ -26,6 +26,8 @@ pub mod serve;
 pub mod soup;
 pub mod store;
 pub mod sweep;
+pub mod task_eval;
+pub mod task_metrics;
 
 pub use doctor::{doctor, DoctorReport};
 pub use paths::DataDir;

@@ -827,6 +827,7 @@ export class MockBackend {
       sweep_id: null,
       settings: null,
       soup: null,
+      task_metrics: [],
     };
   }
 
@@ -889,6 +890,12 @@ export class MockBackend {
       adapter_bytes: trainable * 4 + 1840,
     });
     metrics.checkpoints.push({ step: metrics.eval.step[evals.indexOf(best)], path: `${view.run_dir}/checkpoints/best`, best: true });
+    // as `whetstone evaluate` leaves it: base vs tuned on the held-out JSON answers
+    view.task_metrics = [
+      { metric: "json_valid", base: 0.9, tuned: 1 },
+      { metric: "json_fields", base: 0.8, tuned: 0.967 },
+      { metric: "exact_match", base: 0, tuned: 0.9 },
+    ];
     this.runs.set(view.id, { view, metrics, timer: null, time, tokens, started: true });
   }
 

@@ -94,3 +94,12 @@ test("Make soup from a selection in Runs, and the refusal of a run it cannot ave
   await expect(page.locator('[data-testid="run-row"][data-id="run-4"] [data-testid="run-soup"]')).toHaveText("soup");
   expect(errors).toEqual([]);
 });
+
+test("a run's task metrics, base against tuned, on its screen", async ({ page }) => {
+  const errors = collectErrors(page);
+  await openApp(page, "run/run-1");
+  await expect(page.getByTestId("run-summary")).toBeVisible();
+  await expect(page.locator('[data-testid="run-task-metric"][data-metric="exact_match"]')).toContainText("0.000 → 0.900");
+  await expect(page.getByTestId("run-task-metric")).toHaveCount(3);
+  expect(errors).toEqual([]);
+});

@@ -43,6 +43,7 @@ export function runView(id: string, over: Partial<RunView> = {}): RunView {
     sweep_id: null,
     settings: null,
     soup: null,
+    task_metrics: [],
     ...over,
   } as RunView;
 }

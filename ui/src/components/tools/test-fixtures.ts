@@ -50,6 +50,7 @@ export function run(overrides: Partial<RunView> = {}): RunView {
     sweep_id: null,
     settings: null,
     soup: null,
+    task_metrics: [],
     ...overrides,
   };
 }
